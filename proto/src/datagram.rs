@@ -250,7 +250,8 @@ mod tests {
     fn v2_round_trip_and_signature_split() {
         let key = Key::new("k1", b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
         let mut e = Event::new(Kind::Alert, 10);
-        e.set_str("title", Some("power")).set_str("message", Some("mains lost\nat site"));
+        e.set_str("title", Some("power"))
+            .set_str("message", Some("mains lost\nat site"));
         let id = EventId::generate();
         for key in [None, Some(&key)] {
             let bytes = encode_v2(id, &e, key, false);
@@ -273,16 +274,30 @@ mod tests {
             (b"[1,2]", "not_object"),
             (b"{\"v\":3,\"tst\":1}", "bad_version"),
             (b"{\"v\":2,\"tst\":1,\"kind\":\"login\"}", "bad_field"),
-            (b"{\"v\":2,\"tst\":1,\"id\":\"zz\",\"kind\":\"login\"}", "bad_field"),
+            (
+                b"{\"v\":2,\"tst\":1,\"id\":\"zz\",\"kind\":\"login\"}",
+                "bad_field",
+            ),
             (b"{\"tst\":1}\nhmac-sha256 k1", "bad_signature_line"),
-            (b"{\"tst\":1}\nhmac-sha256 k1 bm90IDMyIGJ5dGVz", "bad_signature_line"),
+            (
+                b"{\"tst\":1}\nhmac-sha256 k1 bm90IDMyIGJ5dGVz",
+                "bad_signature_line",
+            ),
         ];
         for (bytes, reason) in cases {
             let err = Datagram::decode(bytes).unwrap_err();
-            assert_eq!(err.reason(), *reason, "{:?}: {err}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                err.reason(),
+                *reason,
+                "{:?}: {err}",
+                String::from_utf8_lossy(bytes)
+            );
         }
         let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
-        assert_eq!(Datagram::decode(deep.as_bytes()).unwrap_err().reason(), "not_json");
+        assert_eq!(
+            Datagram::decode(deep.as_bytes()).unwrap_err().reason(),
+            "not_json"
+        );
     }
 
     #[test]

@@ -149,7 +149,9 @@ mod tests {
 
     fn envelope() -> Envelope {
         let mut event = Event::new(Kind::Login, 1_795_708_571);
-        event.set_str("hostname", Some("vm")).set_str("user", Some("dan"));
+        event
+            .set_str("hostname", Some("vm"))
+            .set_str("user", Some("dan"));
         Envelope {
             v: VERSION,
             id: event.legacy_id(),
@@ -166,18 +168,41 @@ mod tests {
     fn round_trips() {
         let e = envelope();
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
-        let a = Ack { v: VERSION, ids: vec![e.id, EventId::generate()] };
+        let a = Ack {
+            v: VERSION,
+            ids: vec![e.id, EventId::generate()],
+        };
         assert_eq!(Ack::decode(&a.encode()).unwrap(), a);
     }
 
     #[test]
     fn versions_and_types_are_checked() {
-        assert_eq!(Ack::decode(br#"{"v":2,"ids":[]}"#).unwrap_err().reason(), "bad_version");
-        assert_eq!(Ack::decode(br#"{"ids":[]}"#).unwrap_err().reason(), "bad_field");
-        assert_eq!(Ack::decode(br#"{"v":1,"ids":["x"]}"#).unwrap_err().reason(), "not_json");
-        assert_eq!(Ack::decode(br#"{"v":1,"ids":[],"later":true}"#).unwrap().ids.len(), 0);
+        assert_eq!(
+            Ack::decode(br#"{"v":2,"ids":[]}"#).unwrap_err().reason(),
+            "bad_version"
+        );
+        assert_eq!(
+            Ack::decode(br#"{"ids":[]}"#).unwrap_err().reason(),
+            "bad_field"
+        );
+        assert_eq!(
+            Ack::decode(br#"{"v":1,"ids":["x"]}"#).unwrap_err().reason(),
+            "not_json"
+        );
+        assert_eq!(
+            Ack::decode(br#"{"v":1,"ids":[],"later":true}"#)
+                .unwrap()
+                .ids
+                .len(),
+            0
+        );
         let bad_event = br#"{"v":1,"id":"000102030405060708090a0b0c0d0e0f","site":"s","edge":"e","received":1,"remote":"r","signed":false,"event":{"tst":"x"}}"#;
-        assert!(Envelope::decode(bad_event).unwrap_err().to_string().contains("tst"));
+        assert!(
+            Envelope::decode(bad_event)
+                .unwrap_err()
+                .to_string()
+                .contains("tst")
+        );
     }
 
     #[test]

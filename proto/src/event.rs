@@ -109,22 +109,22 @@ impl Event {
             None => return Err(DecodeError::MissingField("tst")),
         };
         for name in STRING_FIELDS {
-            if let Some(v) = fields.get(name) {
-                if !(v.is_string() || v.is_null()) {
-                    return Err(DecodeError::BadField {
-                        field: name,
-                        expected: "a string or null",
-                    });
-                }
-            }
-        }
-        if let Some(p) = fields.get("priority") {
-            if !(p.is_i64() || p.is_null()) {
+            if let Some(v) = fields.get(name)
+                && !(v.is_string() || v.is_null())
+            {
                 return Err(DecodeError::BadField {
-                    field: "priority",
-                    expected: "an integer",
+                    field: name,
+                    expected: "a string or null",
                 });
             }
+        }
+        if let Some(p) = fields.get("priority")
+            && !(p.is_i64() || p.is_null())
+        {
+            return Err(DecodeError::BadField {
+                field: "priority",
+                expected: "an integer",
+            });
         }
         if let Some(tags) = fields.get("tags") {
             let ok = tags.is_null()

@@ -159,7 +159,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        for bad in ["", "abc", &"g".repeat(32), &"0".repeat(33), "é".repeat(16).as_str()] {
+        for bad in [
+            "",
+            "abc",
+            &"g".repeat(32),
+            &"0".repeat(33),
+            "é".repeat(16).as_str(),
+        ] {
             assert!(bad.parse::<EventId>().is_err(), "{bad:?}");
         }
     }

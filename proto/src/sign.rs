@@ -210,7 +210,12 @@ impl Verifier {
     ///
     /// # Errors
     /// The [`VerifyError`] that refuses it.
-    pub fn check(&mut self, raw: &[u8], datagram: &Datagram, now: i64) -> Result<bool, VerifyError> {
+    pub fn check(
+        &mut self,
+        raw: &[u8],
+        datagram: &Datagram,
+        now: i64,
+    ) -> Result<bool, VerifyError> {
         let Some(sig) = &datagram.signature else {
             return if self.accept_unsigned {
                 Ok(false)
@@ -294,7 +299,10 @@ mod tests {
             ("\nk1 !!!\n", "line 2: secret is not valid base64"),
             ("k1 c2hvcnQ=\n", "at least 16"),
             ("k/1 MDEyMzQ1Njc4OWFiY2RlZg==\n", "key id"),
-            ("k1 MDEyMzQ1Njc4OWFiY2RlZg==\nk1 MDEyMzQ1Njc4OWFiY2RlZg==", "duplicate"),
+            (
+                "k1 MDEyMzQ1Njc4OWFiY2RlZg==\nk1 MDEyMzQ1Njc4OWFiY2RlZg==",
+                "duplicate",
+            ),
         ] {
             let err = KeySet::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
@@ -319,8 +327,15 @@ mod tests {
         assert_eq!(check(&mut v, unsigned, now), Err(VerifyError::Unsigned));
 
         let other = KeySet::parse("k3 MDEyMzQ1Njc4OWFiY2RlZg==").unwrap();
-        let unknown = encode_v2(EventId::generate(), &Event::new(Kind::Login, now), other.first(), false);
-        assert!(matches!(check(&mut v, &unknown, now), Err(VerifyError::UnknownKey(k)) if k == "k3"));
+        let unknown = encode_v2(
+            EventId::generate(),
+            &Event::new(Kind::Login, now),
+            other.first(),
+            false,
+        );
+        assert!(
+            matches!(check(&mut v, &unknown, now), Err(VerifyError::UnknownKey(k)) if k == "k3")
+        );
 
         let mut tampered = signed("k1", now, EventId::generate());
         let pos = tampered.iter().position(|&b| b == b'1').unwrap();
@@ -329,13 +344,24 @@ mod tests {
 
         // Same key id, other secret.
         let forged_keys = KeySet::parse("k1 ZmVkY2JhOTg3NjU0MzIxMA==").unwrap();
-        let forged = encode_v2(EventId::generate(), &Event::new(Kind::Login, now), forged_keys.first(), false);
+        let forged = encode_v2(
+            EventId::generate(),
+            &Event::new(Kind::Login, now),
+            forged_keys.first(),
+            false,
+        );
         assert_eq!(check(&mut v, &forged, now), Err(VerifyError::BadMac));
 
         let stale = signed("k2", now - 301, EventId::generate());
-        assert!(matches!(check(&mut v, &stale, now), Err(VerifyError::Stale { off_by: 1, .. })));
+        assert!(matches!(
+            check(&mut v, &stale, now),
+            Err(VerifyError::Stale { off_by: 1, .. })
+        ));
         let future = signed("k2", now + 400, EventId::generate());
-        assert!(matches!(check(&mut v, &future, now), Err(VerifyError::Stale { .. })));
+        assert!(matches!(
+            check(&mut v, &future, now),
+            Err(VerifyError::Stale { .. })
+        ));
     }
 
     #[test]

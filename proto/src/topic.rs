@@ -66,7 +66,10 @@ mod tests {
     #[test]
     fn build_and_parse() {
         assert_eq!(event("home", "gw-1"), "warren/v1/event/home/gw-1");
-        assert_eq!(parse_event("warren/v1/event/home/gw-1"), Some(("home", "gw-1")));
+        assert_eq!(
+            parse_event("warren/v1/event/home/gw-1"),
+            Some(("home", "gw-1"))
+        );
         assert_eq!(parse_event("warren/v1/event/home/gw/x"), None);
         assert_eq!(parse_event("warren/v1/event/home"), None);
         assert_eq!(parse_ack(&ack("gw")), Some("gw"));

@@ -1,5 +1,7 @@
 //! Properties: decoding arbitrary bytes never panics, and what hare encodes decodes back.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use quickcheck::{QuickCheck, TestResult};
 use warren_proto::datagram::encode_v2;
 use warren_proto::sign::{KeySet, Verifier};
@@ -21,7 +23,9 @@ fn arbitrary_bytes() {
         decode_everything(&bytes);
         true
     }
-    QuickCheck::new().tests(5000).quickcheck(prop as fn(Vec<u8>) -> bool);
+    QuickCheck::new()
+        .tests(5000)
+        .quickcheck(prop as fn(Vec<u8>) -> bool);
 }
 
 #[test]
@@ -37,14 +41,17 @@ hmac-sha256 k AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="#;
         decode_everything(&bytes);
         true
     }
-    QuickCheck::new().tests(5000).quickcheck(prop as fn(usize, Vec<u8>) -> bool);
+    QuickCheck::new()
+        .tests(5000)
+        .quickcheck(prop as fn(usize, Vec<u8>) -> bool);
 }
 
 #[test]
 fn encoded_fields_decode_back() {
     fn prop(user: String, rhost: Option<String>, tst: i64) -> TestResult {
         let mut e = Event::new(Kind::Login, tst);
-        e.set_str("user", Some(&user)).set_str("rhost", rhost.as_deref());
+        e.set_str("user", Some(&user))
+            .set_str("rhost", rhost.as_deref());
         let id = EventId::generate();
         let bytes = encode_v2(id, &e, None, false);
         let d = Datagram::decode(&bytes).unwrap();

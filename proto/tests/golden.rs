@@ -1,6 +1,8 @@
 //! Golden fixtures freeze every wire format byte for byte. A change here is a protocol change:
 //! regenerate with `WARREN_BLESS=1 cargo test -p warren-proto --test golden` only on purpose.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use std::path::PathBuf;
 
 use warren_proto::datagram::{encode_legacy, encode_v2};
@@ -14,7 +16,9 @@ const ID: EventId = EventId::from_bytes([
 const KEY_FILE: &str = "site-a MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n";
 
 fn check(name: &str, actual: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("WARREN_BLESS").is_some() {
         std::fs::write(&path, actual).unwrap();
     }
@@ -81,7 +85,10 @@ fn v2_signed_alert() {
     let d = Datagram::decode(&bytes).unwrap();
     assert_eq!(d.signature.unwrap().key_id, "site-a");
     assert_eq!(d.event.kind(), &Kind::Alert);
-    assert_eq!(d.event.get_str("message"), Some("Mains lost at paris-dc ⚡"));
+    assert_eq!(
+        d.event.get_str("message"),
+        Some("Mains lost at paris-dc ⚡")
+    );
     assert_eq!(d.event.get("tags"), e.get("tags"));
 }
 
@@ -107,7 +114,10 @@ fn mqtt_envelope() {
 
 #[test]
 fn mqtt_ack() {
-    let a = Ack { v: VERSION, ids: vec![ID] };
+    let a = Ack {
+        v: VERSION,
+        ids: vec![ID],
+    };
     check("ack.json", &a.encode());
     assert_eq!(Ack::decode(&a.encode()).unwrap(), a);
 }

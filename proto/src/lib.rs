@@ -5,13 +5,15 @@
 //! - [`sign`]: HMAC-SHA256 keys, signing, and verification with a clock-skew window and a replay guard;
 //! - [`envelope`]: the MQTT payloads between edge and hub (event envelope, ack, presence) and the
 //!   legacy `logging/hare` republish;
-//! - [`topic`]: every MQTT topic string.
+//! - [`topic`]: every MQTT topic string;
+//! - [`nagios`]: the monitoring-plugin output of `edge status` and `hub status`.
 //!
 //! The crate has no async runtime: `hare` depends on it and stays std-only.
 #![deny(missing_docs)]
 
 pub mod datagram;
 pub mod envelope;
+pub mod nagios;
 mod error;
 mod event;
 mod id;

@@ -1,0 +1,48 @@
+//! Group commit: everything that arrived while the previous flush ran goes into the next
+//! batch, so one fsync covers many events and a datagram waits for at most about two flushes.
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::queue::{NewEntry, Queue};
+use crate::stats::Stats;
+
+/// The most events one batch takes; bounds the time a batch holds the queue lock.
+const MAX_BATCH: usize = 8192;
+
+/// Commits batches until every sender is gone (ingest stopped), then returns.
+///
+/// # Errors
+/// A failed write or fsync is returned: the edge cannot keep its promise and must stop.
+pub async fn run(
+    queue: Arc<Queue>,
+    mut rx: mpsc::Receiver<NewEntry>,
+    stats: Arc<Stats>,
+    wake: Arc<Notify>,
+) -> Result<(), crate::EdgeError> {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let q = queue.clone();
+        let (outcome, batch_back) = tokio::task::spawn_blocking(move || {
+            let outcome = q.push(&batch).and_then(|o| q.flush().map(|()| o));
+            batch.clear();
+            (outcome, batch)
+        })
+        .await?;
+        batch = batch_back;
+        let o = outcome?;
+        Stats::add(&stats.accepted, o.queued);
+        Stats::add(&stats.duplicates, o.duplicates);
+        Stats::add(&stats.dropped_oldest, o.dropped_oldest);
+        if o.dropped_oldest > 0 {
+            tracing::warn!(dropped = o.dropped_oldest, "Queue full: dropped the oldest events.");
+        }
+        if o.rejected_full > 0 {
+            stats.reject_many("queue_full", o.rejected_full);
+            tracing::warn!(rejected = o.rejected_full, "Queue full: rejected new events.");
+        }
+        wake.notify_one();
+    }
+    Ok(())
+}

@@ -1,0 +1,511 @@
+//! The edge's TOML configuration: [`RawEdgeConfig`] as written, [`EdgeConfig`] once validated.
+//!
+//! `validate` is pure; files named in the config (keys, certificates, password) are read by
+//! [`EdgeConfig::load_secrets`], so `check-config` exercises both.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use thiserror::Error;
+use warren_proto::sign::KeySet;
+use warren_proto::topic::valid_name;
+
+use crate::queue::WhenFull;
+
+/// Default config path.
+pub const DEFAULT_PATH: &str = if cfg!(target_os = "freebsd") {
+    "/usr/local/etc/warren/edge.toml"
+} else {
+    "/etc/warren/edge.toml"
+};
+const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "freebsd") {
+    "/var/db/warren/edge"
+} else {
+    "/var/lib/warren/edge"
+};
+
+/// A config that cannot be used, with enough context to fix it.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type; the message carries line and column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line, column and the offending key.
+        message: String,
+    },
+    /// A value that parses but cannot work.
+    #[error("{path}: `{key}`: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdgeConfig {
+    /// This edge's id: MQTT client id and certificate CN. Default: the host name.
+    pub edge_id: Option<String>,
+    /// The site this edge belongs to.
+    pub site: String,
+    /// Where the queue lives.
+    pub state_dir: Option<PathBuf>,
+    /// The status socket. Default: `<state_dir>/edge.sock`.
+    pub status_socket: Option<PathBuf>,
+    /// How long SIGTERM waits for in-flight work.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// UDP ingest.
+    #[serde(default)]
+    pub ingest: RawIngest,
+    /// The durable queue.
+    #[serde(default)]
+    pub queue: RawQueue,
+    /// The hub, or any MQTT broker standing in for it.
+    pub hub: RawHub,
+}
+
+/// `[ingest]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngest {
+    /// UDP addresses to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Source networks allowed to send; empty allows every source.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// Whether unsigned (legacy or v2) datagrams are accepted.
+    #[serde(default = "yes")]
+    pub accept_unsigned: bool,
+    /// Keys for signed datagrams: `<key-id> <base64 secret>` lines.
+    pub key_file: Option<PathBuf>,
+    /// How far a signed datagram's `tst` may be from the edge's clock.
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub max_skew: Duration,
+    /// SO_RCVBUF to ask for, so bursts wait in the kernel rather than being dropped.
+    #[serde(default = "default_recv_buffer")]
+    pub recv_buffer_bytes: usize,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            allow: Vec::new(),
+            accept_unsigned: true,
+            key_file: None,
+            max_skew: default_skew(),
+            recv_buffer_bytes: default_recv_buffer(),
+        }
+    }
+}
+
+/// `[queue]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    /// The byte budget of queued events.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// `drop_oldest` or `reject_new`.
+    #[serde(default = "default_when_full")]
+    pub when_full: WhenFull,
+    /// The most a datagram waits for its group commit to start.
+    #[serde(default = "default_commit_delay", with = "humantime_serde")]
+    pub commit_delay: Duration,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_max_bytes(),
+            when_full: default_when_full(),
+            commit_delay: default_commit_delay(),
+        }
+    }
+}
+
+/// `[hub]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHub {
+    /// `host:port` of the broker.
+    pub address: String,
+    /// TLS (the default), or plain TCP for a loopback broker.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// CA that signed the broker's certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// This edge's client certificate (PEM), for brokers that verify clients.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// MQTT username.
+    pub username: Option<String>,
+    /// File holding the MQTT password.
+    pub password_file: Option<PathBuf>,
+    /// MQTT keep-alive: a half-open link is noticed within about 1.5 times this.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Resend an event the hub has not acked within this.
+    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Events sent and not yet acked, at most.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// The longest wait between reconnect attempts.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How often the retained presence is refreshed.
+    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    pub status_interval: Duration,
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Where it came from, for messages.
+    pub path: PathBuf,
+    /// This edge's id.
+    pub edge_id: String,
+    /// Its site.
+    pub site: String,
+    /// Queue directory.
+    pub queue_dir: PathBuf,
+    /// Status socket path.
+    pub status_socket: PathBuf,
+    /// SIGTERM grace.
+    pub shutdown_grace: Duration,
+    /// UDP addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Allowed sources; empty = all.
+    pub allow: Vec<IpNet>,
+    /// Unsigned datagrams accepted.
+    pub accept_unsigned: bool,
+    /// Key file, if any.
+    pub key_file: Option<PathBuf>,
+    /// Skew window for signed datagrams.
+    pub max_skew: Duration,
+    /// SO_RCVBUF.
+    pub recv_buffer_bytes: usize,
+    /// Byte budget.
+    pub max_bytes: u64,
+    /// Policy when full.
+    pub when_full: WhenFull,
+    /// Group-commit delay.
+    pub commit_delay: Duration,
+    /// Broker host.
+    pub hub_host: String,
+    /// Broker port.
+    pub hub_port: u16,
+    /// TLS on.
+    pub tls: bool,
+    /// CA file.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Username.
+    pub username: Option<String>,
+    /// Password file.
+    pub password_file: Option<PathBuf>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Ack timeout.
+    pub ack_timeout: Duration,
+    /// In-flight window.
+    pub window: usize,
+    /// Reconnect backoff cap.
+    pub max_backoff: Duration,
+    /// Presence interval.
+    pub status_interval: Duration,
+}
+
+/// Secrets and certificates read from the files the config names.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// Datagram keys.
+    pub keys: KeySet,
+    /// CA PEM.
+    pub ca: Option<Vec<u8>>,
+    /// Client cert and key PEM.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    /// MQTT password.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("keys", &self.keys)
+            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
+            .field("client", &self.client.as_ref().map(|_| "<pem>"))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl EdgeConfig {
+    /// Reads, parses and validates `path`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, and the line and key where toml knows them.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates config text.
+    ///
+    /// # Errors
+    /// See [`EdgeConfig::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawEdgeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        raw.validate(path)
+    }
+
+    /// Reads the key file, certificates and password file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key whose file is missing or wrong.
+    pub fn load_secrets(&self) -> Result<Secrets, ConfigError> {
+        let invalid = |key, reason: String| ConfigError::Invalid {
+            path: self.path.clone(),
+            key,
+            reason,
+        };
+        let read = |key, p: &Path| std::fs::read(p).map_err(|e| invalid(key, format!("{}: {e}", p.display())));
+        let mut s = Secrets::default();
+        if let Some(p) = &self.key_file {
+            let text = String::from_utf8(read("ingest.key_file", p)?)
+                .map_err(|_| invalid("ingest.key_file", "not UTF-8".into()))?;
+            s.keys = KeySet::parse(&text).map_err(|e| invalid("ingest.key_file", format!("{}: {e}", p.display())))?;
+        }
+        if let Some(p) = &self.ca_file {
+            s.ca = Some(read("hub.ca_file", p)?);
+        }
+        if let Some((c, k)) = &self.client_cert {
+            s.client = Some((read("hub.cert_file", c)?, read("hub.key_file", k)?));
+        }
+        if let Some(p) = &self.password_file {
+            let text = String::from_utf8(read("hub.password_file", p)?)
+                .map_err(|_| invalid("hub.password_file", "not UTF-8".into()))?;
+            s.password = Some(text.trim_end_matches(['\n', '\r']).to_owned());
+        }
+        Ok(s)
+    }
+}
+
+impl RawEdgeConfig {
+    /// Checks values and resolves defaults; no I/O.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first value that cannot work.
+    pub fn validate(self, path: &Path) -> Result<EdgeConfig, ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason: reason.to_owned(),
+        };
+        const NAME_RULE: &str = "must be 1 to 64 characters of [A-Za-z0-9._-]";
+        let edge_id = match self.edge_id {
+            Some(id) => id,
+            None => gethostname::gethostname()
+                .to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        if !valid_name(&edge_id) {
+            return Err(invalid("edge_id", NAME_RULE));
+        }
+        if !valid_name(&self.site) {
+            return Err(invalid("site", NAME_RULE));
+        }
+        let state_dir = self.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        let i = self.ingest;
+        if i.listen.is_empty() {
+            return Err(invalid("ingest.listen", "needs at least one address"));
+        }
+        if !i.accept_unsigned && i.key_file.is_none() {
+            return Err(invalid(
+                "ingest.accept_unsigned",
+                "is false but no ingest.key_file is set: nothing could be accepted",
+            ));
+        }
+        let h = self.hub;
+        let (host, port) = h
+            .address
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.trim_start_matches('[').trim_end_matches(']'), port.parse().ok()?)))
+            .filter(|(host, _)| !host.is_empty())
+            .ok_or_else(|| invalid("hub.address", "must be host:port"))?;
+        let client_cert = match (h.cert_file, h.key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(invalid("hub.cert_file", "and hub.key_file go together")),
+        };
+        if h.tls && h.ca_file.is_none() {
+            return Err(invalid("hub.ca_file", "is required with TLS (the hub's CA certificate)"));
+        }
+        if h.password_file.is_some() && h.username.is_none() {
+            return Err(invalid("hub.password_file", "needs hub.username"));
+        }
+        if h.window == 0 {
+            return Err(invalid("hub.window", "must be at least 1"));
+        }
+        if h.keep_alive < Duration::from_secs(5) {
+            return Err(invalid("hub.keep_alive", "must be at least 5s"));
+        }
+        Ok(EdgeConfig {
+            path: path.to_owned(),
+            status_socket: self.status_socket.unwrap_or_else(|| state_dir.join("edge.sock")),
+            queue_dir: state_dir.join("queue"),
+            edge_id,
+            site: self.site,
+            shutdown_grace: self.shutdown_grace,
+            listen: i.listen,
+            allow: i.allow,
+            accept_unsigned: i.accept_unsigned,
+            key_file: i.key_file,
+            max_skew: i.max_skew,
+            recv_buffer_bytes: i.recv_buffer_bytes,
+            max_bytes: self.queue.max_bytes,
+            when_full: self.queue.when_full,
+            commit_delay: self.queue.commit_delay,
+            hub_host: host.to_owned(),
+            hub_port: port,
+            tls: h.tls,
+            ca_file: h.ca_file,
+            client_cert,
+            username: h.username,
+            password_file: h.password_file,
+            keep_alive: h.keep_alive,
+            ack_timeout: h.ack_timeout,
+            window: h.window,
+            max_backoff: h.max_backoff,
+            status_interval: h.status_interval,
+        })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], warren_proto::DEFAULT_PORT))]
+}
+fn default_skew() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_recv_buffer() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_when_full() -> WhenFull {
+    WhenFull::DropOldest
+}
+fn default_commit_delay() -> Duration {
+    Duration::from_millis(2)
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_window() -> usize {
+    1000
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+site = "home"
+edge_id = "gw"
+[hub]
+address = "hub.example:8883"
+ca_file = "/etc/warren/ca.pem"
+"#;
+
+    #[test]
+    fn defaults() {
+        let c = EdgeConfig::parse(Path::new("edge.toml"), MINIMAL).unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!((c.hub_host.as_str(), c.hub_port), ("hub.example", 8883));
+        assert_eq!(c.when_full, WhenFull::DropOldest);
+        assert!(c.accept_unsigned && c.tls);
+        assert!(c.status_socket.ends_with("edge/edge.sock"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let cases = [
+            (MINIMAL.replace("site", "sitte"), "unknown field `sitte`"),
+            (format!("{MINIMAL}\n[ingest]\nlisten = [\"nope\"]\n"), "line 9"),
+            (MINIMAL.replace("\"home\"", "\"a/b\""), "`site`"),
+            (MINIMAL.replace("hub.example:8883", "hub.example"), "`hub.address`"),
+            (format!("{MINIMAL}\n[queue]\nwhen_full = \"panic\"\n"), "unknown variant `panic`"),
+            (format!("{MINIMAL}\n[ingest]\naccept_unsigned = false\n"), "`ingest.accept_unsigned`"),
+            (MINIMAL.replace("ca_file = \"/etc/warren/ca.pem\"", ""), "`hub.ca_file`"),
+        ];
+        for (text, needle) in cases {
+            let err = EdgeConfig::parse(Path::new("/etc/warren/edge.toml"), &text).unwrap_err().to_string();
+            assert!(err.starts_with("/etc/warren/edge.toml"), "{err}");
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "hunter2\n").unwrap();
+        let text = format!("{MINIMAL}username = \"gw\"\npassword_file = \"{}\"\nca_file = \"{}\"\n", pw.display(), pw.display())
+            .replace("ca_file = \"/etc/warren/ca.pem\"\n", "");
+        let c = EdgeConfig::parse(Path::new("e.toml"), &text).unwrap();
+        let s = c.load_secrets().unwrap();
+        assert_eq!(s.password.as_deref(), Some("hunter2"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let missing = EdgeConfig::parse(Path::new("e.toml"), MINIMAL).unwrap().load_secrets().unwrap_err();
+        assert!(missing.to_string().contains("hub.ca_file"), "{missing}");
+    }
+}

@@ -1,0 +1,391 @@
+//! Forwarding to the hub: owns the rumqttc client and event loop.
+//!
+//! An event leaves the queue only when the hub's application-level ack names it (DESIGN.md):
+//! a broker PUBACK proves nothing, since rumqttd keeps messages in memory and rumqttc drops
+//! unacked publishes when a reconnect finds no session. So after every ConnAck all unacked
+//! events are sent again from the queue, and any event unacked after `ack_timeout` is resent;
+//! the hub drops the duplicates.
+//!
+//! Order: at each connect the queue splits into the *backlog* (everything queued before it)
+//! and the *live* lane (everything after). Each fill sends live events first, then backlog
+//! events in FIFO order with the rest of the window, so a login is forwarded at once even while
+//! a long outage's backlog drains.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use rumqttc::{
+    AsyncClient, ClientError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use warren_proto::envelope::{MAX_PAYLOAD, VERSION};
+use warren_proto::{Ack, EventId, Presence, PresenceState, topic};
+
+use crate::EdgeError;
+use crate::config::{EdgeConfig, Secrets};
+use crate::queue::{Entry, Queue};
+use crate::stats::Stats;
+
+/// MQTT-level in-flight publishes (PUBACK window); the application-level window is larger.
+const MQTT_INFLIGHT: u16 = 100;
+/// How often ack timeouts and the presence interval are checked.
+const TICK: Duration = Duration::from_secs(1);
+/// How long a clean shutdown waits for the DISCONNECT to go out.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// What the event-loop driver reports.
+#[derive(Debug)]
+enum Link {
+    Up,
+    Down,
+    Acked(Vec<EventId>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    seq: u64,
+    sent: Instant,
+}
+
+/// Sends queued events and applies acks, until `stop`.
+///
+/// # Errors
+/// When the MQTT client is gone or the queue fails.
+pub async fn run(
+    cfg: Arc<EdgeConfig>,
+    secrets: &Secrets,
+    queue: Arc<Queue>,
+    stats: Arc<Stats>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) -> Result<(), EdgeError> {
+    let (client, eventloop) = AsyncClient::new(mqtt_options(&cfg, secrets), cfg.window.max(16));
+    // Unbounded so the driver never blocks: it carries acks for at most `window` events.
+    let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+    let driver_stop = CancellationToken::new();
+    let driver = tokio::spawn(drive(
+        eventloop,
+        link_tx,
+        cfg.clone(),
+        stats.clone(),
+        driver_stop.clone(),
+    ));
+    let mut f = Forwarder {
+        event_topic: topic::event(&cfg.site, &cfg.edge_id),
+        status_topic: topic::status(&cfg.edge_id),
+        cfg,
+        queue,
+        stats,
+        client,
+        in_flight: HashMap::new(),
+        connected: false,
+        live_next: 0,
+        backlog_next: 0,
+        backlog_end: 0,
+    };
+    let mut tick = tokio::time::interval(TICK);
+    let mut next_presence = Instant::now();
+    let result = loop {
+        let step = tokio::select! {
+            () = stop.cancelled() => break Ok(()),
+            link = link_rx.recv() => match link {
+                Some(Link::Up) => f.on_up().await,
+                Some(Link::Down) => {
+                    f.connected = false;
+                    Ok(())
+                }
+                Some(Link::Acked(ids)) => f.on_ack(ids).await,
+                None => break Err(EdgeError::Mqtt("event loop ended".into())),
+            },
+            () = wake.notified() => f.fill().await,
+            _ = tick.tick() => {
+                if f.connected && Instant::now() >= next_presence {
+                    f.presence(PresenceState::Online).await;
+                    next_presence = Instant::now() + f.cfg.status_interval;
+                }
+                f.resend_expired().await
+            }
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    if f.connected {
+        f.presence(PresenceState::Offline).await;
+        let _ = f.client.try_disconnect();
+        if tokio::time::timeout(DISCONNECT_GRACE, driver).await.is_err() {
+            driver_stop.cancel();
+        }
+    } else {
+        driver_stop.cancel();
+    }
+    result
+}
+
+struct Forwarder {
+    cfg: Arc<EdgeConfig>,
+    queue: Arc<Queue>,
+    stats: Arc<Stats>,
+    client: AsyncClient,
+    event_topic: String,
+    status_topic: String,
+    in_flight: HashMap<EventId, Flight>,
+    connected: bool,
+    /// Next seq of the live lane.
+    live_next: u64,
+    /// Next seq of the backlog lane, which ends before `backlog_end`.
+    backlog_next: u64,
+    backlog_end: u64,
+}
+
+impl Forwarder {
+    async fn on_up(&mut self) -> Result<(), EdgeError> {
+        self.connected = true;
+        // Whatever was in flight is unacked: send it all again, from the start of the queue.
+        self.in_flight.clear();
+        self.backlog_next = 0;
+        self.backlog_end = self.queue.next_seq();
+        self.live_next = self.backlog_end;
+        let backlog = self.queue.len();
+        tracing::info!(host = %self.cfg.hub_host, port = self.cfg.hub_port, backlog, "Connected to the hub.");
+        self.client
+            .try_subscribe(topic::ack(&self.cfg.edge_id), QoS::AtLeastOnce)
+            .map_err(client_error)?;
+        self.presence(PresenceState::Online).await;
+        self.fill().await
+    }
+
+    async fn on_ack(&mut self, ids: Vec<EventId>) -> Result<(), EdgeError> {
+        for id in &ids {
+            self.in_flight.remove(id);
+        }
+        let q = self.queue.clone();
+        let removed = tokio::task::spawn_blocking(move || q.ack(&ids)).await??;
+        Stats::add(&self.stats.acked, removed);
+        self.fill().await
+    }
+
+    /// Sends queued events until the window is full or the queue has no more to send.
+    async fn fill(&mut self) -> Result<(), EdgeError> {
+        while self.connected && self.in_flight.len() < self.cfg.window {
+            let room = self.cfg.window - self.in_flight.len();
+            let live = self.read(self.live_next, u64::MAX, room).await?;
+            let (sent_live, next) = self.send(&live, false)?;
+            self.live_next = next.unwrap_or(self.live_next);
+            let mut progress = sent_live > 0;
+            let room = self.cfg.window.saturating_sub(self.in_flight.len());
+            if room > 0 && sent_live == live.len() && self.backlog_next < self.backlog_end {
+                let backlog = self.read(self.backlog_next, self.backlog_end, room).await?;
+                let (sent_backlog, next) = self.send(&backlog, false)?;
+                self.backlog_next = match next {
+                    Some(n) => n,
+                    None if backlog.is_empty() => self.backlog_end,
+                    None => self.backlog_next,
+                };
+                progress |= sent_backlog > 0;
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.set_gauge();
+        Ok(())
+    }
+
+    /// Publishes `entries` in order (counted as resent when `resend`); returns how many went out
+    /// and the seq after the last one. Stops early when the client's request channel is full (the next trigger resumes).
+    fn send(&mut self, entries: &[Entry], resend: bool) -> Result<(usize, Option<u64>), EdgeError> {
+        let mut next = None;
+        for (n, e) in entries.iter().enumerate() {
+            if !self.in_flight.contains_key(&e.id) {
+                match self.publish(e) {
+                    Ok(()) => {}
+                    Err(ClientError::TryRequest(_)) => return Ok((n, next)),
+                    Err(e) => return Err(client_error(e)),
+                }
+                self.in_flight.insert(e.id, Flight { seq: e.seq, sent: Instant::now() });
+                Stats::add(if resend { &self.stats.resent } else { &self.stats.sent }, 1);
+            }
+            next = Some(e.seq + 1);
+        }
+        Ok((entries.len(), next))
+    }
+
+    fn publish(&self, e: &Entry) -> Result<(), ClientError> {
+        tracing::debug!(id = %e.id, seq = e.seq, "Publishing event.");
+        self.client
+            .try_publish(&self.event_topic, QoS::AtLeastOnce, false, e.payload.clone())
+    }
+
+    /// Sends again every event unacked for longer than `ack_timeout`.
+    async fn resend_expired(&mut self) -> Result<(), EdgeError> {
+        if !self.connected {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let expired: Vec<(EventId, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.sent) >= self.cfg.ack_timeout)
+            .map(|(id, f)| (*id, f.seq))
+            .collect();
+        if !expired.is_empty() {
+            tracing::warn!(count = expired.len(), "No ack from the hub in time, resending.");
+        }
+        for (id, seq) in expired {
+            self.in_flight.remove(&id);
+            // Absent when the event was dropped to make room: then it is simply forgotten.
+            let entries = self.read(seq, seq + 1, 1).await?;
+            self.send(&entries, true)?;
+        }
+        self.fill().await
+    }
+
+    async fn read(&self, from: u64, until: u64, max: usize) -> Result<Vec<Entry>, EdgeError> {
+        let q = self.queue.clone();
+        Ok(tokio::task::spawn_blocking(move || q.read(from, until, max)).await??)
+    }
+
+    /// Publishes the retained presence (best effort: a full request channel skips one).
+    async fn presence(&self, state: PresenceState) {
+        let q = self.queue.clone();
+        let oldest = tokio::task::spawn_blocking(move || q.oldest_received_ms().ok().flatten())
+            .await
+            .ok()
+            .flatten();
+        let p = presence(&self.cfg, state, &self.queue, oldest);
+        if let Err(error) = self.client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, p.encode()) {
+            tracing::debug!(%error, "Presence not published.");
+        }
+    }
+
+    fn set_gauge(&self) {
+        self.stats
+            .in_flight
+            .store(self.in_flight.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn presence(cfg: &EdgeConfig, state: PresenceState, queue: &Queue, oldest_ms: Option<u64>) -> Presence {
+    let now = crate::now_ms();
+    Presence {
+        v: VERSION,
+        state,
+        edge: cfg.edge_id.clone(),
+        site: cfg.site.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        queue_depth: queue.len(),
+        queue_bytes: queue.bytes(),
+        oldest_age_ms: oldest_ms.map(|t| now.saturating_sub(t)),
+        ts: now,
+    }
+}
+
+fn client_error(e: ClientError) -> EdgeError {
+    EdgeError::Mqtt(e.to_string())
+}
+
+/// Polls the event loop: reports connects, disconnects and acks; waits with capped, jittered
+/// exponential backoff between reconnects (rumqttc itself retries at once).
+async fn drive(
+    mut eventloop: EventLoop,
+    tx: mpsc::UnboundedSender<Link>,
+    cfg: Arc<EdgeConfig>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) {
+    let mut backoff = backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(200),
+        max_interval: cfg.max_backoff,
+        max_elapsed_time: None,
+        ..backoff::ExponentialBackoff::default()
+    };
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            e = eventloop.poll() => e,
+        };
+        let link = match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                stats.set_link(true, None);
+                Link::Up
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if topic::parse_ack(&p.topic) != Some(cfg.edge_id.as_str()) {
+                    continue;
+                }
+                match Ack::decode(&p.payload) {
+                    Ok(ack) => Link::Acked(ack.ids),
+                    Err(error) => {
+                        tracing::warn!(%error, "Ignoring a malformed ack.");
+                        continue;
+                    }
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => continue,
+            Err(error) => {
+                let was_up = stats.link().connected;
+                stats.set_link(false, Some(error.to_string()));
+                let delay = backoff.next_backoff().unwrap_or(cfg.max_backoff);
+                if was_up {
+                    tracing::warn!(%error, "Lost the hub; events stay queued.");
+                } else {
+                    tracing::debug!(%error, retry_in = ?delay, "Cannot reach the hub.");
+                }
+                if tx.send(Link::Down).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        if tx.send(link).is_err() {
+            return;
+        }
+    }
+}
+
+fn mqtt_options(cfg: &EdgeConfig, secrets: &Secrets) -> MqttOptions {
+    let mut o = MqttOptions::new(&cfg.edge_id, &cfg.hub_host, cfg.hub_port);
+    o.set_keep_alive(cfg.keep_alive)
+        // No broker session is trusted: the queue is the session.
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_PAYLOAD, MAX_PAYLOAD)
+        .set_inflight(MQTT_INFLIGHT)
+        .set_last_will(LastWill::new(
+            topic::status(&cfg.edge_id),
+            Presence {
+                v: VERSION,
+                state: PresenceState::Offline,
+                edge: cfg.edge_id.clone(),
+                site: cfg.site.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                queue_depth: 0,
+                queue_bytes: 0,
+                oldest_age_ms: None,
+                ts: 0,
+            }
+            .encode(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some(user) = &cfg.username {
+        o.set_credentials(user, secrets.password.clone().unwrap_or_default());
+    }
+    if cfg.tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: secrets.ca.clone().unwrap_or_default(),
+            alpn: None,
+            client_auth: secrets.client.clone(),
+        }));
+    }
+    o
+}

@@ -1,0 +1,510 @@
+//! The durable FIFO of accepted events: the only module that touches sled.
+//!
+//! One sled tree holds two key spaces, so every change is one atomic batch:
+//! - `e` + seq (u64 big-endian) → received-ms (u64 BE) + event id (16 bytes) + envelope payload;
+//! - `i` + event id → seq, to delete by id when the hub acks.
+//!
+//! Durability: sled's `flush` writes with `sync_file_range`, which neither persists file
+//! metadata nor flushes the drive's cache, so [`Queue::flush`] follows it with `fsync` of the
+//! database file. An event is accepted only after that returns.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use thiserror::Error;
+use warren_proto::EventId;
+
+const EVENT: u8 = b'e';
+const INDEX: u8 = b'i';
+/// received-ms + event id ahead of the payload.
+const HEADER_LEN: usize = 8 + 16;
+/// What an entry costs beyond its payload: keys, header, and sled's per-entry bookkeeping,
+/// roughly. The byte budget counts this so a flood of tiny events cannot exceed it by much.
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// What to do with a new event when the byte budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Delete the oldest events to make room (the newest news is worth more).
+    DropOldest,
+    /// Refuse the new event.
+    RejectNew,
+}
+
+/// Errors from the store.
+#[derive(Debug, Error)]
+pub enum QueueError {
+    /// sled failed.
+    #[error("queue database: {0}")]
+    Sled(#[from] sled::Error),
+    /// The fsync after a flush failed.
+    #[error("syncing queue database: {0}")]
+    Sync(#[from] std::io::Error),
+}
+
+/// One queued event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in the FIFO.
+    pub seq: u64,
+    /// The event id.
+    pub id: EventId,
+    /// When the edge accepted it, ms since the epoch.
+    pub received_ms: u64,
+    /// The MQTT envelope, ready to publish.
+    pub payload: Vec<u8>,
+}
+
+/// An event to push.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// The event id.
+    pub id: EventId,
+    /// When the edge accepted it, ms since the epoch.
+    pub received_ms: u64,
+    /// The MQTT envelope.
+    pub payload: Vec<u8>,
+}
+
+/// What a push did with each event.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Newly queued.
+    pub queued: u64,
+    /// Already queued under the same id (a resent legacy datagram): nothing to do.
+    pub duplicates: u64,
+    /// Refused because the queue was full (`reject_new`).
+    pub rejected_full: u64,
+    /// Old events deleted to make room (`drop_oldest`).
+    pub dropped_oldest: u64,
+}
+
+/// What opening the store found.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Where an unreadable database was moved before starting afresh.
+    pub moved_aside: Option<PathBuf>,
+    /// Entries that could not be read and were removed.
+    pub corrupt_removed: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    next_seq: u64,
+    len: u64,
+    bytes: u64,
+}
+
+/// The durable FIFO. Every method blocks on disk: call from `spawn_blocking` in async code.
+#[derive(Debug)]
+pub struct Queue {
+    db: sled::Db,
+    /// An fd of sled's data file, for the fsync sled does not do on flush.
+    file: File,
+    max_bytes: u64,
+    when_full: WhenFull,
+    state: Mutex<State>,
+}
+
+impl Queue {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// A database sled cannot open (a damaged file) is moved aside and a fresh one created, so
+    /// the edge keeps accepting events; the report says where the old one went.
+    ///
+    /// # Errors
+    /// When neither the existing nor a fresh database can be opened.
+    pub fn open(dir: &Path, max_bytes: u64, when_full: WhenFull) -> Result<(Self, OpenReport), QueueError> {
+        let mut report = OpenReport::default();
+        let db = match open_db(dir) {
+            Ok(db) => db,
+            Err(first) => {
+                let aside = aside_path(dir);
+                std::fs::rename(dir, &aside).map_err(|_| first)?;
+                report.moved_aside = Some(aside);
+                open_db(dir)?
+            }
+        };
+        let file = File::open(dir.join("db"))?;
+        // The directory entry of a new database must survive a power loss too.
+        File::open(dir)?.sync_all()?;
+        let mut state = State {
+            next_seq: 0,
+            len: 0,
+            bytes: 0,
+        };
+        let mut corrupt = Vec::new();
+        for item in db.scan_prefix([EVENT]) {
+            let (key, value) = item?;
+            match decode(&key, &value) {
+                Some(entry) => {
+                    state.next_seq = entry.seq + 1;
+                    state.len += 1;
+                    state.bytes += cost(entry.payload.len());
+                }
+                None => corrupt.push(key),
+            }
+        }
+        for key in &corrupt {
+            db.remove(key)?;
+        }
+        report.corrupt_removed = corrupt.len() as u64;
+        Ok((
+            Self {
+                db,
+                file,
+                max_bytes,
+                when_full,
+                state: Mutex::new(state),
+            },
+            report,
+        ))
+    }
+
+    /// Queues `entries` in order (not yet durable: call [`Queue::flush`]).
+    ///
+    /// # Errors
+    /// When sled fails; nothing of the batch is then queued.
+    pub fn push(&self, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
+        let mut out = PushOutcome::default();
+        let mut state = self.lock();
+        let mut batch = sled::Batch::default();
+        let mut next_seq = state.next_seq;
+        let mut len = state.len;
+        let mut bytes = state.bytes;
+        // Oldest entries this batch deletes, read lazily from the front of the FIFO.
+        let mut oldest = self.db.scan_prefix([EVENT]);
+        let mut batch_ids = std::collections::HashSet::new();
+        for e in entries {
+            if !batch_ids.insert(e.id) || self.db.contains_key(index_key(&e.id))? {
+                out.duplicates += 1;
+                continue;
+            }
+            let need = cost(e.payload.len());
+            if bytes + need > self.max_bytes {
+                match self.when_full {
+                    WhenFull::RejectNew => {
+                        out.rejected_full += 1;
+                        batch_ids.remove(&e.id);
+                        continue;
+                    }
+                    WhenFull::DropOldest => {
+                        while bytes + need > self.max_bytes && len > 0 {
+                            let Some(item) = oldest.next() else { break };
+                            let (key, value) = item?;
+                            // Only entries that existed before this batch: their values are in the tree.
+                            if let Some(old) = decode(&key, &value) {
+                                batch.remove(&key);
+                                batch.remove(&index_key(&old.id));
+                                len -= 1;
+                                bytes -= cost(old.payload.len());
+                                out.dropped_oldest += 1;
+                            }
+                        }
+                        if bytes + need > self.max_bytes {
+                            // Larger than the whole budget, or the room is held by this batch.
+                            out.rejected_full += 1;
+                            batch_ids.remove(&e.id);
+                            continue;
+                        }
+                    }
+                }
+            }
+            let mut value = Vec::with_capacity(HEADER_LEN + e.payload.len());
+            value.extend_from_slice(&e.received_ms.to_be_bytes());
+            value.extend_from_slice(e.id.as_bytes());
+            value.extend_from_slice(&e.payload);
+            batch.insert(&event_key(next_seq), value);
+            batch.insert(&index_key(&e.id), &next_seq.to_be_bytes());
+            next_seq += 1;
+            len += 1;
+            bytes += need;
+            out.queued += 1;
+        }
+        drop(oldest);
+        self.db.apply_batch(batch)?;
+        *state = State {
+            next_seq,
+            len,
+            bytes,
+        };
+        Ok(out)
+    }
+
+    /// Makes everything pushed so far durable: sled's flush, then fsync of its file.
+    ///
+    /// # Errors
+    /// When either fails; the caller must then not report the events as accepted.
+    pub fn flush(&self) -> Result<(), QueueError> {
+        self.db.flush()?;
+        self.file.sync_all()?;
+        Ok(())
+    }
+
+    /// Deletes acked events; returns how many were queued. Not flushed: a delete lost to a
+    /// crash only means a resend, which the hub drops as a duplicate.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn ack(&self, ids: &[EventId]) -> Result<u64, QueueError> {
+        let mut state = self.lock();
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        let mut freed = 0;
+        let mut seen = std::collections::HashSet::new();
+        // An ack may name an id twice; the batch must delete (and count) it once.
+        for id in ids.iter().filter(|id| seen.insert(**id)) {
+            let ikey = index_key(id);
+            let Some(seq) = self.db.get(ikey)? else { continue };
+            let ekey = [&[EVENT][..], &seq].concat();
+            if let Some(value) = self.db.get(&ekey)? {
+                freed += cost(value.len().saturating_sub(HEADER_LEN));
+                batch.remove(ekey);
+                removed += 1;
+            }
+            batch.remove(&ikey);
+        }
+        self.db.apply_batch(batch)?;
+        state.len -= removed;
+        state.bytes = state.bytes.saturating_sub(freed);
+        Ok(removed)
+    }
+
+    /// Up to `max` entries with `from <= seq < until`, in FIFO order.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn read(&self, from: u64, until: u64, max: usize) -> Result<Vec<Entry>, QueueError> {
+        let mut out = Vec::new();
+        if from >= until {
+            return Ok(out);
+        }
+        for item in self.db.range(event_key(from)..event_key(until)).take(max) {
+            let (key, value) = item?;
+            if let Some(entry) = decode(&key, &value) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The seq the next pushed event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    /// Events queued.
+    pub fn len(&self) -> u64 {
+        self.lock().len
+    }
+
+    /// Whether no event is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the queue counts against its budget.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// When the oldest queued event was accepted (ms since the epoch), if any.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn oldest_received_ms(&self) -> Result<Option<u64>, QueueError> {
+        Ok(match self.db.scan_prefix([EVENT]).next().transpose()? {
+            Some((key, value)) => decode(&key, &value).map(|e| e.received_ms),
+            None => None,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counters that are at worst stale; keep serving.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
+    sled::Config::new()
+        .path(dir)
+        // Small cache: the edge's working set is the head of the FIFO.
+        .cache_capacity(16 * 1024 * 1024)
+        // The background flusher is a backstop; accepted events are flushed explicitly.
+        .flush_every_ms(Some(1000))
+        .open()
+}
+
+fn aside_path(dir: &Path) -> PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-{stamp}"));
+    dir.with_file_name(name)
+}
+
+fn cost(payload_len: usize) -> u64 {
+    payload_len as u64 + ENTRY_OVERHEAD
+}
+
+fn event_key(seq: u64) -> [u8; 9] {
+    let mut k = [EVENT; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn index_key(id: &EventId) -> [u8; 17] {
+    let mut k = [INDEX; 17];
+    k[1..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Option<Entry> {
+    let seq = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    let received_ms = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let id = EventId::from_bytes(value.get(8..HEADER_LEN)?.try_into().ok()?);
+    Some(Entry {
+        seq,
+        id,
+        received_ms,
+        payload: value.get(HEADER_LEN..)?.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quickcheck::{Arbitrary, Gen, QuickCheck};
+    use std::collections::BTreeMap;
+
+    fn entry(n: u8, len: usize) -> NewEntry {
+        NewEntry {
+            id: EventId::from_bytes([n; 16]),
+            received_ms: u64::from(n),
+            payload: vec![n; len],
+        }
+    }
+
+    fn open(dir: &Path, max: u64, when_full: WhenFull) -> Queue {
+        Queue::open(dir, max, when_full).unwrap().0
+    }
+
+    #[test]
+    fn fifo_ack_in_any_order_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        {
+            let q = open(&path, u64::MAX, WhenFull::RejectNew);
+            let out = q.push(&[entry(1, 10), entry(2, 20), entry(3, 30), entry(1, 10)]).unwrap();
+            assert_eq!((out.queued, out.duplicates), (3, 1));
+            q.flush().unwrap();
+            assert_eq!(q.ack(&[EventId::from_bytes([2; 16]), EventId::from_bytes([9; 16])]).unwrap(), 1);
+            assert_eq!(q.len(), 2);
+        }
+        let q = open(&path, u64::MAX, WhenFull::RejectNew);
+        let all = q.read(0, u64::MAX, 10).unwrap();
+        assert_eq!(all.iter().map(|e| e.payload[0]).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(q.next_seq(), 3, "seq continues after the last event");
+        assert_eq!(q.bytes(), 40 + 2 * ENTRY_OVERHEAD);
+        assert_eq!(q.oldest_received_ms().unwrap(), Some(1));
+    }
+
+    #[test]
+    fn budget_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = 3 * cost(100);
+        let q = open(&dir.path().join("r"), budget, WhenFull::RejectNew);
+        let out = q.push(&(1..=5).map(|n| entry(n, 100)).collect::<Vec<_>>()).unwrap();
+        assert_eq!((out.queued, out.rejected_full), (3, 2));
+
+        let q = open(&dir.path().join("d"), budget, WhenFull::DropOldest);
+        q.push(&[entry(1, 100), entry(2, 100), entry(3, 100)]).unwrap();
+        let out = q.push(&[entry(4, 100), entry(5, 100)]).unwrap();
+        assert_eq!((out.queued, out.dropped_oldest), (2, 2));
+        let left: Vec<_> = q.read(0, u64::MAX, 10).unwrap().iter().map(|e| e.payload[0]).collect();
+        assert_eq!(left, [3, 4, 5]);
+        let out = q.push(&[entry(6, 10_000)]).unwrap();
+        assert_eq!(out.rejected_full, 1, "larger than the whole budget");
+    }
+
+    #[test]
+    fn an_unreadable_database_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join("conf"), b"\xff\xfe garbage").unwrap();
+        std::fs::write(path.join("db"), vec![0xa5; 4096]).unwrap();
+        let (q, report) = Queue::open(&path, u64::MAX, WhenFull::RejectNew).unwrap();
+        assert!(report.moved_aside.is_some_and(|p| p.exists()));
+        q.push(&[entry(1, 5)]).unwrap();
+        q.flush().unwrap();
+        assert_eq!(q.len(), 1);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(Vec<u8>),
+        Ack(Vec<u8>),
+        Restart,
+    }
+
+    impl Arbitrary for Op {
+        fn arbitrary(g: &mut Gen) -> Self {
+            let ids = |g: &mut Gen| Vec::<u8>::arbitrary(g).into_iter().map(|b| b % 32).collect();
+            match u8::arbitrary(g) % 8 {
+                0 => Op::Restart,
+                1..=3 => Op::Ack(ids(g)),
+                _ => Op::Push(ids(g)),
+            }
+        }
+    }
+
+    /// The queue against a BTreeMap model: same contents, same order, across restarts.
+    #[test]
+    fn matches_a_model() {
+        fn prop(ops: Vec<Op>) -> bool {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("q");
+            let mut q = Some(open(&path, u64::MAX, WhenFull::RejectNew));
+            let mut model: BTreeMap<u64, u8> = BTreeMap::new();
+            let mut next = 0;
+            for op in ops {
+                let queue = q.as_ref().unwrap();
+                match op {
+                    Op::Push(ns) => {
+                        queue.push(&ns.iter().map(|&n| entry(n, usize::from(n))).collect::<Vec<_>>()).unwrap();
+                        for n in ns {
+                            if !model.values().any(|&m| m == n) {
+                                model.insert(next, n);
+                                next += 1;
+                            }
+                        }
+                        queue.flush().unwrap();
+                    }
+                    Op::Ack(ns) => {
+                        queue.ack(&ns.iter().map(|&n| EventId::from_bytes([n; 16])).collect::<Vec<_>>()).unwrap();
+                        model.retain(|_, m| !ns.contains(m));
+                    }
+                    Op::Restart => {
+                        queue.flush().unwrap();
+                        drop(q.take()); // release sled's lock before reopening
+                        q = Some(open(&path, u64::MAX, WhenFull::RejectNew));
+                    }
+                }
+                let queue = q.as_ref().unwrap();
+                let got: Vec<u8> = queue.read(0, u64::MAX, usize::MAX).unwrap().iter().map(|e| e.id.as_bytes()[0]).collect();
+                let want: Vec<u8> = model.values().copied().collect();
+                let bytes: u64 = want.iter().map(|&n| cost(usize::from(n))).sum();
+                if got != want || queue.len() != want.len() as u64 || queue.bytes() != bytes {
+                    return false;
+                }
+            }
+            true
+        }
+        QuickCheck::new().tests(60).quickcheck(prop as fn(Vec<Op>) -> bool);
+    }
+}

@@ -1,0 +1,223 @@
+//! `edge status`: the daemon serves a JSON snapshot on a Unix socket (sled locks the queue
+//! directory, so the CLI never opens the database); the CLI renders it for people, as JSON,
+//! or as a monitoring-plugin check.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use warren_proto::nagios::{self, Metric, State};
+
+use crate::queue::Queue;
+use crate::stats::{Counters, Link, Stats};
+
+/// How long the CLI waits for the daemon.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `edge status --json` prints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EdgeStatus {
+    /// Edge id.
+    pub edge_id: String,
+    /// Site.
+    pub site: String,
+    /// Software version.
+    pub version: String,
+    /// Daemon pid.
+    pub pid: u32,
+    /// UDP addresses actually bound (port 0 resolved).
+    pub listen: Vec<String>,
+    /// The link to the hub.
+    pub link: Link,
+    /// Events queued.
+    pub queue_depth: u64,
+    /// Bytes queued.
+    pub queue_bytes: u64,
+    /// The byte budget.
+    pub queue_max_bytes: u64,
+    /// Age of the oldest queued event, ms.
+    pub oldest_age_ms: Option<u64>,
+    /// Events sent and awaiting the hub's ack.
+    pub in_flight: u64,
+    /// Counters since start.
+    pub counters: Counters,
+}
+
+/// What the daemon needs to answer status queries.
+#[derive(Debug)]
+pub struct Source {
+    /// Edge id.
+    pub edge_id: String,
+    /// Site.
+    pub site: String,
+    /// Bound UDP addresses.
+    pub listen: Vec<String>,
+    /// The queue.
+    pub queue: Arc<Queue>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Byte budget.
+    pub max_bytes: u64,
+}
+
+impl Source {
+    /// A fresh snapshot (reads the head of the queue: blocking).
+    pub fn snapshot(&self) -> EdgeStatus {
+        let oldest = self.queue.oldest_received_ms().ok().flatten();
+        EdgeStatus {
+            edge_id: self.edge_id.clone(),
+            site: self.site.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            listen: self.listen.clone(),
+            link: self.stats.link(),
+            queue_depth: self.queue.len(),
+            queue_bytes: self.queue.bytes(),
+            queue_max_bytes: self.max_bytes,
+            oldest_age_ms: oldest.map(|t| crate::now_ms().saturating_sub(t)),
+            in_flight: self.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+            counters: self.stats.counters(),
+        }
+    }
+}
+
+/// Binds the status socket, replacing a stale one.
+///
+/// # Errors
+/// When the directory cannot be created or the socket bound.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // sled's lock on the queue already refuses a second daemon on the same state, so a socket
+    // file left here is a dead daemon's.
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path)
+}
+
+/// Answers each connection with one JSON snapshot, until `shutdown`.
+pub async fn serve(listener: UnixListener, source: Arc<Source>, shutdown: CancellationToken) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(%error, "Status socket accept failed.");
+                    continue;
+                }
+            },
+        };
+        let source = source.clone();
+        let snapshot = match tokio::task::spawn_blocking(move || source.snapshot()).await {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::error!(%error, "Status snapshot failed.");
+                continue;
+            }
+        };
+        let body = serde_json::to_vec(&snapshot).unwrap_or_default();
+        // A client that does not read must not stall the next one.
+        let _ = tokio::time::timeout(QUERY_TIMEOUT, stream.write_all(&body)).await;
+    }
+}
+
+/// Asks the daemon listening on `path` for a snapshot.
+///
+/// # Errors
+/// When nothing answers, or the answer is not a snapshot.
+pub fn query(path: &Path) -> Result<EdgeStatus, String> {
+    let mut stream = UnixStream::connect(path).map_err(|e| format!("no edge answers on {}: {e}", path.display()))?;
+    stream.set_read_timeout(Some(QUERY_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    stream
+        .read_to_end(&mut body)
+        .map_err(|e| format!("reading from {}: {e}", path.display()))?;
+    serde_json::from_slice(&body).map_err(|e| format!("bad answer from {}: {e}", path.display()))
+}
+
+/// Monitoring thresholds; exceeding one trips it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Thresholds {
+    /// Oldest-event age for WARNING.
+    pub warn_age: Option<Duration>,
+    /// Oldest-event age for CRITICAL.
+    pub crit_age: Option<Duration>,
+    /// Queue depth for WARNING.
+    pub warn_depth: Option<u64>,
+    /// Queue depth for CRITICAL.
+    pub crit_depth: Option<u64>,
+}
+
+impl Thresholds {
+    /// Whether any threshold was given (the CLI then speaks the plugin convention).
+    pub fn any(&self) -> bool {
+        self.warn_age.is_some() || self.crit_age.is_some() || self.warn_depth.is_some() || self.crit_depth.is_some()
+    }
+}
+
+/// The plugin line and state for a snapshot, or for a daemon that did not answer.
+pub fn check(status: Result<&EdgeStatus, &str>, t: &Thresholds) -> (State, String) {
+    let s = match status {
+        Ok(s) => s,
+        Err(e) => return nagios::render("EDGE", State::Critical, e, &[]),
+    };
+    let age_s = s.oldest_age_ms.unwrap_or(0) / 1000;
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs());
+    let c = &s.counters;
+    let metrics = [
+        Metric::new("depth", s.queue_depth, "").thresholds(t.warn_depth, t.crit_depth),
+        Metric::new("oldest_age", age_s, "s").thresholds(secs(t.warn_age), secs(t.crit_age)),
+        Metric::new("queue_bytes", s.queue_bytes, "B"),
+        Metric::new("accepted", c.accepted, "c"),
+        Metric::new("rejected", c.rejected.values().sum(), "c"),
+        Metric::new("acked", c.acked, "c"),
+        Metric::new("dropped", c.dropped_oldest, "c"),
+    ];
+    let link = if s.link.connected { "connected" } else { "disconnected" };
+    let summary = format!("{} {link}, {} queued, oldest {age_s}s", s.edge_id, s.queue_depth);
+    nagios::render("EDGE", State::Ok, &summary, &metrics)
+}
+
+/// The human summary.
+pub fn human(s: &EdgeStatus) -> String {
+    let now = crate::now_ms();
+    let ago = |ms: u64| humantime::format_duration(Duration::from_secs(now.saturating_sub(ms) / 1000));
+    let link = match (&s.link, s.link.since_ms) {
+        (l, 0) if !l.connected => "not connected yet".to_owned(),
+        (l, since) if l.connected => format!("connected for {}", ago(since)),
+        (_, since) => format!("disconnected for {}", ago(since)),
+    };
+    let mut out = format!(
+        "edge {} (site {}), warren {}, pid {}\nhub: {link}\n",
+        s.edge_id, s.site, s.version, s.pid
+    );
+    if let Some(e) = &s.link.last_error {
+        out += &format!("last error: {e}\n");
+    }
+    out += &format!("listening: {}\n", s.listen.join(", "));
+    let oldest = s
+        .oldest_age_ms
+        .map_or("-".to_owned(), |a| humantime::format_duration(Duration::from_secs(a / 1000)).to_string());
+    out += &format!(
+        "queue: {} events, {} of {} bytes, oldest {oldest}, {} in flight\n",
+        s.queue_depth, s.queue_bytes, s.queue_max_bytes, s.in_flight
+    );
+    let c = &s.counters;
+    out += &format!(
+        "accepted {}, duplicates {}, sent {}, resent {}, acked {}, dropped when full {}\n",
+        c.accepted, c.duplicates, c.sent, c.resent, c.acked, c.dropped_oldest
+    );
+    let rejected: Vec<String> = c.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    out += &format!(
+        "rejected: {}\n",
+        if rejected.is_empty() { "none".to_owned() } else { rejected.join(", ") }
+    );
+    out
+}

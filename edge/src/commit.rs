@@ -36,11 +36,17 @@ pub async fn run(
         Stats::add(&stats.duplicates, o.duplicates);
         Stats::add(&stats.dropped_oldest, o.dropped_oldest);
         if o.dropped_oldest > 0 {
-            tracing::warn!(dropped = o.dropped_oldest, "Queue full: dropped the oldest events.");
+            tracing::warn!(
+                dropped = o.dropped_oldest,
+                "Queue full: dropped the oldest events."
+            );
         }
         if o.rejected_full > 0 {
             stats.reject_many("queue_full", o.rejected_full);
-            tracing::warn!(rejected = o.rejected_full, "Queue full: rejected new events.");
+            tracing::warn!(
+                rejected = o.rejected_full,
+                "Queue full: rejected new events."
+            );
         }
         wake.notify_one();
     }

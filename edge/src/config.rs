@@ -298,12 +298,15 @@ impl EdgeConfig {
             key,
             reason,
         };
-        let read = |key, p: &Path| std::fs::read(p).map_err(|e| invalid(key, format!("{}: {e}", p.display())));
+        let read = |key, p: &Path| {
+            std::fs::read(p).map_err(|e| invalid(key, format!("{}: {e}", p.display())))
+        };
         let mut s = Secrets::default();
         if let Some(p) = &self.key_file {
             let text = String::from_utf8(read("ingest.key_file", p)?)
                 .map_err(|_| invalid("ingest.key_file", "not UTF-8".into()))?;
-            s.keys = KeySet::parse(&text).map_err(|e| invalid("ingest.key_file", format!("{}: {e}", p.display())))?;
+            s.keys = KeySet::parse(&text)
+                .map_err(|e| invalid("ingest.key_file", format!("{}: {e}", p.display())))?;
         }
         if let Some(p) = &self.ca_file {
             s.ca = Some(read("hub.ca_file", p)?);
@@ -362,7 +365,12 @@ impl RawEdgeConfig {
         let (host, port) = h
             .address
             .rsplit_once(':')
-            .and_then(|(host, port)| Some((host.trim_start_matches('[').trim_end_matches(']'), port.parse().ok()?)))
+            .and_then(|(host, port)| {
+                Some((
+                    host.trim_start_matches('[').trim_end_matches(']'),
+                    port.parse().ok()?,
+                ))
+            })
             .filter(|(host, _)| !host.is_empty())
             .ok_or_else(|| invalid("hub.address", "must be host:port"))?;
         let client_cert = match (h.cert_file, h.key_file) {
@@ -371,7 +379,10 @@ impl RawEdgeConfig {
             _ => return Err(invalid("hub.cert_file", "and hub.key_file go together")),
         };
         if h.tls && h.ca_file.is_none() {
-            return Err(invalid("hub.ca_file", "is required with TLS (the hub's CA certificate)"));
+            return Err(invalid(
+                "hub.ca_file",
+                "is required with TLS (the hub's CA certificate)",
+            ));
         }
         if h.password_file.is_some() && h.username.is_none() {
             return Err(invalid("hub.password_file", "needs hub.username"));
@@ -384,7 +395,9 @@ impl RawEdgeConfig {
         }
         Ok(EdgeConfig {
             path: path.to_owned(),
-            status_socket: self.status_socket.unwrap_or_else(|| state_dir.join("edge.sock")),
+            status_socket: self
+                .status_socket
+                .unwrap_or_else(|| state_dir.join("edge.sock")),
             queue_dir: state_dir.join("queue"),
             edge_id,
             site: self.site,
@@ -421,7 +434,10 @@ fn default_grace() -> Duration {
     Duration::from_secs(10)
 }
 fn default_listen() -> Vec<SocketAddr> {
-    vec![SocketAddr::from(([127, 0, 0, 1], warren_proto::DEFAULT_PORT))]
+    vec![SocketAddr::from((
+        [127, 0, 0, 1],
+        warren_proto::DEFAULT_PORT,
+    ))]
 }
 fn default_skew() -> Duration {
     Duration::from_secs(300)
@@ -480,15 +496,32 @@ ca_file = "/etc/warren/ca.pem"
     fn errors_name_file_line_and_key() {
         let cases = [
             (MINIMAL.replace("site", "sitte"), "unknown field `sitte`"),
-            (format!("{MINIMAL}\n[ingest]\nlisten = [\"nope\"]\n"), "line 9"),
+            (
+                format!("{MINIMAL}\n[ingest]\nlisten = [\"nope\"]\n"),
+                "line 9",
+            ),
             (MINIMAL.replace("\"home\"", "\"a/b\""), "`site`"),
-            (MINIMAL.replace("hub.example:8883", "hub.example"), "`hub.address`"),
-            (format!("{MINIMAL}\n[queue]\nwhen_full = \"panic\"\n"), "unknown variant `panic`"),
-            (format!("{MINIMAL}\n[ingest]\naccept_unsigned = false\n"), "`ingest.accept_unsigned`"),
-            (MINIMAL.replace("ca_file = \"/etc/warren/ca.pem\"", ""), "`hub.ca_file`"),
+            (
+                MINIMAL.replace("hub.example:8883", "hub.example"),
+                "`hub.address`",
+            ),
+            (
+                format!("{MINIMAL}\n[queue]\nwhen_full = \"panic\"\n"),
+                "unknown variant `panic`",
+            ),
+            (
+                format!("{MINIMAL}\n[ingest]\naccept_unsigned = false\n"),
+                "`ingest.accept_unsigned`",
+            ),
+            (
+                MINIMAL.replace("ca_file = \"/etc/warren/ca.pem\"", ""),
+                "`hub.ca_file`",
+            ),
         ];
         for (text, needle) in cases {
-            let err = EdgeConfig::parse(Path::new("/etc/warren/edge.toml"), &text).unwrap_err().to_string();
+            let err = EdgeConfig::parse(Path::new("/etc/warren/edge.toml"), &text)
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("/etc/warren/edge.toml"), "{err}");
             assert!(err.contains(needle), "{needle}: {err}");
         }
@@ -499,13 +532,20 @@ ca_file = "/etc/warren/ca.pem"
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "hunter2\n").unwrap();
-        let text = format!("{MINIMAL}username = \"gw\"\npassword_file = \"{}\"\nca_file = \"{}\"\n", pw.display(), pw.display())
-            .replace("ca_file = \"/etc/warren/ca.pem\"\n", "");
+        let text = format!(
+            "{MINIMAL}username = \"gw\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+            pw.display(),
+            pw.display()
+        )
+        .replace("ca_file = \"/etc/warren/ca.pem\"\n", "");
         let c = EdgeConfig::parse(Path::new("e.toml"), &text).unwrap();
         let s = c.load_secrets().unwrap();
         assert_eq!(s.password.as_deref(), Some("hunter2"));
         assert!(!format!("{s:?}").contains("hunter2"));
-        let missing = EdgeConfig::parse(Path::new("e.toml"), MINIMAL).unwrap().load_secrets().unwrap_err();
+        let missing = EdgeConfig::parse(Path::new("e.toml"), MINIMAL)
+            .unwrap()
+            .load_secrets()
+            .unwrap_err();
         assert!(missing.to_string().contains("hub.ca_file"), "{missing}");
     }
 }

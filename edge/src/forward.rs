@@ -117,7 +117,10 @@ pub async fn run(
     if f.connected {
         f.presence(PresenceState::Offline).await;
         let _ = f.client.try_disconnect();
-        if tokio::time::timeout(DISCONNECT_GRACE, driver).await.is_err() {
+        if tokio::time::timeout(DISCONNECT_GRACE, driver)
+            .await
+            .is_err()
+        {
             driver_stop.cancel();
         }
     } else {
@@ -207,8 +210,21 @@ impl Forwarder {
                     Err(ClientError::TryRequest(_)) => return Ok((n, next)),
                     Err(e) => return Err(client_error(e)),
                 }
-                self.in_flight.insert(e.id, Flight { seq: e.seq, sent: Instant::now() });
-                Stats::add(if resend { &self.stats.resent } else { &self.stats.sent }, 1);
+                self.in_flight.insert(
+                    e.id,
+                    Flight {
+                        seq: e.seq,
+                        sent: Instant::now(),
+                    },
+                );
+                Stats::add(
+                    if resend {
+                        &self.stats.resent
+                    } else {
+                        &self.stats.sent
+                    },
+                    1,
+                );
             }
             next = Some(e.seq + 1);
         }
@@ -217,8 +233,12 @@ impl Forwarder {
 
     fn publish(&self, e: &Entry) -> Result<(), ClientError> {
         tracing::debug!(id = %e.id, seq = e.seq, "Publishing event.");
-        self.client
-            .try_publish(&self.event_topic, QoS::AtLeastOnce, false, e.payload.clone())
+        self.client.try_publish(
+            &self.event_topic,
+            QoS::AtLeastOnce,
+            false,
+            e.payload.clone(),
+        )
     }
 
     /// Sends again every event unacked for longer than `ack_timeout`.
@@ -234,7 +254,10 @@ impl Forwarder {
             .map(|(id, f)| (*id, f.seq))
             .collect();
         if !expired.is_empty() {
-            tracing::warn!(count = expired.len(), "No ack from the hub in time, resending.");
+            tracing::warn!(
+                count = expired.len(),
+                "No ack from the hub in time, resending."
+            );
         }
         for (id, seq) in expired {
             self.in_flight.remove(&id);
@@ -258,19 +281,28 @@ impl Forwarder {
             .ok()
             .flatten();
         let p = presence(&self.cfg, state, &self.queue, oldest);
-        if let Err(error) = self.client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, p.encode()) {
+        if let Err(error) =
+            self.client
+                .try_publish(&self.status_topic, QoS::AtLeastOnce, true, p.encode())
+        {
             tracing::debug!(%error, "Presence not published.");
         }
     }
 
     fn set_gauge(&self) {
-        self.stats
-            .in_flight
-            .store(self.in_flight.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.in_flight.store(
+            self.in_flight.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
-fn presence(cfg: &EdgeConfig, state: PresenceState, queue: &Queue, oldest_ms: Option<u64>) -> Presence {
+fn presence(
+    cfg: &EdgeConfig,
+    state: PresenceState,
+    queue: &Queue,
+    oldest_ms: Option<u64>,
+) -> Presence {
     let now = crate::now_ms();
     Presence {
         v: VERSION,

@@ -49,7 +49,12 @@ pub fn bind(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> 
 }
 
 /// Reads datagrams until `shutdown`, sending each accepted one to `tx`.
-pub async fn run(sock: UdpSocket, ingest: Arc<Ingest>, tx: mpsc::Sender<NewEntry>, shutdown: CancellationToken) {
+pub async fn run(
+    sock: UdpSocket,
+    ingest: Arc<Ingest>,
+    tx: mpsc::Sender<NewEntry>,
+    shutdown: CancellationToken,
+) {
     // One byte more than the limit: a datagram that fills it was truncated by the kernel.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     loop {
@@ -64,7 +69,9 @@ pub async fn run(sock: UdpSocket, ingest: Arc<Ingest>, tx: mpsc::Sender<NewEntry
                 }
             },
         };
-        let Some(entry) = ingest.accept(&buf[..len], source) else { continue };
+        let Some(entry) = ingest.accept(&buf[..len], source) else {
+            continue;
+        };
         if tx.send(entry).await.is_err() {
             return; // the committer is gone: shutting down
         }
@@ -80,7 +87,10 @@ impl Ingest {
             return None;
         }
         if raw.len() > MAX_DATAGRAM {
-            let e = DecodeError::TooLarge { len: raw.len(), max: MAX_DATAGRAM };
+            let e = DecodeError::TooLarge {
+                len: raw.len(),
+                max: MAX_DATAGRAM,
+            };
             self.stats.reject(e.reason(), source, &e);
             return None;
         }
@@ -92,7 +102,10 @@ impl Ingest {
             }
         };
         let checked = {
-            let mut v = self.verifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut v = self
+                .verifier
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             v.check(raw, &datagram, crate::now_secs())
         };
         let signed = match checked {
@@ -114,6 +127,10 @@ impl Ingest {
             event: datagram.event,
         };
         tracing::debug!(id = %envelope.id, %source, "Datagram received.");
-        Some(NewEntry { id: envelope.id, received_ms, payload: envelope.encode() })
+        Some(NewEntry {
+            id: envelope.id,
+            received_ms,
+            payload: envelope.encode(),
+        })
     }
 }

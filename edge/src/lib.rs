@@ -59,17 +59,25 @@ pub enum EdgeError {
 ///
 /// # Errors
 /// When the queue cannot be opened, a socket cannot be bound, or a task fails.
-pub async fn run(cfg: EdgeConfig, secrets: Secrets, shutdown: CancellationToken) -> Result<(), EdgeError> {
+pub async fn run(
+    cfg: EdgeConfig,
+    secrets: Secrets,
+    shutdown: CancellationToken,
+) -> Result<(), EdgeError> {
     // rumqttc's TLS needs a process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = Arc::new(cfg);
     let (dir, max, when_full) = (cfg.queue_dir.clone(), cfg.max_bytes, cfg.when_full);
-    let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&dir, max, when_full)).await??;
+    let (queue, report) =
+        tokio::task::spawn_blocking(move || Queue::open(&dir, max, when_full)).await??;
     if let Some(aside) = &report.moved_aside {
         tracing::error!(path = %aside.display(), "Queue database was unreadable; moved it aside and started a new one.");
     }
     if report.corrupt_removed > 0 {
-        tracing::error!(count = report.corrupt_removed, "Removed unreadable queue entries.");
+        tracing::error!(
+            count = report.corrupt_removed,
+            "Removed unreadable queue entries."
+        );
     }
     let queue = Arc::new(queue);
     let stats = Arc::new(Stats::default());
@@ -77,11 +85,12 @@ pub async fn run(cfg: EdgeConfig, secrets: Secrets, shutdown: CancellationToken)
 
     let mut sockets = Vec::new();
     for addr in &cfg.listen {
-        let sock = ingest::bind(*addr, cfg.recv_buffer_bytes).map_err(|source| EdgeError::Bind {
-            what: "UDP",
-            addr: addr.to_string(),
-            source,
-        })?;
+        let sock =
+            ingest::bind(*addr, cfg.recv_buffer_bytes).map_err(|source| EdgeError::Bind {
+                what: "UDP",
+                addr: addr.to_string(),
+                source,
+            })?;
         sockets.push(sock);
     }
     let listen: Vec<String> = sockets
@@ -109,13 +118,24 @@ pub async fn run(cfg: EdgeConfig, secrets: Secrets, shutdown: CancellationToken)
     });
     let (tx, rx) = mpsc::channel(COMMIT_CHANNEL);
     for sock in sockets {
-        tracker.spawn(ingest::run(sock, ingest.clone(), tx.clone(), shutdown.child_token()));
+        tracker.spawn(ingest::run(
+            sock,
+            ingest.clone(),
+            tx.clone(),
+            shutdown.child_token(),
+        ));
     }
     drop(tx);
     let committer = tracker.spawn(commit::run(queue.clone(), rx, stats.clone(), wake.clone()));
     let forward_stop = CancellationToken::new();
     let forwarder = tracker.spawn({
-        let (cfg, queue, stats, wake, stop) = (cfg.clone(), queue.clone(), stats.clone(), wake.clone(), forward_stop.clone());
+        let (cfg, queue, stats, wake, stop) = (
+            cfg.clone(),
+            queue.clone(),
+            stats.clone(),
+            wake.clone(),
+            forward_stop.clone(),
+        );
         async move { forward::run(cfg, &secrets, queue, stats, wake, stop).await }
     });
     let source = Arc::new(status::Source {
@@ -126,7 +146,11 @@ pub async fn run(cfg: EdgeConfig, secrets: Secrets, shutdown: CancellationToken)
         stats: stats.clone(),
         max_bytes: cfg.max_bytes,
     });
-    tracker.spawn(status::serve(status_listener, source, shutdown.child_token()));
+    tracker.spawn(status::serve(
+        status_listener,
+        source,
+        shutdown.child_token(),
+    ));
     tracker.close();
     tracing::info!(listen = ?listen, status = %cfg.status_socket.display(), "Edge ready.");
 
@@ -150,7 +174,10 @@ pub async fn run(cfg: EdgeConfig, secrets: Secrets, shutdown: CancellationToken)
         forward_stop.cancel();
         tracker.wait().await;
     };
-    if tokio::time::timeout(cfg.shutdown_grace, drain).await.is_err() {
+    if tokio::time::timeout(cfg.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?cfg.shutdown_grace, "Shutdown grace period expired.");
     }
     let q = queue.clone();

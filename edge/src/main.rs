@@ -11,7 +11,11 @@ use warren_edge::config::{DEFAULT_PATH, EdgeConfig};
 use warren_edge::status::{self, Thresholds};
 
 #[derive(Parser)]
-#[command(name = "edge", version, about = "warren edge: UDP ingest, durable queue, forwarding to the hub")]
+#[command(
+    name = "edge",
+    version,
+    about = "warren edge: UDP ingest, durable queue, forwarding to the hub"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,23 +67,49 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match cli.command {
         Command::Run { config } => run(&config),
-        Command::CheckConfig { config } => match EdgeConfig::load(&config).and_then(|c| c.load_secrets().map(|_| c)) {
-            Ok(c) => {
-                println!("{}: OK (edge {} at site {}, hub {}:{})", config.display(), c.edge_id, c.site, c.hub_host, c.hub_port);
-                ExitCode::SUCCESS
+        Command::CheckConfig { config } => {
+            match EdgeConfig::load(&config).and_then(|c| c.load_secrets().map(|_| c)) {
+                Ok(c) => {
+                    println!(
+                        "{}: OK (edge {} at site {}, hub {}:{})",
+                        config.display(),
+                        c.edge_id,
+                        c.site,
+                        c.hub_host,
+                        c.hub_port
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("edge: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("edge: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Status { config, socket, json, warn_age, crit_age, warn_depth, crit_depth } => {
-            let thresholds = Thresholds { warn_age, crit_age, warn_depth, crit_depth };
+        }
+        Command::Status {
+            config,
+            socket,
+            json,
+            warn_age,
+            crit_age,
+            warn_depth,
+            crit_depth,
+        } => {
+            let thresholds = Thresholds {
+                warn_age,
+                crit_age,
+                warn_depth,
+                crit_depth,
+            };
             status_command(&config, socket, json, &thresholds)
         }
     }
@@ -118,7 +148,12 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn status_command(config: &std::path::Path, socket: Option<PathBuf>, json: bool, t: &Thresholds) -> ExitCode {
+fn status_command(
+    config: &std::path::Path,
+    socket: Option<PathBuf>,
+    json: bool,
+    t: &Thresholds,
+) -> ExitCode {
     let socket = match socket {
         Some(s) => s,
         None => match EdgeConfig::load(config) {
@@ -165,7 +200,10 @@ fn init_tracing() {
 /// Cancels `shutdown` on SIGTERM (systemd, rc.d) or SIGINT (a terminal).
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
         return;
     };

@@ -117,7 +117,11 @@ impl Queue {
     ///
     /// # Errors
     /// When neither the existing nor a fresh database can be opened.
-    pub fn open(dir: &Path, max_bytes: u64, when_full: WhenFull) -> Result<(Self, OpenReport), QueueError> {
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        when_full: WhenFull,
+    ) -> Result<(Self, OpenReport), QueueError> {
         let mut report = OpenReport::default();
         let db = match open_db(dir) {
             Ok(db) => db,
@@ -258,7 +262,9 @@ impl Queue {
         // An ack may name an id twice; the batch must delete (and count) it once.
         for id in ids.iter().filter(|id| seen.insert(**id)) {
             let ikey = index_key(id);
-            let Some(seq) = self.db.get(ikey)? else { continue };
+            let Some(seq) = self.db.get(ikey)? else {
+                continue;
+            };
             let ekey = [&[EVENT][..], &seq].concat();
             if let Some(value) = self.db.get(&ekey)? {
                 freed += cost(value.len().saturating_sub(HEADER_LEN));
@@ -324,7 +330,9 @@ impl Queue {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves counters that are at worst stale; keep serving.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -399,10 +407,16 @@ mod tests {
         let path = dir.path().join("q");
         {
             let q = open(&path, u64::MAX, WhenFull::RejectNew);
-            let out = q.push(&[entry(1, 10), entry(2, 20), entry(3, 30), entry(1, 10)]).unwrap();
+            let out = q
+                .push(&[entry(1, 10), entry(2, 20), entry(3, 30), entry(1, 10)])
+                .unwrap();
             assert_eq!((out.queued, out.duplicates), (3, 1));
             q.flush().unwrap();
-            assert_eq!(q.ack(&[EventId::from_bytes([2; 16]), EventId::from_bytes([9; 16])]).unwrap(), 1);
+            assert_eq!(
+                q.ack(&[EventId::from_bytes([2; 16]), EventId::from_bytes([9; 16])])
+                    .unwrap(),
+                1
+            );
             assert_eq!(q.len(), 2);
         }
         let q = open(&path, u64::MAX, WhenFull::RejectNew);
@@ -418,14 +432,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let budget = 3 * cost(100);
         let q = open(&dir.path().join("r"), budget, WhenFull::RejectNew);
-        let out = q.push(&(1..=5).map(|n| entry(n, 100)).collect::<Vec<_>>()).unwrap();
+        let out = q
+            .push(&(1..=5).map(|n| entry(n, 100)).collect::<Vec<_>>())
+            .unwrap();
         assert_eq!((out.queued, out.rejected_full), (3, 2));
 
         let q = open(&dir.path().join("d"), budget, WhenFull::DropOldest);
-        q.push(&[entry(1, 100), entry(2, 100), entry(3, 100)]).unwrap();
+        q.push(&[entry(1, 100), entry(2, 100), entry(3, 100)])
+            .unwrap();
         let out = q.push(&[entry(4, 100), entry(5, 100)]).unwrap();
         assert_eq!((out.queued, out.dropped_oldest), (2, 2));
-        let left: Vec<_> = q.read(0, u64::MAX, 10).unwrap().iter().map(|e| e.payload[0]).collect();
+        let left: Vec<_> = q
+            .read(0, u64::MAX, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.payload[0])
+            .collect();
         assert_eq!(left, [3, 4, 5]);
         let out = q.push(&[entry(6, 10_000)]).unwrap();
         assert_eq!(out.rejected_full, 1, "larger than the whole budget");
@@ -454,7 +476,12 @@ mod tests {
 
     impl Arbitrary for Op {
         fn arbitrary(g: &mut Gen) -> Self {
-            let ids = |g: &mut Gen| Vec::<u8>::arbitrary(g).into_iter().map(|b| b % 32).collect();
+            let ids = |g: &mut Gen| {
+                Vec::<u8>::arbitrary(g)
+                    .into_iter()
+                    .map(|b| b % 32)
+                    .collect()
+            };
             match u8::arbitrary(g) % 8 {
                 0 => Op::Restart,
                 1..=3 => Op::Ack(ids(g)),
@@ -476,7 +503,13 @@ mod tests {
                 let queue = q.as_ref().unwrap();
                 match op {
                     Op::Push(ns) => {
-                        queue.push(&ns.iter().map(|&n| entry(n, usize::from(n))).collect::<Vec<_>>()).unwrap();
+                        queue
+                            .push(
+                                &ns.iter()
+                                    .map(|&n| entry(n, usize::from(n)))
+                                    .collect::<Vec<_>>(),
+                            )
+                            .unwrap();
                         for n in ns {
                             if !model.values().any(|&m| m == n) {
                                 model.insert(next, n);
@@ -486,7 +519,13 @@ mod tests {
                         queue.flush().unwrap();
                     }
                     Op::Ack(ns) => {
-                        queue.ack(&ns.iter().map(|&n| EventId::from_bytes([n; 16])).collect::<Vec<_>>()).unwrap();
+                        queue
+                            .ack(
+                                &ns.iter()
+                                    .map(|&n| EventId::from_bytes([n; 16]))
+                                    .collect::<Vec<_>>(),
+                            )
+                            .unwrap();
                         model.retain(|_, m| !ns.contains(m));
                     }
                     Op::Restart => {
@@ -496,7 +535,12 @@ mod tests {
                     }
                 }
                 let queue = q.as_ref().unwrap();
-                let got: Vec<u8> = queue.read(0, u64::MAX, usize::MAX).unwrap().iter().map(|e| e.id.as_bytes()[0]).collect();
+                let got: Vec<u8> = queue
+                    .read(0, u64::MAX, usize::MAX)
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.id.as_bytes()[0])
+                    .collect();
                 let want: Vec<u8> = model.values().copied().collect();
                 let bytes: u64 = want.iter().map(|&n| cost(usize::from(n))).sum();
                 if got != want || queue.len() != want.len() as u64 || queue.bytes() != bytes {
@@ -505,6 +549,8 @@ mod tests {
             }
             true
         }
-        QuickCheck::new().tests(60).quickcheck(prop as fn(Vec<Op>) -> bool);
+        QuickCheck::new()
+            .tests(60)
+            .quickcheck(prop as fn(Vec<Op>) -> bool);
     }
 }

@@ -119,7 +119,10 @@ impl Stats {
             resent: get(&self.resent),
             acked: get(&self.acked),
             dropped_oldest: get(&self.dropped_oldest),
-            rejected: lock(&self.rejected).iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            rejected: lock(&self.rejected)
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
         }
     }
 }

@@ -81,7 +81,10 @@ impl Source {
             queue_bytes: self.queue.bytes(),
             queue_max_bytes: self.max_bytes,
             oldest_age_ms: oldest.map(|t| crate::now_ms().saturating_sub(t)),
-            in_flight: self.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+            in_flight: self
+                .stats
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed),
             counters: self.stats.counters(),
         }
     }
@@ -133,8 +136,11 @@ pub async fn serve(listener: UnixListener, source: Arc<Source>, shutdown: Cancel
 /// # Errors
 /// When nothing answers, or the answer is not a snapshot.
 pub fn query(path: &Path) -> Result<EdgeStatus, String> {
-    let mut stream = UnixStream::connect(path).map_err(|e| format!("no edge answers on {}: {e}", path.display()))?;
-    stream.set_read_timeout(Some(QUERY_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut stream = UnixStream::connect(path)
+        .map_err(|e| format!("no edge answers on {}: {e}", path.display()))?;
+    stream
+        .set_read_timeout(Some(QUERY_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let mut body = Vec::new();
     stream
         .read_to_end(&mut body)
@@ -158,7 +164,10 @@ pub struct Thresholds {
 impl Thresholds {
     /// Whether any threshold was given (the CLI then speaks the plugin convention).
     pub fn any(&self) -> bool {
-        self.warn_age.is_some() || self.crit_age.is_some() || self.warn_depth.is_some() || self.crit_depth.is_some()
+        self.warn_age.is_some()
+            || self.crit_age.is_some()
+            || self.warn_depth.is_some()
+            || self.crit_depth.is_some()
     }
 }
 
@@ -180,15 +189,23 @@ pub fn check(status: Result<&EdgeStatus, &str>, t: &Thresholds) -> (State, Strin
         Metric::new("acked", c.acked, "c"),
         Metric::new("dropped", c.dropped_oldest, "c"),
     ];
-    let link = if s.link.connected { "connected" } else { "disconnected" };
-    let summary = format!("{} {link}, {} queued, oldest {age_s}s", s.edge_id, s.queue_depth);
+    let link = if s.link.connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    let summary = format!(
+        "{} {link}, {} queued, oldest {age_s}s",
+        s.edge_id, s.queue_depth
+    );
     nagios::render("EDGE", State::Ok, &summary, &metrics)
 }
 
 /// The human summary.
 pub fn human(s: &EdgeStatus) -> String {
     let now = crate::now_ms();
-    let ago = |ms: u64| humantime::format_duration(Duration::from_secs(now.saturating_sub(ms) / 1000));
+    let ago =
+        |ms: u64| humantime::format_duration(Duration::from_secs(now.saturating_sub(ms) / 1000));
     let link = match (&s.link, s.link.since_ms) {
         (l, 0) if !l.connected => "not connected yet".to_owned(),
         (l, since) if l.connected => format!("connected for {}", ago(since)),
@@ -202,9 +219,9 @@ pub fn human(s: &EdgeStatus) -> String {
         out += &format!("last error: {e}\n");
     }
     out += &format!("listening: {}\n", s.listen.join(", "));
-    let oldest = s
-        .oldest_age_ms
-        .map_or("-".to_owned(), |a| humantime::format_duration(Duration::from_secs(a / 1000)).to_string());
+    let oldest = s.oldest_age_ms.map_or("-".to_owned(), |a| {
+        humantime::format_duration(Duration::from_secs(a / 1000)).to_string()
+    });
     out += &format!(
         "queue: {} events, {} of {} bytes, oldest {oldest}, {} in flight\n",
         s.queue_depth, s.queue_bytes, s.queue_max_bytes, s.in_flight
@@ -217,7 +234,11 @@ pub fn human(s: &EdgeStatus) -> String {
     let rejected: Vec<String> = c.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
     out += &format!(
         "rejected: {}\n",
-        if rejected.is_empty() { "none".to_owned() } else { rejected.join(", ") }
+        if rejected.is_empty() {
+            "none".to_owned()
+        } else {
+            rejected.join(", ")
+        }
     );
     out
 }

@@ -1,1 +1,3 @@
-//! placeholder
+//! The warren hub: embedded MQTT broker, durable inbox, dedup, routing, notifiers.
+
+pub mod pki;

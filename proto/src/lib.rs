@@ -13,10 +13,10 @@
 
 pub mod datagram;
 pub mod envelope;
-pub mod nagios;
 mod error;
 mod event;
 mod id;
+pub mod nagios;
 pub mod sign;
 pub mod topic;
 

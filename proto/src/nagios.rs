@@ -52,7 +52,13 @@ pub struct Metric {
 impl Metric {
     /// A value with no thresholds.
     pub fn new(label: &'static str, value: u64, uom: &'static str) -> Self {
-        Self { label, value, uom, warn: None, crit: None }
+        Self {
+            label,
+            value,
+            uom,
+            warn: None,
+            crit: None,
+        }
     }
 
     /// The same value with thresholds.
@@ -82,7 +88,15 @@ pub fn render(service: &str, floor: State, summary: &str, metrics: &[Metric]) ->
     }
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     for m in metrics {
-        let _ = write!(line, " '{}'={}{};{};{};0", m.label, m.value, m.uom, opt(m.warn), opt(m.crit));
+        let _ = write!(
+            line,
+            " '{}'={}{};{};{};0",
+            m.label,
+            m.value,
+            m.uom,
+            opt(m.warn),
+            opt(m.crit)
+        );
     }
     (state, line)
 }
@@ -104,10 +118,18 @@ mod tests {
             ],
         );
         assert_eq!(s, State::Warning);
-        assert_eq!(line, "EDGE WARNING - connected | 'depth'=5;3;10;0 'age'=1s;60;;0 'accepted'=7c;;;0");
+        assert_eq!(
+            line,
+            "EDGE WARNING - connected | 'depth'=5;3;10;0 'age'=1s;60;;0 'accepted'=7c;;;0"
+        );
         let (s, _) = render("EDGE", State::Critical, "down", &[]);
         assert_eq!(s.code(), 2);
-        let (s, _) = render("EDGE", State::Ok, "x", &[Metric::new("d", 11, "").thresholds(Some(3), Some(10))]);
+        let (s, _) = render(
+            "EDGE",
+            State::Ok,
+            "x",
+            &[Metric::new("d", 11, "").thresholds(Some(3), Some(10))],
+        );
         assert_eq!(s, State::Critical);
     }
 }

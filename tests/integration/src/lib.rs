@@ -172,3 +172,180 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 fn pause() {
     std::thread::sleep(Duration::from_millis(20));
 }
+
+/// A free TCP port on loopback, for programs that cannot be told to bind port 0 and report it
+/// (mosquitto). Another process could take it before the program binds it; callers that start
+/// such a program retry on a new port when it fails to start.
+///
+/// # Panics
+/// When no socket can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
+/// Whether something accepts TCP connections on `127.0.0.1:port`.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+        .is_ok()
+}
+
+/// A CA, a server certificate for loopback and client certificates, made with `hub pki`.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The directory holding every file.
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// Creates the CA and the hub's server certificate in `dir`.
+    ///
+    /// # Panics
+    /// When generation fails.
+    pub fn new(dir: &Path) -> Self {
+        warren_hub::pki::init(dir, &[]).expect("pki init");
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// `ca.pem`.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server certificate and key (`hub.pem`, `hub.key`).
+    pub fn server(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("hub.pem"), self.dir.join("hub.key"))
+    }
+
+    /// Issues (once) and returns a client certificate and key with CN `name`.
+    ///
+    /// # Panics
+    /// When issuing fails.
+    pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
+        let cert = self.dir.join(format!("{name}.pem"));
+        if !cert.exists() {
+            warren_hub::pki::issue(&self.dir, name).expect("pki issue");
+        }
+        (cert, self.dir.join(format!("{name}.key")))
+    }
+}
+
+/// A real mosquitto broker on a loopback port, with TLS (server certificate from [`Pki`]) and
+/// a password file, started and stopped by the test.
+#[derive(Debug)]
+pub struct Mosquitto {
+    proc: Option<Proc>,
+    conf: PathBuf,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Mosquitto {
+    /// Whether mosquitto is installed; [`require`]s it.
+    pub fn available() -> bool {
+        require(
+            "mosquitto and mosquitto_passwd (Debian packages mosquitto, mosquitto-clients)",
+            which("mosquitto").is_some() && which("mosquitto_passwd").is_some(),
+        )
+    }
+
+    /// Starts mosquitto in `dir` with TLS from `pki` (or plain TCP when `None`) and `users`.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn start(dir: &Path, pki: Option<&Pki>, users: &[(&str, &str)]) -> Self {
+        let passwords = dir.join("mosquitto.passwd");
+        std::fs::write(&passwords, "").expect("password file");
+        for (user, password) in users {
+            let status = Command::new(which("mosquitto_passwd").expect("mosquitto_passwd"))
+                .args(["-b"])
+                .arg(&passwords)
+                .args([user, password])
+                .status()
+                .expect("running mosquitto_passwd");
+            assert!(status.success(), "mosquitto_passwd failed");
+        }
+        let tls = pki.map_or(String::new(), |p| {
+            let (cert, key) = p.server();
+            format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\n",
+                p.ca().display(),
+                cert.display(),
+                key.display()
+            )
+        });
+        let mut last = None;
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = dir.join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "user root\npersistence false\nlistener {port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {}\nmax_queued_messages 100000\n",
+                    passwords.display()
+                ),
+            )
+            .expect("mosquitto.conf");
+            let mut m = Self {
+                proc: None,
+                conf,
+                port,
+            };
+            if m.try_start() {
+                return m;
+            }
+            last = Some(port);
+        }
+        panic!("mosquitto did not start (last port {last:?})");
+    }
+
+    fn try_start(&mut self) -> bool {
+        let mut proc = Proc::spawn(
+            "mosquitto",
+            Command::new(which("mosquitto").expect("mosquitto"))
+                .arg("-c")
+                .arg(&self.conf)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if listening(self.port) {
+                self.proc = Some(proc);
+                return true;
+            }
+            if !proc.running() {
+                return false;
+            }
+            pause();
+        }
+        false
+    }
+
+    /// Kills the broker (its in-memory messages are lost, as in a crash).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Starts it again on the same port.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.try_start() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not restart on port {}",
+                self.port
+            );
+        }
+    }
+}

@@ -97,11 +97,12 @@ pub async fn run(
         .iter()
         .filter_map(|s| s.local_addr().ok().map(|a| a.to_string()))
         .collect();
-    let status_listener = status::bind(&cfg.status_socket).map_err(|source| EdgeError::Bind {
-        what: "status socket",
-        addr: cfg.status_socket.display().to_string(),
-        source,
-    })?;
+    let status_listener =
+        warren_daemon::bind_status(&cfg.status_socket).map_err(|source| EdgeError::Bind {
+            what: "status socket",
+            addr: cfg.status_socket.display().to_string(),
+            source,
+        })?;
 
     let tracker = TaskTracker::new();
     let wake = Arc::new(Notify::new());
@@ -146,9 +147,9 @@ pub async fn run(
         stats: stats.clone(),
         max_bytes: cfg.max_bytes,
     });
-    tracker.spawn(status::serve(
+    tracker.spawn(warren_daemon::serve_status(
         status_listener,
-        source,
+        move || source.snapshot(),
         shutdown.child_token(),
     ));
     tracker.close();

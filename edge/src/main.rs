@@ -116,7 +116,7 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    init_tracing();
+    warren_daemon::init_tracing();
     let cfg = match EdgeConfig::load(path).and_then(|c| c.load_secrets().map(|s| (c, s))) {
         Ok(c) => c,
         Err(e) => {
@@ -132,7 +132,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         .and_then(|rt| {
             rt.block_on(async {
                 let shutdown = CancellationToken::new();
-                let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+                let signals = tokio::spawn(warren_daemon::cancel_on_signal(shutdown.clone()));
                 let r = warren_edge::run(cfg.0, cfg.1, shutdown).await;
                 signals.abort();
                 r.context("edge failed")
@@ -184,32 +184,4 @@ fn status_command(
             ExitCode::from(2)
         }
     }
-}
-
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Cancels `shutdown` on SIGTERM (systemd, rc.d) or SIGINT (a terminal).
-async fn wait_for_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received."),
-        _ = int.recv() => tracing::info!("SIGINT received."),
-    }
-    shutdown.cancel();
 }

@@ -2,23 +2,15 @@
 //! directory, so the CLI never opens the database); the CLI renders it for people, as JSON,
 //! or as a monitoring-plugin check.
 
-use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-use tokio::net::UnixListener;
-use tokio_util::sync::CancellationToken;
 use warren_proto::nagios::{self, Metric, State};
 
 use crate::queue::Queue;
 use crate::stats::{Counters, Link, Stats};
-
-/// How long the CLI waits for the daemon.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What `edge status --json` prints.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,62 +82,12 @@ impl Source {
     }
 }
 
-/// Binds the status socket, replacing a stale one.
-///
-/// # Errors
-/// When the directory cannot be created or the socket bound.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // sled's lock on the queue already refuses a second daemon on the same state, so a socket
-    // file left here is a dead daemon's.
-    let _ = std::fs::remove_file(path);
-    UnixListener::bind(path)
-}
-
-/// Answers each connection with one JSON snapshot, until `shutdown`.
-pub async fn serve(listener: UnixListener, source: Arc<Source>, shutdown: CancellationToken) {
-    loop {
-        let (mut stream, _) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(error) => {
-                    tracing::warn!(%error, "Status socket accept failed.");
-                    continue;
-                }
-            },
-        };
-        let source = source.clone();
-        let snapshot = match tokio::task::spawn_blocking(move || source.snapshot()).await {
-            Ok(s) => s,
-            Err(error) => {
-                tracing::error!(%error, "Status snapshot failed.");
-                continue;
-            }
-        };
-        let body = serde_json::to_vec(&snapshot).unwrap_or_default();
-        // A client that does not read must not stall the next one.
-        let _ = tokio::time::timeout(QUERY_TIMEOUT, stream.write_all(&body)).await;
-    }
-}
-
 /// Asks the daemon listening on `path` for a snapshot.
 ///
 /// # Errors
 /// When nothing answers, or the answer is not a snapshot.
 pub fn query(path: &Path) -> Result<EdgeStatus, String> {
-    let mut stream = UnixStream::connect(path)
-        .map_err(|e| format!("no edge answers on {}: {e}", path.display()))?;
-    stream
-        .set_read_timeout(Some(QUERY_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut body = Vec::new();
-    stream
-        .read_to_end(&mut body)
-        .map_err(|e| format!("reading from {}: {e}", path.display()))?;
-    serde_json::from_slice(&body).map_err(|e| format!("bad answer from {}: {e}", path.display()))
+    warren_daemon::query_status(path, "edge")
 }
 
 /// Monitoring thresholds; exceeding one trips it.

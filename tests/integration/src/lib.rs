@@ -2,6 +2,8 @@
 //! child processes that are killed even when a test fails, waiting for readiness instead of
 //! sleeping, and the rule for tests that need root or an installed component.
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};

@@ -1,0 +1,107 @@
+//! What every warren daemon shares: logging set-up, SIGTERM/SIGINT handling, and the status
+//! socket through which `edge status` and `hub status` ask the running daemon (its sled
+//! database is locked, so the CLI never opens it).
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long a status client waits for the daemon, and the daemon for a slow client.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Logs to stderr through tracing, filtered by `RUST_LOG` (default `info`, and `warn` for the
+/// broker's chatty internals); colours only on a terminal, so journald gets plain text.
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Cancels `shutdown` on SIGTERM (systemd, rc.d) or SIGINT (a terminal).
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received."),
+        _ = int.recv() => tracing::info!("SIGINT received."),
+    }
+    shutdown.cancel();
+}
+
+/// Binds the status socket, replacing a stale one (the database lock already keeps a second
+/// daemon from running on the same state, so a socket file left behind is a dead daemon's).
+///
+/// # Errors
+/// When the directory cannot be created or the socket bound.
+pub fn bind_status(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path)
+}
+
+/// Answers each connection with one JSON document from `snapshot` (run on the blocking pool,
+/// as it may read the database), until `shutdown`.
+pub async fn serve_status<T, F>(listener: UnixListener, snapshot: F, shutdown: CancellationToken)
+where
+    T: Serialize + Send + 'static,
+    F: Fn() -> T + Send + Sync + Clone + 'static,
+{
+    loop {
+        let (mut stream, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(%error, "Status socket accept failed.");
+                    continue;
+                }
+            },
+        };
+        let body = match tokio::task::spawn_blocking(snapshot.clone()).await {
+            Ok(s) => serde_json::to_vec(&s).unwrap_or_default(),
+            Err(error) => {
+                tracing::error!(%error, "Status snapshot failed.");
+                continue;
+            }
+        };
+        // A client that does not read must not stall the next one.
+        let _ = tokio::time::timeout(STATUS_TIMEOUT, stream.write_all(&body)).await;
+    }
+}
+
+/// Asks the daemon on `path` for its status document.
+///
+/// # Errors
+/// A message saying what went wrong: nothing listening, a timeout, a bad answer.
+pub fn query_status<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T, String> {
+    let mut stream = UnixStream::connect(path)
+        .map_err(|e| format!("no {what} answers on {}: {e}", path.display()))?;
+    stream
+        .set_read_timeout(Some(STATUS_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    stream
+        .read_to_end(&mut body)
+        .map_err(|e| format!("reading from {}: {e}", path.display()))?;
+    serde_json::from_slice(&body).map_err(|e| format!("bad answer from {}: {e}", path.display()))
+}

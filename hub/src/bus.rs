@@ -1,0 +1,151 @@
+//! The hub's MQTT client: the same code whether the broker is embedded or external, so event
+//! handling never assumes it holds the broker in-process (DESIGN.md). It subscribes to events
+//! (a shared subscription on an external broker, so several hubs split the load) and to edge
+//! presence, and it publishes acks and the legacy republish.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use warren_proto::envelope::MAX_PAYLOAD;
+use warren_proto::topic;
+
+use crate::stats::Stats;
+
+/// Requests the client may queue for the event loop: acks for a large batch fit.
+const REQUEST_CAPACITY: usize = 10_000;
+
+/// A message for the inbox.
+#[derive(Debug)]
+pub enum Inbound {
+    /// On an event topic: `(site, edge)` from the topic, and the payload.
+    Event {
+        /// Site from the topic.
+        site: String,
+        /// Edge id from the topic.
+        edge: String,
+        /// The envelope bytes.
+        payload: Vec<u8>,
+    },
+    /// An edge's presence.
+    Presence {
+        /// Edge id from the topic.
+        edge: String,
+        /// The presence bytes (empty when a retained message is cleared).
+        payload: Vec<u8>,
+    },
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct BusOptions {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// TLS settings, if any.
+    pub tls: Option<TlsConfiguration>,
+    /// Username and password.
+    pub credentials: Option<(String, String)>,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Shared-subscription group (external brokers), or none.
+    pub share_group: Option<String>,
+}
+
+/// Creates the client; [`drive`] must poll the returned event loop.
+pub fn connect(o: &BusOptions) -> (AsyncClient, EventLoop) {
+    let mut m = MqttOptions::new(&o.client_id, &o.host, o.port);
+    m.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_PAYLOAD, MAX_PAYLOAD)
+        .set_inflight(100);
+    if let Some((u, p)) = &o.credentials {
+        m.set_credentials(u, p);
+    }
+    if let Some(tls) = &o.tls {
+        m.set_transport(Transport::tls_with_config(tls.clone()));
+    }
+    AsyncClient::new(m, REQUEST_CAPACITY)
+}
+
+/// Polls the event loop until `stop`: subscribes after every ConnAck (sessions are clean: the
+/// edges resend whatever was missed), forwards messages to `tx`, and reconnects with capped,
+/// jittered backoff.
+pub async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    opts: BusOptions,
+    tx: mpsc::Sender<Inbound>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) {
+    let events = match &opts.share_group {
+        Some(group) => topic::shared(group, topic::EVENT_FILTER),
+        None => topic::EVENT_FILTER.to_owned(),
+    };
+    let mut backoff = backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(100),
+        max_interval: Duration::from_secs(10),
+        max_elapsed_time: None,
+        ..backoff::ExponentialBackoff::default()
+    };
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                stats.bus_connected.store(true, Ordering::Relaxed);
+                tracing::info!(host = %opts.host, port = opts.port, "Connected to the broker.");
+                for filter in [events.as_str(), topic::STATUS_FILTER] {
+                    if let Err(error) = client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        tracing::error!(%error, filter, "Cannot subscribe.");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let inbound = if let Some((site, edge)) = topic::parse_event(&p.topic) {
+                    Inbound::Event {
+                        site: site.to_owned(),
+                        edge: edge.to_owned(),
+                        payload: p.payload.to_vec(),
+                    }
+                } else if let Some(edge) = topic::parse_status(&p.topic) {
+                    Inbound::Presence {
+                        edge: edge.to_owned(),
+                        payload: p.payload.to_vec(),
+                    }
+                } else {
+                    continue;
+                };
+                // Waiting here pushes back on the broker through TCP: the inbox is the bottleneck.
+                if tx.send(inbound).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                let was = stats.bus_connected.swap(false, Ordering::Relaxed);
+                let delay = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                if was {
+                    tracing::warn!(%error, "Lost the broker; reconnecting.");
+                } else {
+                    tracing::debug!(%error, retry_in = ?delay, "Cannot reach the broker.");
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! The hub's TOML configuration: [`RawHubConfig`] as written, [`HubConfig`] once validated.
+//!
+//! `validate` is pure: routes must name existing notifiers, templates must parse, the broker
+//! section must be complete for its mode. Files (certificates, passwords, tokens) are read later,
+//! when the broker and notifiers are built, and `check-config` does both.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::notify::{NotifierConfig, NotifierName};
+use crate::router::{Route, RouteConfig};
+
+/// Default config path.
+pub const DEFAULT_PATH: &str = if cfg!(target_os = "freebsd") {
+    "/usr/local/etc/warren/hub.toml"
+} else {
+    "/etc/warren/hub.toml"
+};
+const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "freebsd") {
+    "/var/db/warren/hub"
+} else {
+    "/var/lib/warren/hub"
+};
+
+/// A config that cannot be used, with enough context to fix it.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type; the message carries line and column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message.
+        message: String,
+    },
+    /// A value that parses but cannot work.
+    #[error("{path}: `{key}`: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, e.g. `route[2].notify`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHubConfig {
+    /// Where the inbox lives.
+    pub state_dir: Option<PathBuf>,
+    /// The status socket. Default: `<state_dir>/hub.sock`.
+    pub status_socket: Option<PathBuf>,
+    /// How long SIGTERM waits for deliveries in progress.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// The broker: embedded (default) or external.
+    #[serde(default)]
+    pub broker: RawBroker,
+    /// Duplicate suppression.
+    #[serde(default)]
+    pub dedup: DedupConfig,
+    /// Retries and timeouts of every notifier.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// The hared-format republish for existing mqttwarn setups.
+    #[serde(default)]
+    pub legacy: LegacyConfig,
+    /// Edges that go silent.
+    #[serde(default)]
+    pub presence: PresenceConfig,
+    /// Notifiers by name.
+    #[serde(default, rename = "notifier")]
+    pub notifiers: BTreeMap<NotifierName, NotifierConfig>,
+    /// Routes, in order.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Embedded rumqttd, or a client of another broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    /// rumqttd inside the hub.
+    #[default]
+    Embedded,
+    /// mosquitto, EMQX, VerneMQ…: the hub subscribes with a shared subscription.
+    External,
+}
+
+/// `[broker]`, for both modes; `validate` checks that the keys fit the mode.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    /// `embedded` or `external`.
+    #[serde(default)]
+    pub mode: BrokerMode,
+    /// Embedded: the TLS listener for edges.
+    pub listen_tls: Option<SocketAddr>,
+    /// Embedded: an optional plain listener for local tools; must be a loopback address.
+    pub listen_local: Option<SocketAddr>,
+    /// Embedded: the server certificate (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Embedded: its key; external: this hub's client key.
+    pub key_file: Option<PathBuf>,
+    /// Embedded: require client certificates signed by this CA (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Embedded: MQTT users, one `username password` per line; without it no password is asked.
+    pub users_file: Option<PathBuf>,
+    /// Embedded: most simultaneous connections.
+    pub max_connections: Option<usize>,
+    /// Embedded: a client that has not finished its TLS handshake by then is dropped.
+    #[serde(default, with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
+    /// External: `host:port`.
+    pub address: Option<String>,
+    /// External: TLS (default true).
+    pub tls: Option<bool>,
+    /// External: CA of the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// External: client certificate (with `key_file`).
+    pub client_cert_file: Option<PathBuf>,
+    /// External: username.
+    pub username: Option<String>,
+    /// External: password file.
+    pub password_file: Option<PathBuf>,
+    /// External: MQTT client id (default `warren-hub-<hostname>`).
+    pub client_id: Option<String>,
+    /// External: shared-subscription group, so several hubs split the events.
+    pub share_group: Option<String>,
+}
+
+/// `[dedup]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// How long an event id is remembered.
+    #[serde(default = "default_dedup_window", with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            window: default_dedup_window(),
+        }
+    }
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Attempts per (event, notifier) before it becomes a dead letter.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// One attempt's time limit (HTTP request, program run).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+/// `[legacy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyConfig {
+    /// Republish each new login in the hared format.
+    #[serde(default)]
+    pub republish: bool,
+    /// On this topic.
+    #[serde(default = "default_legacy_topic")]
+    pub topic: String,
+}
+
+impl Default for LegacyConfig {
+    fn default() -> Self {
+        Self {
+            republish: false,
+            topic: default_legacy_topic(),
+        }
+    }
+}
+
+/// `[presence]`: an edge whose presence turns offline (its last-will fires) or back online
+/// becomes an event of kind `edge_offline` / `edge_online`, routed like any other.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Turn presence changes into events.
+    #[serde(default)]
+    pub events: bool,
+}
+
+/// The broker section, validated.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    /// Embedded rumqttd behind the hub's TLS front.
+    Embedded {
+        /// TLS listener for edges.
+        listen_tls: Option<SocketAddr>,
+        /// Plain loopback listener for local tools.
+        listen_local: Option<SocketAddr>,
+        /// Server certificate and key.
+        cert_key: Option<(PathBuf, PathBuf)>,
+        /// CA for client certificates.
+        client_ca: Option<PathBuf>,
+        /// MQTT users.
+        users_file: Option<PathBuf>,
+        /// Connection cap.
+        max_connections: usize,
+        /// TLS handshake deadline.
+        handshake_timeout: Duration,
+    },
+    /// A client of another broker.
+    External {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// TLS on.
+        tls: bool,
+        /// Broker CA.
+        ca_file: Option<PathBuf>,
+        /// Client cert and key.
+        client_cert: Option<(PathBuf, PathBuf)>,
+        /// Username.
+        username: Option<String>,
+        /// Password file.
+        password_file: Option<PathBuf>,
+        /// Client id.
+        client_id: String,
+        /// Shared-subscription group.
+        share_group: String,
+    },
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Inbox directory.
+    pub inbox_dir: PathBuf,
+    /// Status socket.
+    pub status_socket: PathBuf,
+    /// SIGTERM grace.
+    pub shutdown_grace: Duration,
+    /// Broker.
+    pub broker: Broker,
+    /// Dedup.
+    pub dedup: DedupConfig,
+    /// Delivery.
+    pub delivery: DeliveryConfig,
+    /// Legacy republish.
+    pub legacy: LegacyConfig,
+    /// Presence events.
+    pub presence: PresenceConfig,
+    /// Notifiers.
+    pub notifiers: BTreeMap<NotifierName, NotifierConfig>,
+    /// Routes.
+    pub routes: Vec<Route>,
+}
+
+impl HubConfig {
+    /// Reads, parses and validates `path`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, and line and key where known.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates config text.
+    ///
+    /// # Errors
+    /// See [`HubConfig::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawHubConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        raw.validate(path)
+    }
+}
+
+impl RawHubConfig {
+    /// Checks values and resolves defaults; no I/O.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first value that cannot work.
+    pub fn validate(self, path: &Path) -> Result<HubConfig, ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let broker = self.broker.validate().map_err(|(k, r)| invalid(k, &r))?;
+        if self.routes.is_empty() {
+            return Err(invalid(
+                "route",
+                "at least one [[route]] is needed, or nothing is ever notified",
+            ));
+        }
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, r) in self.routes.into_iter().enumerate() {
+            routes.push(
+                r.validate(&self.notifiers)
+                    .map_err(|(k, reason)| invalid(&format!("route[{i}].{k}"), &reason))?,
+            );
+        }
+        for name in self.notifiers.keys() {
+            if !routes.iter().any(|r| r.notify.contains(name)) {
+                tracing::warn!(notifier = %name, "Notifier is not used by any route.");
+            }
+        }
+        if self.delivery.max_attempts == 0 {
+            return Err(invalid("delivery.max_attempts", "must be at least 1"));
+        }
+        if self.legacy.republish && warren_proto::topic::parse_event(&self.legacy.topic).is_some() {
+            return Err(invalid("legacy.topic", "must not be a warren event topic"));
+        }
+        let state_dir = self.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        Ok(HubConfig {
+            path: path.to_owned(),
+            status_socket: self
+                .status_socket
+                .unwrap_or_else(|| state_dir.join("hub.sock")),
+            inbox_dir: state_dir.join("inbox"),
+            shutdown_grace: self.shutdown_grace,
+            broker,
+            dedup: self.dedup,
+            delivery: self.delivery,
+            legacy: self.legacy,
+            presence: self.presence,
+            notifiers: self.notifiers,
+            routes,
+        })
+    }
+}
+
+impl RawBroker {
+    fn validate(self) -> Result<Broker, (&'static str, String)> {
+        let err = |k, r: &str| Err((k, r.to_owned()));
+        match self.mode {
+            BrokerMode::Embedded => {
+                for (set, key) in [
+                    (self.address.is_some(), "broker.address"),
+                    (self.tls.is_some(), "broker.tls"),
+                    (self.ca_file.is_some(), "broker.ca_file"),
+                    (self.client_cert_file.is_some(), "broker.client_cert_file"),
+                    (self.username.is_some(), "broker.username"),
+                    (self.password_file.is_some(), "broker.password_file"),
+                    (self.client_id.is_some(), "broker.client_id"),
+                    (self.share_group.is_some(), "broker.share_group"),
+                ] {
+                    if set {
+                        return err(key, "is only for mode = \"external\"");
+                    }
+                }
+                if self.listen_tls.is_none() && self.listen_local.is_none() {
+                    return err(
+                        "broker.listen_tls",
+                        "is needed (or listen_local), or no edge can connect",
+                    );
+                }
+                if self.listen_local.is_some_and(|a| !a.ip().is_loopback()) {
+                    return err(
+                        "broker.listen_local",
+                        "must be a loopback address: it has no TLS",
+                    );
+                }
+                let cert_key = match (self.cert_file, self.key_file) {
+                    (Some(c), Some(k)) => Some((c, k)),
+                    (None, None) if self.listen_tls.is_none() => None,
+                    _ => {
+                        return err(
+                            "broker.cert_file",
+                            "and broker.key_file are required with listen_tls",
+                        );
+                    }
+                };
+                Ok(Broker::Embedded {
+                    listen_tls: self.listen_tls,
+                    listen_local: self.listen_local,
+                    cert_key,
+                    client_ca: self.client_ca_file,
+                    users_file: self.users_file,
+                    max_connections: self.max_connections.unwrap_or(10_000),
+                    handshake_timeout: self.handshake_timeout.unwrap_or(Duration::from_secs(10)),
+                })
+            }
+            BrokerMode::External => {
+                for (set, key) in [
+                    (self.listen_tls.is_some(), "broker.listen_tls"),
+                    (self.listen_local.is_some(), "broker.listen_local"),
+                    (self.cert_file.is_some(), "broker.cert_file"),
+                    (self.client_ca_file.is_some(), "broker.client_ca_file"),
+                    (self.users_file.is_some(), "broker.users_file"),
+                ] {
+                    if set {
+                        return err(key, "is only for mode = \"embedded\"");
+                    }
+                }
+                let Some((host, port)) = self
+                    .address
+                    .as_deref()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(h, p)| {
+                        Some((
+                            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                            p.parse().ok()?,
+                        ))
+                    })
+                else {
+                    return err("broker.address", "must be host:port");
+                };
+                let tls = self.tls.unwrap_or(true);
+                if tls && self.ca_file.is_none() {
+                    return err("broker.ca_file", "is required with TLS");
+                }
+                let client_cert = match (self.client_cert_file, self.key_file) {
+                    (Some(c), Some(k)) => Some((c, k)),
+                    (None, None) => None,
+                    _ => return err("broker.client_cert_file", "and broker.key_file go together"),
+                };
+                if self.password_file.is_some() && self.username.is_none() {
+                    return err("broker.password_file", "needs broker.username");
+                }
+                let client_id = self.client_id.unwrap_or_else(|| {
+                    format!(
+                        "warren-hub-{}",
+                        gethostname::gethostname()
+                            .to_string_lossy()
+                            .split('.')
+                            .next()
+                            .unwrap_or("x")
+                    )
+                });
+                Ok(Broker::External {
+                    host,
+                    port,
+                    tls,
+                    ca_file: self.ca_file,
+                    client_cert,
+                    username: self.username,
+                    password_file: self.password_file,
+                    client_id,
+                    share_group: self.share_group.unwrap_or_else(|| "warren-hub".to_owned()),
+                })
+            }
+        }
+    }
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_dedup_window() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_attempts() -> u32 {
+    10
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_legacy_topic() -> String {
+    warren_proto::topic::LEGACY.to_owned()
+}

@@ -1,0 +1,516 @@
+//! The hub's durable state: the only module that touches sled.
+//!
+//! One tree, four key spaces, so every commit is one atomic batch:
+//! - `s` + event id → received-ms: ids seen inside the dedup window;
+//! - `t` + received-ms + event id: the same, in time order, for pruning;
+//! - `o` + notifier + `\0` + seq → [`OutboxEntry`]: deliveries still to make;
+//! - `d` + seq → [`DeadLetter`]: deliveries given up on.
+//!
+//! [`Inbox::commit`] records new events and their deliveries and makes them durable (sled
+//! flush, then fsync of its file) before the caller acks them to the edge. Delivery progress
+//! (done, retried, given up) is not flushed per change: sled's background flush persists it
+//! within `FLUSH_EVERY_MS`, so a crash can repeat at most that much recent delivery.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use warren_proto::{Envelope, EventId};
+
+use crate::notify::NotifierName;
+use crate::router::Notification;
+
+const SEEN: u8 = b's';
+const SEEN_BY_TIME: u8 = b't';
+const OUTBOX: u8 = b'o';
+const DEAD: u8 = b'd';
+/// sled's background flush interval: the window in which delivery progress can be lost.
+const FLUSH_EVERY_MS: u64 = 200;
+
+/// Errors from the store.
+#[derive(Debug, Error)]
+pub enum InboxError {
+    /// sled failed.
+    #[error("inbox database: {0}")]
+    Sled(#[from] sled::Error),
+    /// The fsync after a flush failed.
+    #[error("syncing inbox database: {0}")]
+    Sync(#[from] std::io::Error),
+}
+
+/// One delivery still to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// What to deliver.
+    pub notification: Notification,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+}
+
+/// A delivery given up on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The notifier.
+    pub notifier: String,
+    /// The event id.
+    pub id: EventId,
+    /// The title it would have had.
+    pub title: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why it was given up.
+    pub error: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// What a commit did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Indices (into the committed slice) of events seen for the first time.
+    pub new: Vec<usize>,
+    /// Events already recorded inside the window.
+    pub duplicates: u64,
+    /// Notifiers that got new deliveries.
+    pub woken: Vec<NotifierName>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    next_seq: u64,
+    outbox: BTreeMap<String, u64>,
+    dead: u64,
+    seen: u64,
+}
+
+/// The store. Every method blocks on disk: call from `spawn_blocking` in async code.
+#[derive(Debug)]
+pub struct Inbox {
+    db: sled::Db,
+    file: File,
+    counts: Mutex<Counts>,
+}
+
+impl Inbox {
+    /// Opens (or creates) the store in `dir`.
+    ///
+    /// # Errors
+    /// When sled cannot open it.
+    pub fn open(dir: &Path) -> Result<Self, InboxError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(32 * 1024 * 1024)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()?;
+        let file = File::open(dir.join("db"))?;
+        File::open(dir)?.sync_all()?;
+        let mut counts = Counts::default();
+        for item in db.scan_prefix([OUTBOX]) {
+            let (key, _) = item?;
+            if let Some((name, seq)) = split_outbox_key(&key) {
+                *counts.outbox.entry(name.to_owned()).or_default() += 1;
+                counts.next_seq = counts.next_seq.max(seq + 1);
+            }
+        }
+        for item in db.scan_prefix([DEAD]) {
+            let (key, _) = item?;
+            counts.dead += 1;
+            if let Some(seq) = key
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+            {
+                counts.next_seq = counts.next_seq.max(seq + 1);
+            }
+        }
+        counts.seen = db.scan_prefix([SEEN]).count() as u64;
+        Ok(Self {
+            db,
+            file,
+            counts: Mutex::new(counts),
+        })
+    }
+
+    /// Records `envelopes` not seen inside `window_ms` of `now_ms`, with the deliveries `route`
+    /// gives each, and makes it all durable. Duplicates are only counted.
+    ///
+    /// # Errors
+    /// When sled or the fsync fails: nothing may then be acked.
+    pub fn commit(
+        &self,
+        envelopes: &[Envelope],
+        now_ms: u64,
+        window_ms: u64,
+        route: impl Fn(&Envelope) -> Vec<(NotifierName, Notification)>,
+    ) -> Result<Committed, InboxError> {
+        let mut counts = self.lock();
+        let mut batch = sled::Batch::default();
+        let mut out = Committed::default();
+        let mut in_batch = std::collections::HashSet::new();
+        let mut added: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seq = counts.next_seq;
+        let mut new_seen = 0;
+        for (i, e) in envelopes.iter().enumerate() {
+            let seen_at = self
+                .db
+                .get(seen_key(&e.id))?
+                .and_then(|v| v.as_ref().try_into().ok())
+                .map(u64::from_be_bytes);
+            let fresh = seen_at.is_none_or(|t| t.saturating_add(window_ms) < now_ms);
+            if !fresh || !in_batch.insert(e.id) {
+                out.duplicates += 1;
+                continue;
+            }
+            if seen_at.is_none() {
+                new_seen += 1;
+            }
+            batch.insert(&seen_key(&e.id), &now_ms.to_be_bytes());
+            batch.insert(time_key(now_ms, &e.id).as_slice(), &[]);
+            for (name, notification) in route(e) {
+                let entry = OutboxEntry {
+                    notification,
+                    attempts: 0,
+                    last_error: None,
+                };
+                batch.insert(
+                    outbox_key(&name, seq),
+                    serde_json::to_vec(&entry).unwrap_or_default(),
+                );
+                seq += 1;
+                *added.entry(name.as_str().to_owned()).or_default() += 1;
+                if !out.woken.contains(&name) {
+                    out.woken.push(name);
+                }
+            }
+            out.new.push(i);
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        self.file.sync_all()?;
+        counts.next_seq = seq;
+        counts.seen += new_seen;
+        for (name, n) in added {
+            *counts.outbox.entry(name).or_default() += n;
+        }
+        Ok(out)
+    }
+
+    /// The oldest pending delivery for `notifier`.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn next(&self, notifier: &NotifierName) -> Result<Option<(u64, OutboxEntry)>, InboxError> {
+        let prefix = outbox_prefix(notifier);
+        for item in self.db.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let Some((_, seq)) = split_outbox_key(&key) else {
+                continue;
+            };
+            match serde_json::from_slice(&value) {
+                Ok(entry) => return Ok(Some((seq, entry))),
+                Err(error) => {
+                    // Written by this code, so only disk damage gets here: drop it loudly.
+                    tracing::error!(%notifier, seq, %error, "Unreadable outbox entry removed.");
+                    self.db.remove(&key)?;
+                    self.bump_outbox(notifier, -1);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A delivery succeeded.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn done(&self, notifier: &NotifierName, seq: u64) -> Result<(), InboxError> {
+        if self.db.remove(outbox_key(notifier, seq))?.is_some() {
+            self.bump_outbox(notifier, -1);
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt that will be retried.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn retry(
+        &self,
+        notifier: &NotifierName,
+        seq: u64,
+        entry: &OutboxEntry,
+    ) -> Result<(), InboxError> {
+        self.db.insert(
+            outbox_key(notifier, seq),
+            serde_json::to_vec(entry).unwrap_or_default(),
+        )?;
+        Ok(())
+    }
+
+    /// Moves a delivery to the dead letters.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn give_up(
+        &self,
+        notifier: &NotifierName,
+        seq: u64,
+        entry: &OutboxEntry,
+        error: &str,
+        now_ms: u64,
+    ) -> Result<(), InboxError> {
+        let dead = DeadLetter {
+            notifier: notifier.to_string(),
+            id: entry.notification.envelope.id,
+            title: entry.notification.title.clone(),
+            attempts: entry.attempts,
+            error: error.to_owned(),
+            at_ms: now_ms,
+        };
+        let mut batch = sled::Batch::default();
+        batch.remove(outbox_key(notifier, seq));
+        batch.insert(
+            &dead_key(seq),
+            serde_json::to_vec(&dead).unwrap_or_default(),
+        );
+        self.db.apply_batch(batch)?;
+        self.bump_outbox(notifier, -1);
+        self.lock().dead += 1;
+        Ok(())
+    }
+
+    /// The newest `limit` dead letters, newest first.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, InboxError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([DEAD]).rev().take(limit) {
+            let (_, value) = item?;
+            if let Ok(d) = serde_json::from_slice(&value) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets ids recorded before `before_ms`; returns how many.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn prune(&self, before_ms: u64) -> Result<u64, InboxError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        let end = time_key(before_ms, &EventId::from_bytes([0; 16]));
+        for item in self.db.range([SEEN_BY_TIME].as_slice()..end.as_slice()) {
+            let (key, _) = item?;
+            let Some(id) = key
+                .get(9..25)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(EventId::from_bytes)
+            else {
+                continue;
+            };
+            let ts = key
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            // The id may have been seen again (after the window) under a later time key.
+            let current = self
+                .db
+                .get(seen_key(&id))?
+                .and_then(|v| v.as_ref().try_into().ok())
+                .map(u64::from_be_bytes);
+            if current == ts {
+                batch.remove(&seen_key(&id));
+                n += 1;
+            }
+            batch.remove(key);
+        }
+        self.db.apply_batch(batch)?;
+        let mut counts = self.lock();
+        counts.seen = counts.seen.saturating_sub(n);
+        Ok(n)
+    }
+
+    /// Pending deliveries per notifier.
+    pub fn outbox_depths(&self) -> BTreeMap<String, u64> {
+        self.lock().outbox.clone()
+    }
+
+    /// Dead letters held.
+    pub fn dead_count(&self) -> u64 {
+        self.lock().dead
+    }
+
+    /// Ids remembered for dedup.
+    pub fn seen_count(&self) -> u64 {
+        self.lock().seen
+    }
+
+    /// Flushes and fsyncs everything (shutdown).
+    ///
+    /// # Errors
+    /// When sled or the fsync fails.
+    pub fn flush(&self) -> Result<(), InboxError> {
+        self.db.flush()?;
+        self.file.sync_all()?;
+        Ok(())
+    }
+
+    fn bump_outbox(&self, notifier: &NotifierName, delta: i64) {
+        let mut counts = self.lock();
+        let n = counts
+            .outbox
+            .entry(notifier.as_str().to_owned())
+            .or_default();
+        *n = n.saturating_add_signed(delta);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn seen_key(id: &EventId) -> [u8; 17] {
+    let mut k = [SEEN; 17];
+    k[1..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn time_key(ms: u64, id: &EventId) -> [u8; 25] {
+    let mut k = [SEEN_BY_TIME; 25];
+    k[1..9].copy_from_slice(&ms.to_be_bytes());
+    k[9..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn outbox_prefix(notifier: &NotifierName) -> Vec<u8> {
+    let mut k = vec![OUTBOX];
+    k.extend_from_slice(notifier.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+fn outbox_key(notifier: &NotifierName, seq: u64) -> Vec<u8> {
+    let mut k = outbox_prefix(notifier);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn split_outbox_key(key: &[u8]) -> Option<(&str, u64)> {
+    let rest = key.strip_prefix(&[OUTBOX])?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    let seq = u64::from_be_bytes(rest.get(nul + 1..nul + 9)?.try_into().ok()?);
+    Some((std::str::from_utf8(&rest[..nul]).ok()?, seq))
+}
+
+fn dead_key(seq: u64) -> [u8; 9] {
+    let mut k = [DEAD; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::testing::notification;
+
+    fn name(s: &str) -> NotifierName {
+        NotifierName::try_from(s.to_owned()).unwrap()
+    }
+
+    fn route_to(
+        names: &'static [&'static str],
+    ) -> impl Fn(&Envelope) -> Vec<(NotifierName, Notification)> {
+        move |e| {
+            names
+                .iter()
+                .map(|n| {
+                    (
+                        name(n),
+                        Notification {
+                            envelope: e.clone(),
+                            ..notification("x")
+                        },
+                    )
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn dedup_within_the_window_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = notification("a").envelope;
+        let b = notification("b").envelope;
+        {
+            let inbox = Inbox::open(dir.path()).unwrap();
+            let c = inbox
+                .commit(
+                    &[a.clone(), a.clone(), b.clone()],
+                    1000,
+                    500,
+                    route_to(&["f"]),
+                )
+                .unwrap();
+            assert_eq!((c.new, c.duplicates), (vec![0, 2], 1));
+            assert_eq!(inbox.outbox_depths()["f"], 2);
+        }
+        let inbox = Inbox::open(dir.path()).unwrap();
+        assert_eq!(inbox.outbox_depths()["f"], 2, "outbox survives a restart");
+        let c = inbox
+            .commit(std::slice::from_ref(&a), 1400, 500, route_to(&["f"]))
+            .unwrap();
+        assert_eq!(c.duplicates, 1, "inside the window, across a restart");
+        let c = inbox
+            .commit(std::slice::from_ref(&a), 1600, 500, route_to(&["f"]))
+            .unwrap();
+        assert_eq!(c.new, [0], "past the window the id is new again");
+        assert_eq!(inbox.prune(1500).unwrap(), 1, "b was seen at 1000");
+        assert_eq!(inbox.seen_count(), 1);
+    }
+
+    #[test]
+    fn deliveries_in_order_retry_and_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path()).unwrap();
+        let (f, w) = (name("f"), name("w"));
+        let envs = [notification("a").envelope, notification("b").envelope];
+        inbox.commit(&envs, 1, 10, route_to(&["f", "w"])).unwrap();
+        let (seq, mut entry) = inbox.next(&f).unwrap().unwrap();
+        assert_eq!(entry.notification.envelope.event.get_str("user"), Some("a"));
+        entry.attempts = 1;
+        entry.last_error = Some("503".into());
+        inbox.retry(&f, seq, &entry).unwrap();
+        assert_eq!(inbox.next(&f).unwrap().unwrap().1.attempts, 1);
+        inbox.done(&f, seq).unwrap();
+        assert_eq!(
+            inbox
+                .next(&f)
+                .unwrap()
+                .unwrap()
+                .1
+                .notification
+                .envelope
+                .event
+                .get_str("user"),
+            Some("b")
+        );
+        let (seq, entry) = inbox.next(&w).unwrap().unwrap();
+        inbox.give_up(&w, seq, &entry, "HTTP 400", 5).unwrap();
+        assert_eq!(inbox.dead_count(), 1);
+        assert_eq!(inbox.dead_letters(10).unwrap()[0].error, "HTTP 400");
+        assert_eq!(
+            inbox.outbox_depths(),
+            BTreeMap::from([("f".into(), 1), ("w".into(), 1)])
+        );
+    }
+}

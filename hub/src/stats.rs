@@ -1,0 +1,115 @@
+//! Counters and the edge table, shared by the hub's tasks and read by `hub status`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use warren_proto::{Presence, PresenceState};
+
+use crate::notify::NotifierName;
+
+/// Monotonic counters since start, and live state.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Envelopes received (valid).
+    pub received: AtomicU64,
+    /// Envelopes dropped as duplicates.
+    pub duplicates: AtomicU64,
+    /// Payloads that were not valid envelopes.
+    pub invalid: AtomicU64,
+    /// Event ids acked to edges.
+    pub acked: AtomicU64,
+    /// Logins republished on the legacy topic.
+    pub republished: AtomicU64,
+    /// Whether the hub's MQTT client is connected to the broker.
+    pub bus_connected: AtomicBool,
+    notifiers: Mutex<BTreeMap<String, Arc<NotifierCounters>>>,
+    edges: Mutex<BTreeMap<String, EdgeInfo>>,
+}
+
+/// Per-notifier counters.
+#[derive(Debug, Default)]
+pub struct NotifierCounters {
+    /// Deliveries made.
+    pub delivered: AtomicU64,
+    /// Failed attempts.
+    pub failures: AtomicU64,
+    /// Deliveries given up on.
+    pub dead: AtomicU64,
+}
+
+/// What the hub knows of one edge.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EdgeInfo {
+    /// Its site.
+    pub site: String,
+    /// Whether its presence says it is connected.
+    pub online: bool,
+    /// Last envelope or presence from it, ms since the epoch.
+    pub last_seen_ms: u64,
+    /// Its queue depth, as its last presence said.
+    pub queue_depth: u64,
+    /// Events received from it.
+    pub events: u64,
+}
+
+impl Stats {
+    /// The counters of `name`, created on first use.
+    pub fn notifier(&self, name: &NotifierName) -> Arc<NotifierCounters> {
+        lock(&self.notifiers)
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records an envelope from `edge`.
+    pub fn saw_event(&self, edge: &str, site: &str, now_ms: u64) {
+        let mut edges = lock(&self.edges);
+        let e = edges.entry(edge.to_owned()).or_default();
+        e.site = site.to_owned();
+        e.last_seen_ms = now_ms;
+        e.events += 1;
+    }
+
+    /// Applies a presence message; returns the previous online state, if the edge was known.
+    pub fn saw_presence(&self, p: &Presence, now_ms: u64) -> Option<bool> {
+        let mut edges = lock(&self.edges);
+        let known = edges.contains_key(&p.edge);
+        let e = edges.entry(p.edge.clone()).or_default();
+        let before = e.online;
+        e.site.clone_from(&p.site);
+        e.online = p.state == PresenceState::Online;
+        e.queue_depth = p.queue_depth;
+        e.last_seen_ms = now_ms;
+        known.then_some(before)
+    }
+
+    /// The edge table.
+    pub fn edges(&self) -> BTreeMap<String, EdgeInfo> {
+        lock(&self.edges).clone()
+    }
+
+    /// Per-notifier counters as plain numbers: (delivered, failures, dead).
+    pub fn notifier_counts(&self) -> BTreeMap<String, (u64, u64, u64)> {
+        lock(&self.notifiers)
+            .iter()
+            .map(|(k, c)| {
+                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                (
+                    k.clone(),
+                    (get(&c.delivered), get(&c.failures), get(&c.dead)),
+                )
+            })
+            .collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,250 @@
+//! `hub status`: the daemon's snapshot (served on its Unix socket) and its renderings for
+//! people, for `--json`, and for monitoring (plugin convention, perfdata after `|`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use warren_proto::nagios::{self, Metric, State};
+
+use crate::inbox::{DeadLetter, Inbox};
+use crate::stats::{EdgeInfo, Stats};
+
+/// Dead letters listed in a snapshot.
+const RECENT_DEAD_LETTERS: usize = 10;
+
+/// One notifier's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotifierStatus {
+    /// Deliveries waiting.
+    pub outbox: u64,
+    /// Deliveries made since start.
+    pub delivered: u64,
+    /// Failed attempts since start.
+    pub failures: u64,
+    /// Deliveries given up since start.
+    pub dead: u64,
+}
+
+/// What `hub status --json` prints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HubStatus {
+    /// Software version.
+    pub version: String,
+    /// Daemon pid.
+    pub pid: u32,
+    /// `embedded` or `external`.
+    pub mode: String,
+    /// Whether the hub's MQTT client is connected.
+    pub broker_connected: bool,
+    /// Edges seen since start.
+    pub edges: BTreeMap<String, EdgeInfo>,
+    /// Envelopes received.
+    pub received: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Invalid payloads dropped.
+    pub invalid: u64,
+    /// Event ids acked.
+    pub acked: u64,
+    /// Logins republished on the legacy topic.
+    pub republished: u64,
+    /// Ids remembered for dedup.
+    pub seen_ids: u64,
+    /// Per notifier.
+    pub notifiers: BTreeMap<String, NotifierStatus>,
+    /// Dead letters held.
+    pub dead_letters: u64,
+    /// The newest dead letters.
+    pub recent_dead_letters: Vec<DeadLetter>,
+}
+
+/// Builds snapshots.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Mode name.
+    pub mode: &'static str,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// The store.
+    pub inbox: Arc<Inbox>,
+    /// Configured notifier names (so idle ones show too).
+    pub notifiers: Vec<String>,
+}
+
+impl Source {
+    /// A fresh snapshot (reads the dead letters: blocking).
+    pub fn snapshot(&self) -> HubStatus {
+        let s = &self.stats;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let depths = self.inbox.outbox_depths();
+        let counts = s.notifier_counts();
+        let notifiers = self
+            .notifiers
+            .iter()
+            .map(|n| {
+                let (delivered, failures, dead) = counts.get(n).copied().unwrap_or_default();
+                let outbox = depths.get(n).copied().unwrap_or_default();
+                (
+                    n.clone(),
+                    NotifierStatus {
+                        outbox,
+                        delivered,
+                        failures,
+                        dead,
+                    },
+                )
+            })
+            .collect();
+        HubStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            mode: self.mode.to_owned(),
+            broker_connected: s.bus_connected.load(Ordering::Relaxed),
+            edges: s.edges(),
+            received: get(&s.received),
+            duplicates: get(&s.duplicates),
+            invalid: get(&s.invalid),
+            acked: get(&s.acked),
+            republished: get(&s.republished),
+            seen_ids: self.inbox.seen_count(),
+            notifiers,
+            dead_letters: self.inbox.dead_count(),
+            recent_dead_letters: self
+                .inbox
+                .dead_letters(RECENT_DEAD_LETTERS)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Asks the daemon listening on `path`.
+///
+/// # Errors
+/// When nothing answers, or the answer is not a snapshot.
+pub fn query(path: &Path) -> Result<HubStatus, String> {
+    warren_daemon::query_status(path, "hub")
+}
+
+/// Monitoring thresholds; exceeding one trips it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Thresholds {
+    /// Dead letters for WARNING.
+    pub warn_dead: Option<u64>,
+    /// Dead letters for CRITICAL.
+    pub crit_dead: Option<u64>,
+    /// Largest outbox for WARNING.
+    pub warn_outbox: Option<u64>,
+    /// Largest outbox for CRITICAL.
+    pub crit_outbox: Option<u64>,
+    /// Offline edges for WARNING.
+    pub warn_offline: Option<u64>,
+    /// Offline edges for CRITICAL.
+    pub crit_offline: Option<u64>,
+}
+
+impl Thresholds {
+    /// Whether any threshold was given.
+    pub fn any(&self) -> bool {
+        [
+            self.warn_dead,
+            self.crit_dead,
+            self.warn_outbox,
+            self.crit_outbox,
+            self.warn_offline,
+            self.crit_offline,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
+}
+
+/// The plugin line and state.
+pub fn check(status: Result<&HubStatus, &str>, t: &Thresholds) -> (State, String) {
+    let s = match status {
+        Ok(s) => s,
+        Err(e) => return nagios::render("HUB", State::Critical, e, &[]),
+    };
+    let outbox = s.notifiers.values().map(|n| n.outbox).max().unwrap_or(0);
+    let offline = s.edges.values().filter(|e| !e.online).count() as u64;
+    let floor = if s.broker_connected {
+        State::Ok
+    } else {
+        State::Critical
+    };
+    let metrics = [
+        Metric::new("dead_letters", s.dead_letters, "").thresholds(t.warn_dead, t.crit_dead),
+        Metric::new("outbox", outbox, "").thresholds(t.warn_outbox, t.crit_outbox),
+        Metric::new("edges_offline", offline, "").thresholds(t.warn_offline, t.crit_offline),
+        Metric::new("edges", s.edges.len() as u64, ""),
+        Metric::new("received", s.received, "c"),
+        Metric::new("duplicates", s.duplicates, "c"),
+    ];
+    let summary = format!(
+        "{} edges ({offline} offline), outbox {outbox}, {} dead letters{}",
+        s.edges.len(),
+        s.dead_letters,
+        if s.broker_connected {
+            ""
+        } else {
+            ", not connected to the broker"
+        }
+    );
+    nagios::render("HUB", floor, &summary, &metrics)
+}
+
+/// The human summary.
+pub fn human(s: &HubStatus) -> String {
+    let now = crate::now_ms();
+    let ago = |ms: u64| {
+        humantime::format_duration(Duration::from_secs(now.saturating_sub(ms) / 1000)).to_string()
+    };
+    let mut out = format!(
+        "hub warren {}, pid {}, {} broker, {}\n",
+        s.version,
+        s.pid,
+        s.mode,
+        if s.broker_connected {
+            "connected"
+        } else {
+            "NOT connected"
+        }
+    );
+    out += &format!(
+        "events: {} received, {} duplicates dropped, {} invalid, {} acked, {} ids remembered\n",
+        s.received, s.duplicates, s.invalid, s.acked, s.seen_ids
+    );
+    out += &format!("edges ({}):\n", s.edges.len());
+    for (id, e) in &s.edges {
+        out += &format!(
+            "  {id:<20} site {:<12} {:<8} last seen {} ago, {} events, {} queued\n",
+            e.site,
+            if e.online { "online" } else { "offline" },
+            ago(e.last_seen_ms),
+            e.events,
+            e.queue_depth
+        );
+    }
+    out += "notifiers:\n";
+    for (name, n) in &s.notifiers {
+        out += &format!(
+            "  {name:<20} outbox {:<6} delivered {:<6} failed attempts {:<6} dead {}\n",
+            n.outbox, n.delivered, n.failures, n.dead
+        );
+    }
+    out += &format!("dead letters: {}\n", s.dead_letters);
+    for d in &s.recent_dead_letters {
+        out += &format!(
+            "  {} ago  {}  {}  after {} attempts: {}\n",
+            ago(d.at_ms),
+            d.notifier,
+            d.id,
+            d.attempts,
+            d.error
+        );
+    }
+    out
+}

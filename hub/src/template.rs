@@ -1,0 +1,201 @@
+//! mqttwarn-style `{field}` templates for titles, messages and priorities.
+//!
+//! Fields are the event's own plus `site edge id remote tstamp` and mqttwarn's receive-time
+//! built-ins `_dtepoch _dtiso _ltiso _dthhmm _dthhmmss`. A missing field renders as empty: a
+//! template never fails at delivery time. `{{` and `}}` are literal braces.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Local, TimeZone, Utc};
+use serde_json::Value;
+use warren_proto::Envelope;
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(String),
+}
+
+impl Template {
+    /// Parses `text`.
+    ///
+    /// # Errors
+    /// An unclosed `{`, a stray `}`, or an empty or malformed field name.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    lit.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    lit.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) if c.is_alphanumeric() || c == '_' || c == '-' => name.push(c),
+                            Some(c) => {
+                                return Err(format!(
+                                    "character {c:?} in field name (use {{{{ for a literal brace)"
+                                ));
+                            }
+                            None => return Err(format!("unclosed `{{{name}`")),
+                        }
+                    }
+                    if name.is_empty() {
+                        return Err("empty field `{}`".into());
+                    }
+                    if !lit.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut lit)));
+                    }
+                    parts.push(Part::Field(name));
+                }
+                '}' => return Err("stray `}` (use }} for a literal brace)".into()),
+                c => lit.push(c),
+            }
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Text(lit));
+        }
+        Ok(Self { parts })
+    }
+
+    /// Renders for `envelope`, received at `now`.
+    pub fn render(&self, envelope: &Envelope, now: DateTime<Utc>) -> String {
+        self.render_with(envelope, now, &[])
+    }
+
+    /// Renders with `extra` fields, which take precedence (e.g. a rendered `title`).
+    pub fn render_with(
+        &self,
+        envelope: &Envelope,
+        now: DateTime<Utc>,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(name) => match extra.iter().find(|(k, _)| k == name) {
+                    Some((_, v)) => out.push_str(v),
+                    None => field(&mut out, name, envelope, now),
+                },
+            }
+        }
+        out
+    }
+}
+
+fn field(out: &mut String, name: &str, e: &Envelope, now: DateTime<Utc>) {
+    let local = now.with_timezone(&Local);
+    let _ = match name {
+        "site" => write!(out, "{}", e.site),
+        "edge" => write!(out, "{}", e.edge),
+        "id" => write!(out, "{}", e.id),
+        "remote" => write!(out, "{}", e.remote),
+        "kind" => write!(out, "{}", e.event.kind()),
+        "tstamp" => match Local.timestamp_opt(e.event.tst(), 0).single() {
+            Some(t) => write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S")),
+            None => Ok(()),
+        },
+        "_dtepoch" => write!(out, "{}", now.timestamp()),
+        "_dtiso" => write!(out, "{}", now.format("%Y-%m-%dT%H:%M:%S%.6fZ")),
+        "_ltiso" => write!(out, "{}", local.format("%Y-%m-%dT%H:%M:%S%.6f")),
+        "_dthhmm" => write!(out, "{}", local.format("%H:%M")),
+        "_dthhmmss" => write!(out, "{}", local.format("%H:%M:%S")),
+        other => match e.event.get(other) {
+            Some(Value::String(s)) => write!(out, "{s}"),
+            Some(Value::Null) | None => Ok(()),
+            Some(Value::Array(items)) => {
+                let words: Vec<String> = items
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect();
+                write!(out, "{}", words.join(", "))
+            }
+            Some(v) => write!(out, "{v}"),
+        },
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_proto::{Event, Kind};
+
+    fn envelope() -> Envelope {
+        let mut event = Event::new(Kind::Login, 1_795_708_571);
+        event
+            .set_str("hostname", Some("vm"))
+            .set_str("user", Some("dan"))
+            .set_str("service", Some("sshd"))
+            .set_str("rhost", Some("192.0.2.10"))
+            .set_str("tty", None)
+            .set("tags", serde_json::json!(["a", "b"]))
+            .set("priority", 2.into());
+        Envelope {
+            v: 1,
+            id: event.legacy_id(),
+            site: "home".into(),
+            edge: "gw".into(),
+            received: 0,
+            remote: "127.0.0.1".into(),
+            signed: false,
+            event,
+        }
+    }
+
+    fn render(t: &str) -> String {
+        Template::parse(t)
+            .unwrap()
+            .render(&envelope(), Utc.timestamp_opt(1_795_708_600, 0).unwrap())
+    }
+
+    #[test]
+    fn the_seed_format() {
+        let tstamp = Local
+            .timestamp_opt(1_795_708_571, 0)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string();
+        assert_eq!(
+            render("User {user} logged into {hostname} from {rhost} at {tstamp}"),
+            format!("User dan logged into vm from 192.0.2.10 at {tstamp}")
+        );
+    }
+
+    #[test]
+    fn missing_null_numbers_lists_unicode_and_braces() {
+        assert_eq!(render("[{nope}|{tty}]"), "[|]");
+        assert_eq!(render("p={priority} t={tags}"), "p=2 t=a, b");
+        assert_eq!(
+            render("⚡ {site}/{edge} {{literal}} ☃"),
+            "⚡ home/gw {literal} ☃"
+        );
+        assert_eq!(
+            render("{_dtepoch} {_dtiso}"),
+            "1795708600 2026-11-26T15:56:40.000000Z"
+        );
+        assert_eq!(render("{kind}"), "login");
+    }
+
+    #[test]
+    fn parse_errors() {
+        for bad in ["{user", "user}", "{}", "{us er}"] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

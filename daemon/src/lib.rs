@@ -16,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 /// How long a status client waits for the daemon, and the daemon for a slow client.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Logs to stderr through tracing, filtered by `RUST_LOG` (default `info`, and `warn` for the
-/// broker's chatty internals); colours only on a terminal, so journald gets plain text.
+/// Logs to stderr through tracing, filtered by `RUST_LOG` (default `info`); colours only on a
+/// terminal, so journald gets plain text. rumqttd is silenced by default: it logs every
+/// ordinary client disconnect at error level (`RUST_LOG=info,rumqttd=info` brings it back).
 pub fn init_tracing() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

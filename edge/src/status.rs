@@ -157,7 +157,7 @@ pub fn human(s: &EdgeStatus) -> String {
         "edge {} (site {}), warren {}, pid {}\nhub: {link}\n",
         s.edge_id, s.site, s.version, s.pid
     );
-    if let Some(e) = &s.link.last_error {
+    if let (false, Some(e)) = (s.link.connected, &s.link.last_error) {
         out += &format!("last error: {e}\n");
     }
     out += &format!("listening: {}\n", s.listen.join(", "));

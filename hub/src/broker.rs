@@ -8,14 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use thiserror::Error;
 use warren_proto::envelope::MAX_PAYLOAD;
-
-/// How long the broker may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the broker could not start.
 #[derive(Debug, Error)]
@@ -66,23 +62,28 @@ pub fn read_users(path: &Path) -> Result<BTreeMap<String, String>, BrokerError> 
     Ok(users)
 }
 
-/// Starts rumqttd on its own threads and waits until it listens.
+/// Starts rumqttd on its own threads. The hub's client connects (retrying) once it listens.
 ///
 /// With `users`, every client needs a password, the hub's own client included (it gets a
 /// random one); without, the broker is open to whoever reaches its loopback listeners.
 ///
 /// # Errors
-/// When it does not listen in time.
-pub async fn start(
+/// When a port cannot be had or the thread not started.
+pub fn start(
     max_connections: usize,
     users: Option<BTreeMap<String, String>>,
     listen_local: Option<SocketAddr>,
 ) -> Result<Embedded, BrokerError> {
     // rumqttd binds by address and cannot report a port it chose: take a free one. Another
-    // process could grab it first; the readiness check below then fails loudly.
+    // process could grab it first: the hub then never connects, which `hub status` shows.
     let internal = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| BrokerError::Setup(format!("picking a loopback port: {e}")))?;
+    if let Some(local) = listen_local {
+        // rumqttd would only log a failed bind from its thread: find out here, clearly.
+        std::net::TcpListener::bind(local)
+            .map_err(|e| BrokerError::Setup(format!("listen_local {local}: {e}")))?;
+    }
     let credentials = users.as_ref().map(|_| {
         (
             "warren-hub".to_owned(),
@@ -145,19 +146,6 @@ pub async fn start(
             }
         })
         .map_err(|e| BrokerError::Setup(format!("starting the broker thread: {e}")))?;
-    let deadline = Instant::now() + START_TIMEOUT;
-    let mut listening = Vec::from([internal]);
-    listening.extend(listen_local);
-    for addr in listening {
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if Instant::now() > deadline {
-                return Err(BrokerError::Setup(format!(
-                    "embedded broker is not listening on {addr}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
     Ok(Embedded {
         internal,
         credentials,

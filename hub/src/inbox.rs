@@ -7,9 +7,9 @@
 //! - `d` + seq → [`DeadLetter`]: deliveries given up on.
 //!
 //! [`Inbox::commit`] records new events and their deliveries and makes them durable (sled
-//! flush, then fsync of its file) before the caller acks them to the edge. Delivery progress
-//! (done, retried, given up) is not flushed per change: sled's background flush persists it
-//! within `FLUSH_EVERY_MS`, so a crash can repeat at most that much recent delivery.
+//! flush, then fsync of its file) before the caller acks them to the edge. A finished delivery
+//! is made durable at once too, so only a crash between a send and its record repeats it;
+//! attempt counts and dead letters ride on sled's background flush (`FLUSH_EVERY_MS`).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,7 +27,7 @@ const SEEN: u8 = b's';
 const SEEN_BY_TIME: u8 = b't';
 const OUTBOX: u8 = b'o';
 const DEAD: u8 = b'd';
-/// sled's background flush interval: the window in which delivery progress can be lost.
+/// sled's background flush interval: the window in which an attempt count can be lost.
 const FLUSH_EVERY_MS: u64 = 200;
 
 /// Errors from the store.
@@ -224,14 +224,16 @@ impl Inbox {
         Ok(None)
     }
 
-    /// A delivery succeeded.
+    /// A delivery succeeded: forget it, durably, so a crash cannot repeat it.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When sled or the fsync fails.
     pub fn done(&self, notifier: &NotifierName, seq: u64) -> Result<(), InboxError> {
         if self.db.remove(outbox_key(notifier, seq))?.is_some() {
             self.bump_outbox(notifier, -1);
         }
+        self.db.flush()?;
+        self.file.sync_all()?;
         Ok(())
     }
 

@@ -98,6 +98,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubE
     let tracker = TaskTracker::new();
     let stop_front = shutdown.child_token();
 
+    let mut listen = Vec::new();
     let (bus_opts, mode) = match &cfg.broker {
         Broker::Embedded {
             listen_tls,
@@ -109,7 +110,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubE
             handshake_timeout,
         } => {
             let users = users_file.as_deref().map(broker::read_users).transpose()?;
-            let embedded = broker::start(*max_connections, users, *listen_local).await?;
+            let embedded = broker::start(*max_connections, users, *listen_local)?;
             if let (Some(addr), Some((cert, key))) = (listen_tls, cert_key) {
                 let acceptor = guard::acceptor(cert, key, client_ca.as_deref())?;
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -119,7 +120,11 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubE
                         addr: addr.to_string(),
                         source,
                     })?;
-                tracing::info!(%addr, mtls = client_ca.is_some(), "Listening for edges.");
+                let bound = listener
+                    .local_addr()
+                    .map_or_else(|_| addr.to_string(), |a| a.to_string());
+                tracing::info!(addr = %bound, mtls = client_ca.is_some(), "Listening for edges.");
+                listen.push(bound);
                 tracker.spawn(guard::run(
                     listener,
                     acceptor,
@@ -267,6 +272,7 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubE
         })?;
     let source = status::Source {
         mode,
+        listen,
         stats: stats.clone(),
         inbox: inbox.clone(),
         notifiers: names,

@@ -38,6 +38,8 @@ pub struct HubStatus {
     pub pid: u32,
     /// `embedded` or `external`.
     pub mode: String,
+    /// The TLS listener's bound address (port 0 resolved), if any.
+    pub listen: Vec<String>,
     /// Whether the hub's MQTT client is connected.
     pub broker_connected: bool,
     /// Edges seen since start.
@@ -67,6 +69,8 @@ pub struct HubStatus {
 pub struct Source {
     /// Mode name.
     pub mode: &'static str,
+    /// Bound TLS listener.
+    pub listen: Vec<String>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// The store.
@@ -103,6 +107,7 @@ impl Source {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             mode: self.mode.to_owned(),
+            listen: self.listen.clone(),
             broker_connected: s.bus_connected.load(Ordering::Relaxed),
             edges: s.edges(),
             received: get(&s.received),

@@ -1,0 +1,509 @@
+//! The hub binary with real peers: edges as rumqttc clients over TLS, a loopback HTTP server
+//! for the webhook, a real file, a real mosquitto for external mode.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use warren_hub::status::{HubStatus, query};
+use warren_integration_tests::http::{HttpServer, Reply};
+use warren_integration_tests::{Mosquitto, Pki, Proc, wait_for};
+use warren_proto::envelope::VERSION;
+use warren_proto::{Ack, Envelope, Event as WEvent, EventId, Kind, topic};
+
+const HUB: &str = env!("CARGO_BIN_EXE_hub");
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Hub {
+    proc: Proc,
+    config: PathBuf,
+    socket: PathBuf,
+    port: u16,
+}
+
+impl Hub {
+    fn start(config: &Path) -> Self {
+        let socket = config.parent().unwrap().join("state/hub.sock");
+        let proc = Proc::spawn(
+            "hub",
+            Command::new(HUB)
+                .args(["run", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "warn"),
+        );
+        let status = wait_for("hub to connect to its broker", WAIT, || {
+            query(&socket).ok().filter(|s| s.broker_connected)
+        });
+        let port = status
+            .listen
+            .first()
+            .map_or(0, |a| a.rsplit(':').next().unwrap().parse().unwrap());
+        Self {
+            proc,
+            config: config.to_owned(),
+            socket,
+            port,
+        }
+    }
+
+    fn status(&self) -> HubStatus {
+        query(&self.socket).unwrap()
+    }
+
+    fn kill_and_restart(&mut self) {
+        self.proc.kill9();
+        *self = Self::start(&self.config.clone());
+    }
+}
+
+/// What a test hub writes: a file notifier, and optionally a webhook.
+struct Setup {
+    dir: tempfile::TempDir,
+    pki: Pki,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&dir.path().join("pki"));
+        std::fs::write(dir.path().join("users"), "gw gw-pw\ngw2 gw2-pw\n").unwrap();
+        Self { dir, pki }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes hub.toml with `broker` as the `[broker]` body and `webhook` as the webhook URL.
+    fn config(&self, broker: &str, webhook: Option<&str>) -> PathBuf {
+        let (cert, key) = self.pki.server();
+        let broker = broker
+            .replace("{cert}", &cert.display().to_string())
+            .replace("{key}", &key.display().to_string())
+            .replace("{ca}", &self.pki.ca().display().to_string())
+            .replace("{users}", &self.path("users").display().to_string());
+        let hook = webhook.map_or(String::new(), |url| {
+            format!("[notifier.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n[[route]]\nnotify = [\"hook\"]\n")
+        });
+        let text = format!(
+            r#"
+state_dir = "{dir}/state"
+shutdown_grace = "3s"
+[broker]
+{broker}
+[delivery]
+max_attempts = 3
+initial_backoff = "50ms"
+max_backoff = "100ms"
+timeout = "1s"
+[notifier.sshd_log]
+type = "file"
+path = "{dir}/sshd.log"
+[[route]]
+match = {{ kind = "login" }}
+notify = ["sshd_log"]
+format = "User {{user}} logged into {{hostname}} from {{rhost}} at {{tstamp}}"
+{hook}"#,
+            dir = self.dir.path().display()
+        );
+        let path = self.path("hub.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn embedded(&self, webhook: Option<&str>) -> PathBuf {
+        self.config(
+            "listen_tls = \"127.0.0.1:0\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\nusers_file = \"{users}\"\nhandshake_timeout = \"30s\"",
+            webhook,
+        )
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("sshd.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn envelope(edge: &str, user: &str) -> Envelope {
+    let mut event = WEvent::new(Kind::Login, 1_795_708_571);
+    event
+        .set_str("hostname", Some("vm"))
+        .set_str("user", Some(user))
+        .set_str("service", Some("sshd"))
+        .set_str("rhost", Some("192.0.2.10"));
+    Envelope {
+        v: VERSION,
+        id: event.legacy_id(),
+        site: "home".into(),
+        edge: edge.into(),
+        received: 0,
+        remote: "127.0.0.1".into(),
+        signed: false,
+        event,
+    }
+}
+
+/// An edge as the hub sees it: an MQTT client that publishes envelopes and collects acks.
+struct TestEdge {
+    client: AsyncClient,
+    acks: mpsc::UnboundedReceiver<EventId>,
+}
+
+fn options(
+    name: &str,
+    port: u16,
+    ca: &Path,
+    cert: Option<(PathBuf, PathBuf)>,
+    password: Option<&str>,
+) -> MqttOptions {
+    let mut o = MqttOptions::new(name, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5))
+        .set_clean_session(true);
+    if let Some(p) = password {
+        o.set_credentials(name, p);
+    }
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: std::fs::read(ca).unwrap(),
+        alpn: None,
+        client_auth: cert.map(|(c, k)| (std::fs::read(c).unwrap(), std::fs::read(k).unwrap())),
+    }));
+    o
+}
+
+/// Polls until the broker answers: Ok on ConnAck, Err with the reason otherwise.
+async fn first_answer(eventloop: &mut EventLoop) -> Result<(), String> {
+    match tokio::time::timeout(WAIT, eventloop.poll()).await {
+        Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Ok(()),
+        Ok(Ok(other)) => Err(format!("unexpected {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+impl TestEdge {
+    async fn connect(o: MqttOptions) -> Self {
+        let edge = o.client_id();
+        let (client, mut eventloop) = AsyncClient::new(o, 1000);
+        first_answer(&mut eventloop).await.expect("edge connects");
+        client
+            .subscribe(topic::ack(&edge), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let (tx, acks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(ev) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = ev
+                    && let Ok(ack) = Ack::decode(&p.payload)
+                {
+                    for id in ack.ids {
+                        let _ = tx.send(id);
+                    }
+                }
+            }
+        });
+        Self { client, acks }
+    }
+
+    async fn publish(&self, e: &Envelope) {
+        self.client
+            .publish(
+                topic::event(&e.site, &e.edge),
+                QoS::AtLeastOnce,
+                false,
+                e.encode(),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn acked(&mut self, id: EventId) {
+        loop {
+            let got = tokio::time::timeout(WAIT, self.acks.recv())
+                .await
+                .expect("an ack in time")
+                .unwrap();
+            if got == id {
+                return;
+            }
+        }
+    }
+
+    /// Publishes `e` (again, until acked: the subscription may not be active yet).
+    async fn send(&mut self, e: &Envelope) {
+        self.publish(e).await;
+        self.acked(e.id).await;
+    }
+}
+
+async fn edge(hub: &Hub, s: &Setup, name: &str) -> TestEdge {
+    TestEdge::connect(options(
+        name,
+        hub.port,
+        &s.pki.ca(),
+        Some(s.pki.client(name)),
+        Some(&format!("{name}-pw")),
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_bad_clients_and_is_not_stalled_by_an_idle_one() {
+    let s = Setup::new();
+    let hub = Hub::start(&s.embedded(None));
+    let ca = s.pki.ca();
+    let try_opts = |o: MqttOptions| async move {
+        let (_c, mut el) = AsyncClient::new(o, 10);
+        first_answer(&mut el).await
+    };
+    let no_cert = try_opts(options("gw", hub.port, &ca, None, Some("gw-pw"))).await;
+    assert!(no_cert.is_err(), "no client certificate: {no_cert:?}");
+    let other = Pki::new(&s.path("other-pki"));
+    let foreign = try_opts(options(
+        "gw",
+        hub.port,
+        &ca,
+        Some(other.client("gw")),
+        Some("gw-pw"),
+    ))
+    .await;
+    assert!(foreign.is_err(), "certificate from another CA: {foreign:?}");
+    let wrong = try_opts(options(
+        "gw",
+        hub.port,
+        &ca,
+        Some(s.pki.client("gw")),
+        Some("nope"),
+    ))
+    .await;
+    assert!(wrong.is_err(), "wrong password: {wrong:?}");
+
+    // Someone connects and says nothing; a real edge still gets in at once.
+    let _idle = std::net::TcpStream::connect(("127.0.0.1", hub.port)).unwrap();
+    let started = Instant::now();
+    let mut e = edge(&hub, &s, "gw").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "edge waited {:?}",
+        started.elapsed()
+    );
+    e.send(&envelope("gw", "dan")).await;
+    wait_for("the notification", WAIT, || {
+        (s.lines().len() == 1).then_some(())
+    });
+    let line = &s.lines()[0];
+    assert!(
+        line.starts_with("User dan logged into vm from 192.0.2.10 at 20"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_notify_once_across_edges_and_restarts() {
+    let s = Setup::new();
+    let mut hub = Hub::start(&s.embedded(None));
+    let mut gw = edge(&hub, &s, "gw").await;
+    let mut gw2 = edge(&hub, &s, "gw2").await;
+    let e = envelope("gw", "dan");
+    gw.send(&e).await;
+    gw.send(&e).await; // a resend
+    // The same hare datagram through a second edge: same id, other edge.
+    gw2.send(&Envelope {
+        edge: "gw2".into(),
+        ..e.clone()
+    })
+    .await;
+    wait_for("one line", WAIT, || (s.lines().len() == 1).then_some(()));
+    assert_eq!(hub.status().duplicates, 2);
+
+    hub.proc.signal("TERM");
+    assert_eq!(hub.proc.wait_exit(Duration::from_secs(10)), Some(0));
+    hub = Hub::start(&hub.config.clone());
+    let mut gw = edge(&hub, &s, "gw").await;
+    gw.send(&e).await;
+    let other = envelope("gw", "eve");
+    gw.send(&other).await;
+    wait_for("eve's line", WAIT, || (s.lines().len() == 2).then_some(()));
+    assert_eq!(
+        hub.status().duplicates,
+        1,
+        "dan's event is still known after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_ack_and_delivery_still_delivers() {
+    let s = Setup::new();
+    let http = HttpServer::start(vec![Reply::Status(503)]);
+    let config = s.embedded(Some(&http.url("/hook")));
+    // Plenty of attempts, so the delivery is still pending when the hub dies.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_attempts = 3", "max_attempts = 1000");
+    std::fs::write(&config, text).unwrap();
+    let mut hub = Hub::start(&config);
+    let mut gw = edge(&hub, &s, "gw").await;
+    gw.send(&envelope("gw", "dan")).await; // acked: durable
+    wait_for("a failed attempt", WAIT, || {
+        (!http.requests().is_empty()).then_some(())
+    });
+    hub.kill_and_restart();
+    http.script(vec![Reply::Status(200)]);
+    wait_for("delivery after restart", WAIT, || {
+        (hub.status().notifiers["hook"].delivered == 1).then_some(())
+    });
+    assert_eq!(hub.status().notifiers["hook"].outbox, 0);
+    assert_eq!(s.lines().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_then_delivers_once_or_ends_in_dead_letters() {
+    let s = Setup::new();
+    let http = HttpServer::start(vec![
+        Reply::Status(503),
+        Reply::Status(500),
+        Reply::Status(200),
+    ]);
+    let hub = Hub::start(&s.embedded(Some(&http.url("/hook"))));
+    let mut gw = edge(&hub, &s, "gw").await;
+    gw.send(&envelope("gw", "dan")).await;
+    wait_for("delivered on the third attempt", WAIT, || {
+        (hub.status().notifiers["hook"].delivered == 1).then_some(())
+    });
+    let st = hub.status();
+    assert_eq!(
+        (st.notifiers["hook"].failures, http.requests().len()),
+        (2, 3)
+    );
+
+    http.script(vec![Reply::Status(503)]);
+    gw.send(&envelope("gw", "eve")).await;
+    wait_for("a dead letter", WAIT, || {
+        (hub.status().dead_letters == 1).then_some(())
+    });
+    let st = hub.status();
+    assert_eq!(st.recent_dead_letters[0].attempts, 3);
+    assert_eq!(st.notifiers["hook"].outbox, 0);
+    let out = Command::new(HUB)
+        .args(["status", "--socket"])
+        .arg(&hub.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dead letters: 1") && text.contains("HTTP 503"),
+        "{text}"
+    );
+    let out = Command::new(HUB)
+        .args(["status", "--crit-dead", "0", "--socket"])
+        .arg(&hub.socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_does_not_delay_the_file() {
+    let s = Setup::new();
+    let http = HttpServer::start(vec![Reply::Hang]);
+    let config = s.embedded(Some(&http.url("/hook")));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("timeout = \"1s\"", "timeout = \"60s\"");
+    std::fs::write(&config, text).unwrap();
+    let hub = Hub::start(&config);
+    let mut gw = edge(&hub, &s, "gw").await;
+    for user in ["a", "b", "c"] {
+        gw.send(&envelope("gw", user)).await;
+    }
+    wait_for(
+        "three lines while the webhook hangs",
+        Duration::from_secs(10),
+        || (s.lines().len() == 3).then_some(()),
+    );
+    assert_eq!(hub.status().notifiers["hook"].delivered, 0);
+    assert_eq!(
+        http.requests().len(),
+        1,
+        "the webhook is stuck on its first request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_mode_against_mosquitto() {
+    if !Mosquitto::available() {
+        return;
+    }
+    let s = Setup::new();
+    let broker = Mosquitto::start(
+        s.dir.path(),
+        Some(&s.pki),
+        &[("gw", "gw-pw"), ("hub", "hub-pw")],
+    );
+    std::fs::write(s.path("hub.pw"), "hub-pw\n").unwrap();
+    let config = s.config(
+        &format!(
+            "mode = \"external\"\naddress = \"127.0.0.1:{}\"\nca_file = \"{{ca}}\"\nusername = \"hub\"\npassword_file = \"{}\"",
+            broker.port,
+            s.path("hub.pw").display()
+        ),
+        None,
+    );
+    let hub = Hub::start(&config);
+    assert_eq!(hub.status().mode, "external");
+    let mut gw =
+        TestEdge::connect(options("gw", broker.port, &s.pki.ca(), None, Some("gw-pw"))).await;
+    let e = envelope("gw", "dan");
+    gw.send(&e).await;
+    gw.send(&e).await;
+    wait_for("one line", WAIT, || (s.lines().len() == 1).then_some(()));
+    assert_eq!(hub.status().duplicates, 1);
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.toml");
+    for (text, needle) in [
+        ("[broker]\nlisten_tsl = \"0.0.0.0:8883\"\n", "line 2"),
+        (
+            "[broker]\nlisten_local = \"127.0.0.1:1\"\n[notifier.x]\ntype = \"pager\"\n",
+            "unknown variant `pager`",
+        ),
+        (
+            "[broker]\nlisten_local = \"127.0.0.1:1\"\n[notifier.x]\ntype = \"log\"\n[[route]]\nnotify = [\"y\"]\n",
+            "route[0].notify",
+        ),
+        (
+            "[broker]\nlisten_local = \"0.0.0.0:1883\"\n[[route]]\nnotify = []\n",
+            "broker.listen_local",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(HUB)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("hub.toml") && err.contains(needle),
+            "{needle}: {err}"
+        );
+    }
+}

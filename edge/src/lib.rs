@@ -6,6 +6,7 @@
 //! [`status`] socket answers `edge status`.
 
 pub mod commit;
+pub mod cli;
 pub mod config;
 pub mod forward;
 pub mod ingest;

@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod guard;

@@ -1,0 +1,362 @@
+//! The demo's script: write the files, start the processes, send logins, show notifications.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+pub const USAGE: &str = "\
+usage: warren-demo [--dir DIR] [--offline] [--exit]
+
+    --dir DIR    write configs, certificates, state and logs here and keep them
+                 (default: a temporary directory, removed on exit)
+    --offline    also show offline tolerance: stop the hub, send logins, start it again
+    --exit       exit after the script instead of running until Ctrl-C
+";
+
+/// How long any step may take before the demo gives up.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Default)]
+pub struct Options {
+    dir: Option<PathBuf>,
+    offline: bool,
+    exit: bool,
+}
+
+impl Options {
+    pub fn parse(args: &[OsString]) -> Result<Self, String> {
+        let mut o = Self::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.to_str() {
+                Some("--dir") => o.dir = Some(it.next().ok_or("--dir needs a value")?.into()),
+                Some("--offline") => o.offline = true,
+                Some("--exit") => o.exit = true,
+                Some("-h" | "--help") => return Err("help".into()),
+                _ => return Err(format!("unknown argument {a:?}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// A child process of the demo, stopped with SIGTERM (then SIGKILL) when dropped.
+struct Part {
+    name: String,
+    child: Child,
+}
+
+impl Part {
+    fn start(name: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new(exe)
+            .arg("--role")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {name}: {e}"))?;
+        Ok(Self { name: name.to_owned(), child })
+    }
+
+    /// SIGTERM, then wait for the exit (the daemons drain within their grace period).
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        eprintln!("warren-demo: {} did not stop, killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+fn wait<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T, String> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// Removes a temporary demo directory on the way out.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+struct Edge {
+    id: &'static str,
+    part: Part,
+    udp: String,
+    socket: PathBuf,
+}
+
+pub fn run(o: &Options) -> Result<(), String> {
+    let (dir, _cleanup) = match &o.dir {
+        Some(d) => (d.clone(), TempDir(None)),
+        None => {
+            let d = std::env::temp_dir().join(format!("warren-demo-{}", std::process::id()));
+            (d.clone(), TempDir(Some(d)))
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+    let d = |name: &str| dir.join(name);
+    let show = |p: &Path| p.display().to_string();
+
+    println!("warren demo in {}", dir.display());
+    let pki = d("pki");
+    if !pki.join("ca.pem").exists() {
+        warren_hub::pki::init(&pki, &[]).map_err(|e| e.to_string())?;
+    }
+    for edge in ["home-gw", "remote-gw"] {
+        if !pki.join(format!("{edge}.pem")).exists() {
+            warren_hub::pki::issue(&pki, edge).map_err(|e| e.to_string())?;
+        }
+    }
+    let local_port = free_port()?;
+    let notifications = d("notifications.log");
+    let hub_config = d("hub.toml");
+    let hub_toml = |tls: &str| {
+        format!(
+            r#"# The demo's hub. For a real deployment: listen_tls = "0.0.0.0:8883", a state_dir under
+# /var/lib/warren, and notifiers for your phone (see README.md).
+state_dir = "{state}"
+[broker]
+listen_tls = "{tls}"
+listen_local = "127.0.0.1:{local_port}"   # plain MQTT for local tools (mosquitto_sub, mqttwarn)
+cert_file = "{pki}/hub.pem"
+key_file = "{pki}/hub.key"
+client_ca_file = "{pki}/ca.pem"            # edges must present a certificate from this CA
+[legacy]
+republish = true                          # hared format on logging/hare
+[notifier.console]
+type = "file"
+path = "{notifications}"
+[[route]]
+match = {{ kind = "login" }}
+notify = ["console"]
+format = "User {{user}} logged into {{hostname}} from {{rhost}} at {{tstamp}} [{{site}}]"
+[[route]]
+match = {{ kind = "alert" }}
+notify = ["console"]
+format = "ALERT {{title}}: {{message}} ({{hostname}}, {{site}})"
+"#,
+            state = show(&d("hub-state")),
+            pki = show(&pki),
+            notifications = show(&notifications),
+        )
+    };
+    write(&hub_config, &hub_toml("127.0.0.1:0"))?;
+    let hub_args = ["hub", "run", "--config", &show(&hub_config)];
+    let mut hub = Part::start("hub", &hub_args, &[], &d("hub.log"))?;
+    let hub_socket = d("hub-state/hub.sock");
+    let status = wait("the hub", || {
+        warren_hub::status::query(&hub_socket).ok().filter(|s| s.broker_connected && !s.listen.is_empty())
+    })?;
+    let hub_addr = status.listen[0].clone();
+    // Pin the port the OS chose, so a restarted hub is where the edges look for it.
+    write(&hub_config, &hub_toml(&hub_addr))?;
+    println!("hub      listening on {hub_addr} (TLS, client certificates), local MQTT on 127.0.0.1:{local_port}");
+
+    let mut edges = Vec::new();
+    for (id, site) in [("home-gw", "home"), ("remote-gw", "remote")] {
+        let config = d(&format!("{id}.toml"));
+        let state = d(&format!("{id}-state"));
+        write(
+            &config,
+            &format!(
+                r#"# A demo edge. For a real deployment: listen on the address hare sends to (port 8035),
+# a state_dir under /var/lib/warren, and the hub's real address.
+edge_id = "{id}"
+site = "{site}"
+state_dir = "{state}"
+[ingest]
+listen = ["127.0.0.1:0"]
+[hub]
+address = "{hub_addr}"
+ca_file = "{pki}/ca.pem"
+cert_file = "{pki}/{id}.pem"
+key_file = "{pki}/{id}.key"
+max_backoff = "2s"
+"#,
+                state = show(&state),
+                pki = show(&pki),
+            ),
+        )?;
+        let part = Part::start(id, &["edge", "run", "--config", &show(&config)], &[], &d(&format!("{id}.log")))?;
+        let socket = state.join("edge.sock");
+        let st = wait(id, || warren_edge::status::query(&socket).ok().filter(|s| s.link.connected))?;
+        println!("edge     {id} (site {site}) takes hare datagrams on {}", st.listen[0]);
+        edges.push(Edge { id, part, udp: st.listen[0].clone(), socket });
+    }
+
+    println!("\nnotifications, as the hub delivers them:");
+    let tail = Tail::new(&notifications);
+    let user = std::env::var("USER").unwrap_or_else(|_| "demo".into());
+    for (e, rhost) in edges.iter().zip(["192.0.2.10", "198.51.100.7"]) {
+        hare_login(&dir, &e.udp, &user, rhost)?;
+    }
+    tail.wait_for(2)?;
+
+    if o.offline {
+        // Let the acks land first, so what the edge holds below is only what the hub missed.
+        for e in &edges {
+            wait("the edges to be acked", || {
+                warren_edge::status::query(&e.socket).ok().filter(|s| s.queue_depth == 0)
+            })?;
+        }
+        println!("\n--offline: stopping the hub; the remote edge keeps what it receives.");
+        hub.stop();
+        let remote = &edges[1];
+        for who in ["alice", "bob", "carol"] {
+            hare_login(&dir, &remote.udp, who, "203.0.113.5")?;
+        }
+        let st = wait("the edge to queue three logins", || {
+            warren_edge::status::query(&remote.socket).ok().filter(|s| s.queue_depth >= 3)
+        })?;
+        println!("edge     {} holds {} events on disk while the hub is down", remote.id, st.queue_depth);
+        println!("starting the hub again…");
+        hub = Part::start("hub", &hub_args, &[], &d("hub.log"))?;
+        tail.wait_for(5)?;
+        let st = wait("the edge to be acked", || {
+            warren_edge::status::query(&remote.socket).ok().filter(|s| s.queue_depth == 0)
+        })?;
+        println!("each arrived once; {} now holds {} events", remote.id, st.queue_depth);
+    }
+
+    let exe = "cargo run -q -p";
+    println!(
+        r#"
+warren is running. Try:
+  send a login:   PAM_USER=eve {exe} hare -- {home}
+  send an alert:  {exe} hare -- alert --title "Power" --message "Mains lost" --priority 2 {remote}
+  edge status:    {exe} warren-edge -- status --socket {home_sock}
+  hub status:     {exe} warren-hub -- status --socket {hub_sock}
+  legacy topic:   mosquitto_sub -p {local_port} -t logging/hare -v
+Files (configs, certificates, state, logs) are in {dir}.{stop}"#,
+        home = edges[0].udp,
+        remote = edges[1].udp,
+        home_sock = edges[0].socket.display(),
+        hub_sock = hub_socket.display(),
+        dir = dir.display(),
+        stop = if o.exit { "" } else { "\nCtrl-C stops everything." },
+    );
+    if !o.exit {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let printer = std::thread::spawn(move || {
+            while !token.is_cancelled() {
+                tail.print_new();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(warren_daemon::cancel_on_signal(shutdown.clone()));
+        shutdown.cancel();
+        let _ = printer.join();
+    }
+    println!("stopping…");
+    for e in &mut edges {
+        e.part.stop();
+    }
+    hub.stop();
+    Ok(())
+}
+
+fn hare_login(dir: &Path, udp: &str, user: &str, rhost: &str) -> Result<(), String> {
+    let env = [
+        ("PAM_TYPE", "open_session"),
+        ("PAM_USER", user),
+        ("PAM_SERVICE", "sshd"),
+        ("PAM_RHOST", rhost),
+        ("PAM_TTY", "ssh"),
+    ];
+    let mut part = Part::start("hare", &["hare", "--config", "/dev/null", udp], &env, &dir.join("hare.log"))?;
+    let status = wait("hare", || part.child.try_wait().ok().flatten())?;
+    if !status.success() {
+        return Err(format!("hare failed: {status}"));
+    }
+    Ok(())
+}
+
+/// Follows the notifier's file and prints new lines.
+struct Tail {
+    path: PathBuf,
+    offset: std::cell::Cell<u64>,
+    lines: std::cell::Cell<usize>,
+}
+
+impl Tail {
+    fn new(path: &Path) -> Self {
+        let offset = std::fs::metadata(path).map_or(0, |m| m.len());
+        Self { path: path.to_owned(), offset: offset.into(), lines: 0.into() }
+    }
+
+    fn print_new(&self) {
+        let Ok(mut f) = std::fs::File::open(&self.path) else { return };
+        if f.seek(SeekFrom::Start(self.offset.get())).is_err() {
+            return;
+        }
+        let mut reader = BufReader::new(f);
+        let mut line = String::new();
+        while matches!(reader.read_line(&mut line), Ok(n) if n > 0 && line.ends_with('\n')) {
+            print!("  >> {line}");
+            self.offset.set(self.offset.get() + line.len() as u64);
+            self.lines.set(self.lines.get() + 1);
+            line.clear();
+        }
+    }
+
+    fn wait_for(&self, lines: usize) -> Result<(), String> {
+        wait("notifications", || {
+            self.print_new();
+            (self.lines.get() >= lines).then_some(())
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! The command line: `edge run | check-config | status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use crate::config::{DEFAULT_PATH, EdgeConfig};
+use crate::status::{self, Thresholds};
+
+#[derive(Parser)]
+#[command(
+    name = "edge",
+    version,
+    about = "warren edge: UDP ingest, durable queue, forwarding to the hub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Config file.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Load and validate a config (and the files it names), then exit: 0 valid, 2 not.
+    CheckConfig {
+        /// Config file.
+        #[arg(default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Ask the running daemon for its status. With thresholds, speak the monitoring-plugin
+    /// convention: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, perfdata after `|`.
+    Status {
+        /// Config file (to find the status socket).
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// The status socket, instead of the config's.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the raw JSON snapshot.
+        #[arg(long)]
+        json: bool,
+        /// Oldest queued event older than this → WARNING (e.g. 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        warn_age: Option<Duration>,
+        /// Oldest queued event older than this → CRITICAL.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        crit_age: Option<Duration>,
+        /// More queued events than this → WARNING.
+        #[arg(long)]
+        warn_depth: Option<u64>,
+        /// More queued events than this → CRITICAL.
+        #[arg(long)]
+        crit_depth: Option<u64>,
+    },
+}
+
+/// Runs the command line `args` (the first item is the program name), as `main` does.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { config } => {
+            match EdgeConfig::load(&config).and_then(|c| c.load_secrets().map(|_| c)) {
+                Ok(c) => {
+                    println!(
+                        "{}: OK (edge {} at site {}, hub {}:{})",
+                        config.display(),
+                        c.edge_id,
+                        c.site,
+                        c.hub_host,
+                        c.hub_port
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("edge: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Status {
+            config,
+            socket,
+            json,
+            warn_age,
+            crit_age,
+            warn_depth,
+            crit_depth,
+        } => {
+            let thresholds = Thresholds {
+                warn_age,
+                crit_age,
+                warn_depth,
+                crit_depth,
+            };
+            status_command(&config, socket, json, &thresholds)
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    warren_daemon::init_tracing();
+    let cfg = match EdgeConfig::load(path).and_then(|c| c.load_secrets().map(|s| (c, s))) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                let shutdown = CancellationToken::new();
+                let signals = tokio::spawn(warren_daemon::cancel_on_signal(shutdown.clone()));
+                let r = crate::run(cfg.0, cfg.1, shutdown).await;
+                signals.abort();
+                r.context("edge failed")
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status_command(
+    config: &std::path::Path,
+    socket: Option<PathBuf>,
+    json: bool,
+    t: &Thresholds,
+) -> ExitCode {
+    let socket = match socket {
+        Some(s) => s,
+        None => match EdgeConfig::load(config) {
+            Ok(c) => c.status_socket,
+            Err(e) => {
+                eprintln!("edge: {e}");
+                return ExitCode::from(3);
+            }
+        },
+    };
+    let snapshot = status::query(&socket);
+    if t.any() {
+        let (state, line) = status::check(snapshot.as_ref().map_err(String::as_str), t);
+        println!("{line}");
+        return ExitCode::from(state.code());
+    }
+    match snapshot {
+        Ok(s) if json => {
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            print!("{}", status::human(&s));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edge: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -64,12 +64,17 @@ impl Part {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting {name}: {e}"))?;
-        Ok(Self { name: name.to_owned(), child })
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+        })
     }
 
     /// SIGTERM, then wait for the exit (the daemons drain within their grace period).
     fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + STEP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -194,12 +199,16 @@ format = "ALERT {{title}}: {{message}} ({{hostname}}, {{site}})"
     let mut hub = Part::start("hub", &hub_args, &[], &d("hub.log"))?;
     let hub_socket = d("hub-state/hub.sock");
     let status = wait("the hub", || {
-        warren_hub::status::query(&hub_socket).ok().filter(|s| s.broker_connected && !s.listen.is_empty())
+        warren_hub::status::query(&hub_socket)
+            .ok()
+            .filter(|s| s.broker_connected && !s.listen.is_empty())
     })?;
     let hub_addr = status.listen[0].clone();
     // Pin the port the OS chose, so a restarted hub is where the edges look for it.
     write(&hub_config, &hub_toml(&hub_addr))?;
-    println!("hub      listening on {hub_addr} (TLS, client certificates), local MQTT on 127.0.0.1:{local_port}");
+    println!(
+        "hub      listening on {hub_addr} (TLS, client certificates), local MQTT on 127.0.0.1:{local_port}"
+    );
 
     let mut edges = Vec::new();
     for (id, site) in [("home-gw", "home"), ("remote-gw", "remote")] {
@@ -226,11 +235,28 @@ max_backoff = "2s"
                 pki = show(&pki),
             ),
         )?;
-        let part = Part::start(id, &["edge", "run", "--config", &show(&config)], &[], &d(&format!("{id}.log")))?;
+        let part = Part::start(
+            id,
+            &["edge", "run", "--config", &show(&config)],
+            &[],
+            &d(&format!("{id}.log")),
+        )?;
         let socket = state.join("edge.sock");
-        let st = wait(id, || warren_edge::status::query(&socket).ok().filter(|s| s.link.connected))?;
-        println!("edge     {id} (site {site}) takes hare datagrams on {}", st.listen[0]);
-        edges.push(Edge { id, part, udp: st.listen[0].clone(), socket });
+        let st = wait(id, || {
+            warren_edge::status::query(&socket)
+                .ok()
+                .filter(|s| s.link.connected)
+        })?;
+        println!(
+            "edge     {id} (site {site}) takes hare datagrams on {}",
+            st.listen[0]
+        );
+        edges.push(Edge {
+            id,
+            part,
+            udp: st.listen[0].clone(),
+            socket,
+        });
     }
 
     println!("\nnotifications, as the hub delivers them:");
@@ -245,7 +271,9 @@ max_backoff = "2s"
         // Let the acks land first, so what the edge holds below is only what the hub missed.
         for e in &edges {
             wait("the edges to be acked", || {
-                warren_edge::status::query(&e.socket).ok().filter(|s| s.queue_depth == 0)
+                warren_edge::status::query(&e.socket)
+                    .ok()
+                    .filter(|s| s.queue_depth == 0)
             })?;
         }
         println!("\n--offline: stopping the hub; the remote edge keeps what it receives.");
@@ -255,16 +283,26 @@ max_backoff = "2s"
             hare_login(&dir, &remote.udp, who, "203.0.113.5")?;
         }
         let st = wait("the edge to queue three logins", || {
-            warren_edge::status::query(&remote.socket).ok().filter(|s| s.queue_depth >= 3)
+            warren_edge::status::query(&remote.socket)
+                .ok()
+                .filter(|s| s.queue_depth >= 3)
         })?;
-        println!("edge     {} holds {} events on disk while the hub is down", remote.id, st.queue_depth);
+        println!(
+            "edge     {} holds {} events on disk while the hub is down",
+            remote.id, st.queue_depth
+        );
         println!("starting the hub again…");
         hub = Part::start("hub", &hub_args, &[], &d("hub.log"))?;
         tail.wait_for(5)?;
         let st = wait("the edge to be acked", || {
-            warren_edge::status::query(&remote.socket).ok().filter(|s| s.queue_depth == 0)
+            warren_edge::status::query(&remote.socket)
+                .ok()
+                .filter(|s| s.queue_depth == 0)
         })?;
-        println!("each arrived once; {} now holds {} events", remote.id, st.queue_depth);
+        println!(
+            "each arrived once; {} now holds {} events",
+            remote.id, st.queue_depth
+        );
     }
 
     let exe = "cargo run -q -p";
@@ -282,7 +320,11 @@ Files (configs, certificates, state, logs) are in {dir}.{stop}"#,
         home_sock = edges[0].socket.display(),
         hub_sock = hub_socket.display(),
         dir = dir.display(),
-        stop = if o.exit { "" } else { "\nCtrl-C stops everything." },
+        stop = if o.exit {
+            ""
+        } else {
+            "\nCtrl-C stops everything."
+        },
     );
     if !o.exit {
         let shutdown = CancellationToken::new();
@@ -317,7 +359,12 @@ fn hare_login(dir: &Path, udp: &str, user: &str, rhost: &str) -> Result<(), Stri
         ("PAM_RHOST", rhost),
         ("PAM_TTY", "ssh"),
     ];
-    let mut part = Part::start("hare", &["hare", "--config", "/dev/null", udp], &env, &dir.join("hare.log"))?;
+    let mut part = Part::start(
+        "hare",
+        &["hare", "--config", "/dev/null", udp],
+        &env,
+        &dir.join("hare.log"),
+    )?;
     let status = wait("hare", || part.child.try_wait().ok().flatten())?;
     if !status.success() {
         return Err(format!("hare failed: {status}"));
@@ -335,11 +382,17 @@ struct Tail {
 impl Tail {
     fn new(path: &Path) -> Self {
         let offset = std::fs::metadata(path).map_or(0, |m| m.len());
-        Self { path: path.to_owned(), offset: offset.into(), lines: 0.into() }
+        Self {
+            path: path.to_owned(),
+            offset: offset.into(),
+            lines: 0.into(),
+        }
     }
 
     fn print_new(&self) {
-        let Ok(mut f) = std::fs::File::open(&self.path) else { return };
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
         if f.seek(SeekFrom::Start(self.offset.get())).is_err() {
             return;
         }

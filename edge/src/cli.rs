@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::config::{DEFAULT_PATH, EdgeConfig};
+use crate::status::{self, Thresholds};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use crate::config::{DEFAULT_PATH, EdgeConfig};
-use crate::status::{self, Thresholds};
 
 #[derive(Parser)]
 #[command(

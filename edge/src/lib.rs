@@ -5,8 +5,8 @@
 //! ([`commit`]), which makes events durable in the [`queue`] and wakes the [`forward`]er; the
 //! [`status`] socket answers `edge status`.
 
-pub mod commit;
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod forward;
 pub mod ingest;

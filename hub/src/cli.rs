@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::config::{DEFAULT_PATH, HubConfig};
+use crate::status::{self, Thresholds};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use crate::config::{DEFAULT_PATH, HubConfig};
-use crate::status::{self, Thresholds};
 
 #[derive(Parser)]
 #[command(

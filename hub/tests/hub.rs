@@ -35,7 +35,7 @@ impl Hub {
             Command::new(HUB)
                 .args(["run", "--config"])
                 .arg(config)
-                .env("RUST_LOG", "warn"),
+                .env("RUST_LOG", "warn,rumqttd=off"),
         );
         let status = wait_for("hub to connect to its broker", WAIT, || {
             query(&socket).ok().filter(|s| s.broker_connected)

@@ -3,6 +3,8 @@
 //! sleeping, and the rule for tests that need root or an installed component.
 
 pub mod http;
+pub mod proxy;
+pub mod topology;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

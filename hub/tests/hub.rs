@@ -507,3 +507,63 @@ fn check_config_names_file_line_and_key() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_that_vanishes_becomes_an_edge_offline_event() {
+    use warren_proto::{Presence, PresenceState};
+    let s = Setup::new();
+    let config = s.embedded(None);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[presence]\nevents = true\n[[route]]\nmatch = { kind = \"edge_offline\" }\nnotify = [\"sshd_log\"]\nformat = \"{title}\"\n");
+    std::fs::write(&config, text).unwrap();
+    let hub = Hub::start(&config);
+    let presence = |state| Presence {
+        v: VERSION,
+        state,
+        edge: "gw".into(),
+        site: "paris-dc".into(),
+        version: "test".into(),
+        queue_depth: 0,
+        queue_bytes: 0,
+        oldest_age_ms: None,
+        ts: 0,
+    };
+    let mut o = options(
+        "gw",
+        hub.port,
+        &s.pki.ca(),
+        Some(s.pki.client("gw")),
+        Some("gw-pw"),
+    );
+    o.set_last_will(rumqttc::LastWill::new(
+        topic::status("gw"),
+        presence(PresenceState::Offline).encode(),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (client, mut eventloop) = AsyncClient::new(o, 10);
+    first_answer(&mut eventloop).await.unwrap();
+    client
+        .publish(
+            topic::status("gw"),
+            QoS::AtLeastOnce,
+            true,
+            presence(PresenceState::Online).encode(),
+        )
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    wait_for("the hub to see gw online", WAIT, || {
+        hub.status()
+            .edges
+            .get("gw")
+            .filter(|e| e.online)
+            .map(|_| ())
+    });
+    // The power goes off: the connection dies without a DISCONNECT, the broker sends the will.
+    driver.abort();
+    drop(client);
+    wait_for("the offline notification", WAIT, || s.lines().pop());
+    assert_eq!(s.lines(), ["gw is offline"]);
+    assert!(!hub.status().edges["gw"].online);
+}

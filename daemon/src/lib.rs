@@ -1,6 +1,8 @@
-//! What every warren daemon shares: logging set-up, SIGTERM/SIGINT handling, and the status
-//! socket through which `edge status` and `hub status` ask the running daemon (its sled
-//! database is locked, so the CLI never opens it).
+//! What every warren daemon shares: logging set-up, running until SIGTERM/SIGINT, config
+//! file errors, and the status socket through which `edge status` and `hub status` ask the
+//! running daemon (its sled database is locked, so the CLI never opens it).
+
+pub mod config;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -28,6 +30,43 @@ pub fn init_tracing() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Runs `daemon` on a two-thread runtime until it returns; SIGTERM or SIGINT cancels the token
+/// it is given, and it is expected to drain and return. Exit code 0 on success, 1 (logged)
+/// on failure.
+pub fn run_until_signal<F, Fut, E>(name: &str, daemon: F) -> std::process::ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("{name}: starting the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let r = daemon(shutdown).await;
+        signals.abort();
+        r
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "Stopped on an error.");
+            eprintln!("{name}: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM (systemd, rc.d) or SIGINT (a terminal).

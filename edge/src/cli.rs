@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use crate::config::{DEFAULT_PATH, EdgeConfig};
 use crate::status::{self, Thresholds};
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -125,28 +123,8 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")
-        .and_then(|rt| {
-            rt.block_on(async {
-                let shutdown = CancellationToken::new();
-                let signals = tokio::spawn(warren_daemon::cancel_on_signal(shutdown.clone()));
-                let r = crate::run(cfg.0, cfg.1, shutdown).await;
-                signals.abort();
-                r.context("edge failed")
-            })
-        });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("edge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let (cfg, secrets) = cfg;
+    warren_daemon::run_until_signal("edge", |shutdown| crate::run(cfg, secrets, shutdown))
 }
 
 fn status_command(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use thiserror::Error;
+pub use warren_daemon::config::ConfigError;
 use warren_proto::sign::KeySet;
 use warren_proto::topic::valid_name;
 
@@ -26,37 +26,6 @@ const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "freebsd") {
 } else {
     "/var/lib/warren/edge"
 };
-
-/// A config that cannot be used, with enough context to fix it.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// TOML syntax, an unknown key or a wrong type; the message carries line and column.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message, with line, column and the offending key.
-        message: String,
-    },
-    /// A value that parses but cannot work.
-    #[error("{path}: `{key}`: {reason}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The dotted key.
-        key: &'static str,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -269,11 +238,7 @@ impl EdgeConfig {
     /// # Errors
     /// A [`ConfigError`] naming the file, and the line and key where toml knows them.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &warren_daemon::config::read(path)?)
     }
 
     /// Parses and validates config text.
@@ -281,11 +246,7 @@ impl EdgeConfig {
     /// # Errors
     /// See [`EdgeConfig::load`].
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawEdgeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        raw.validate(path)
+        warren_daemon::config::parse::<RawEdgeConfig>(path, text)?.validate(path)
     }
 
     /// Reads the key file, certificates and password file.
@@ -293,11 +254,7 @@ impl EdgeConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key whose file is missing or wrong.
     pub fn load_secrets(&self) -> Result<Secrets, ConfigError> {
-        let invalid = |key, reason: String| ConfigError::Invalid {
-            path: self.path.clone(),
-            key,
-            reason,
-        };
+        let invalid = |key, reason: String| ConfigError::invalid(&self.path, key, reason);
         let read = |key, p: &Path| {
             std::fs::read(p).map_err(|e| invalid(key, format!("{}: {e}", p.display())))
         };
@@ -329,11 +286,7 @@ impl RawEdgeConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] for the first value that cannot work.
     pub fn validate(self, path: &Path) -> Result<EdgeConfig, ConfigError> {
-        let invalid = |key, reason: &str| ConfigError::Invalid {
-            path: path.to_owned(),
-            key,
-            reason: reason.to_owned(),
-        };
+        let invalid = |key: &str, reason: &str| ConfigError::invalid(path, key, reason);
         const NAME_RULE: &str = "must be 1 to 64 characters of [A-Za-z0-9._-]";
         let edge_id = match self.edge_id {
             Some(id) => id,

@@ -112,8 +112,8 @@ pub struct Queue {
 impl Queue {
     /// Opens (or creates) the store in `dir`.
     ///
-    /// A database sled cannot open (a damaged file) is moved aside and a fresh one created, so
-    /// the edge keeps accepting events; the report says where the old one went.
+    /// A database sled reports as damaged is moved aside and a fresh one created, so the edge
+    /// keeps accepting events; the report says where the old one went.
     ///
     /// # Errors
     /// When neither the existing nor a fresh database can be opened.
@@ -125,12 +125,19 @@ impl Queue {
         let mut report = OpenReport::default();
         let db = match open_db(dir) {
             Ok(db) => db,
-            Err(first) => {
+            // Only damage is worth starting afresh for; an I/O error (a second daemon holding
+            // the lock, permissions, a full disk) must leave the database where it is.
+            Err(
+                damage @ (sled::Error::Corruption { .. }
+                | sled::Error::Unsupported(_)
+                | sled::Error::ReportableBug(_)),
+            ) => {
                 let aside = aside_path(dir);
-                std::fs::rename(dir, &aside).map_err(|_| first)?;
+                std::fs::rename(dir, &aside).map_err(|_| damage)?;
                 report.moved_aside = Some(aside);
                 open_db(dir)?
             }
+            Err(other) => return Err(other.into()),
         };
         let file = File::open(dir.join("db"))?;
         // The directory entry of a new database must survive a power loss too.
@@ -397,7 +404,15 @@ mod tests {
         }
     }
 
+    /// Opens, waiting for sled's background threads of a just-dropped instance to let go of
+    /// the directory lock (they outlive the drop briefly).
     fn open(dir: &Path, max: u64, when_full: WhenFull) -> Queue {
+        for _ in 0..500 {
+            if let Ok((q, _)) = Queue::open(dir, max, when_full) {
+                return q;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         Queue::open(dir, max, when_full).unwrap().0
     }
 
@@ -464,6 +479,22 @@ mod tests {
         assert!(report.moved_aside.is_some_and(|p| p.exists()));
         q.push(&[entry(1, 5)]).unwrap();
         q.flush().unwrap();
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn a_locked_database_is_an_error_and_stays_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        let q = open(&path, u64::MAX, WhenFull::RejectNew);
+        q.push(&[entry(1, 5)]).unwrap();
+        q.flush().unwrap();
+        assert!(Queue::open(&path, u64::MAX, WhenFull::RejectNew).is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing moved aside"
+        );
         assert_eq!(q.len(), 1);
     }
 

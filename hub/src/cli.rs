@@ -5,9 +5,7 @@ use std::process::ExitCode;
 
 use crate::config::{DEFAULT_PATH, HubConfig};
 use crate::status::{self, Thresholds};
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -112,7 +110,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             // Warnings from validation (unused notifiers) go to the terminal.
             warren_daemon::init_tracing();
             match HubConfig::load(&config)
-                .map_err(anyhow::Error::from)
+                .map_err(crate::HubError::from)
                 .and_then(|c| {
                     crate::build_notifiers(&c)?;
                     Ok(c)
@@ -127,7 +125,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("hub: {e:#}");
+                    eprintln!("hub: {e}");
                     ExitCode::from(2)
                 }
             }
@@ -166,28 +164,7 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")
-        .and_then(|rt| {
-            rt.block_on(async {
-                let shutdown = CancellationToken::new();
-                let signals = tokio::spawn(warren_daemon::cancel_on_signal(shutdown.clone()));
-                let r = crate::run(cfg, shutdown).await;
-                signals.abort();
-                r.context("hub failed")
-            })
-        });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("hub: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    warren_daemon::run_until_signal("hub", |shutdown| crate::run(cfg, shutdown))
 }
 
 fn status_command(config: &Path, socket: Option<PathBuf>, json: bool, t: &Thresholds) -> ExitCode {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use thiserror::Error;
+pub use warren_daemon::config::ConfigError;
 
 use crate::notify::{NotifierConfig, NotifierName};
 use crate::router::{Route, RouteConfig};
@@ -26,37 +26,6 @@ const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "freebsd") {
 } else {
     "/var/lib/warren/hub"
 };
-
-/// A config that cannot be used, with enough context to fix it.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// TOML syntax, an unknown key or a wrong type; the message carries line and column.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message.
-        message: String,
-    },
-    /// A value that parses but cannot work.
-    #[error("{path}: `{key}`: {reason}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The key, e.g. `route[2].notify`.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-}
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -298,11 +267,7 @@ impl HubConfig {
     /// # Errors
     /// A [`ConfigError`] naming the file, and line and key where known.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &warren_daemon::config::read(path)?)
     }
 
     /// Parses and validates config text.
@@ -310,11 +275,7 @@ impl HubConfig {
     /// # Errors
     /// See [`HubConfig::load`].
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let raw: RawHubConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        raw.validate(path)
+        warren_daemon::config::parse::<RawHubConfig>(path, text)?.validate(path)
     }
 }
 
@@ -324,11 +285,7 @@ impl RawHubConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] for the first value that cannot work.
     pub fn validate(self, path: &Path) -> Result<HubConfig, ConfigError> {
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
-            path: path.to_owned(),
-            key: key.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let invalid = |key: &str, reason: &str| ConfigError::invalid(path, key, reason);
         let broker = self.broker.validate().map_err(|(k, r)| invalid(k, &r))?;
         if self.routes.is_empty() {
             return Err(invalid(

@@ -423,7 +423,19 @@ fn dead_key(seq: u64) -> [u8; 9] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::testing::notification;
+    use crate::testing::notification;
+
+    /// Opens, waiting for sled's background threads of a just-dropped instance to let go of
+    /// the directory lock (they outlive the drop briefly).
+    fn open(dir: &Path) -> Inbox {
+        for _ in 0..500 {
+            if let Ok(inbox) = Inbox::open(dir) {
+                return inbox;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Inbox::open(dir).unwrap()
+    }
 
     fn name(s: &str) -> NotifierName {
         NotifierName::try_from(s.to_owned()).unwrap()
@@ -454,7 +466,7 @@ mod tests {
         let a = notification("a").envelope;
         let b = notification("b").envelope;
         {
-            let inbox = Inbox::open(dir.path()).unwrap();
+            let inbox = open(dir.path());
             let c = inbox
                 .commit(
                     &[a.clone(), a.clone(), b.clone()],
@@ -466,7 +478,7 @@ mod tests {
             assert_eq!((c.new, c.duplicates), (vec![0, 2], 1));
             assert_eq!(inbox.outbox_depths()["f"], 2);
         }
-        let inbox = Inbox::open(dir.path()).unwrap();
+        let inbox = open(dir.path());
         assert_eq!(inbox.outbox_depths()["f"], 2, "outbox survives a restart");
         let c = inbox
             .commit(std::slice::from_ref(&a), 1400, 500, route_to(&["f"]))
@@ -483,7 +495,7 @@ mod tests {
     #[test]
     fn deliveries_in_order_retry_and_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path()).unwrap();
+        let inbox = open(dir.path());
         let (f, w) = (name("f"), name("w"));
         let envs = [notification("a").envelope, notification("b").envelope];
         inbox.commit(&envs, 1, 10, route_to(&["f", "w"])).unwrap();

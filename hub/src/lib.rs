@@ -19,6 +19,8 @@ pub mod router;
 pub mod stats;
 pub mod status;
 pub mod template;
+#[cfg(test)]
+mod testing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,9 +43,12 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// Messages from the broker waiting for the inbox.
 const INBOUND_CHANNEL: usize = 4096;
 
-/// Why the hub stopped with an error (config errors are [`config::ConfigError`]).
+/// Why the hub could not start, or stopped with an error.
 #[derive(Debug, Error)]
 pub enum HubError {
+    /// The config file.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// The inbox failed.
     #[error(transparent)]
     Inbox(#[from] inbox::InboxError),

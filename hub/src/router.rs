@@ -250,25 +250,13 @@ pub fn route(
 mod tests {
     use super::*;
     use crate::config::HubConfig;
-    use warren_proto::{Event, Kind};
 
     fn envelope(user: &str, rhost: &str, service: &str) -> Envelope {
-        let mut event = Event::new(Kind::Login, 1_795_708_571);
-        event
-            .set_str("hostname", Some("vm"))
-            .set_str("user", Some(user))
-            .set_str("service", Some(service))
-            .set_str("rhost", Some(rhost));
-        Envelope {
-            v: 1,
-            id: event.legacy_id(),
-            site: "home".into(),
-            edge: "gw".into(),
-            received: 0,
-            remote: "127.0.0.1".into(),
-            signed: false,
-            event,
-        }
+        let mut e = crate::testing::envelope(user);
+        e.event
+            .set_str("rhost", Some(rhost))
+            .set_str("service", Some(service));
+        e
     }
 
     fn routes(toml: &str) -> Vec<Route> {

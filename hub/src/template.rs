@@ -134,28 +134,14 @@ fn field(out: &mut String, name: &str, e: &Envelope, now: DateTime<Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_proto::{Event, Kind};
 
     fn envelope() -> Envelope {
-        let mut event = Event::new(Kind::Login, 1_795_708_571);
-        event
-            .set_str("hostname", Some("vm"))
-            .set_str("user", Some("dan"))
-            .set_str("service", Some("sshd"))
-            .set_str("rhost", Some("192.0.2.10"))
+        let mut e = crate::testing::envelope("dan");
+        e.event
             .set_str("tty", None)
             .set("tags", serde_json::json!(["a", "b"]))
             .set("priority", 2.into());
-        Envelope {
-            v: 1,
-            id: event.legacy_id(),
-            site: "home".into(),
-            edge: "gw".into(),
-            received: 0,
-            remote: "127.0.0.1".into(),
-            signed: false,
-            event,
-        }
+        e
     }
 
     fn render(t: &str) -> String {

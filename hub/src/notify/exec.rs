@@ -102,7 +102,7 @@ impl ExecNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::testing::notification;
+    use crate::testing::notification;
 
     fn notifier(command: &[&str], timeout: Duration) -> Result<ExecNotifier, BuildError> {
         let name = NotifierName::try_from("x".to_owned()).unwrap();

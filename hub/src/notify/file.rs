@@ -74,7 +74,7 @@ impl FileNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::testing::notification;
+    use crate::testing::notification;
 
     #[tokio::test]
     async fn appends_lines_and_follows_rotation() {

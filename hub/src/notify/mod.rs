@@ -168,33 +168,3 @@ impl Notifier {
         }
     }
 }
-
-/// Helpers for the notifiers' own tests.
-#[cfg(test)]
-pub mod testing {
-    use super::Notification;
-    use warren_proto::{Envelope, Event, Kind};
-
-    /// A notification for a login of `user`.
-    pub fn notification(user: &str) -> Notification {
-        let mut event = Event::new(Kind::Login, 1_795_708_571);
-        event
-            .set_str("hostname", Some("vm"))
-            .set_str("user", Some(user));
-        Notification {
-            title: "login on vm".into(),
-            message: format!("User {user} logged into vm"),
-            priority: Some(1),
-            envelope: Envelope {
-                v: 1,
-                id: event.legacy_id(),
-                site: "home".into(),
-                edge: "gw".into(),
-                received: 0,
-                remote: "127.0.0.1".into(),
-                signed: false,
-                event,
-            },
-        }
-    }
-}

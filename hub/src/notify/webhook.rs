@@ -155,7 +155,7 @@ pub fn classify(status: reqwest::StatusCode) -> Result<(), NotifyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::testing::notification;
+    use crate::testing::notification;
     use std::time::Duration;
     use warren_integration_tests::http::{HttpServer, Reply};
 

@@ -145,3 +145,31 @@ pub fn query_status<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T, S
         .map_err(|e| format!("reading from {}: {e}", path.display()))?;
     serde_json::from_slice(&body).map_err(|e| format!("bad answer from {}: {e}", path.display()))
 }
+
+/// A password or token: its `Debug` and `Display` print `***`, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}

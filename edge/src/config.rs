@@ -218,7 +218,7 @@ pub struct Secrets {
     /// Client cert and key PEM.
     pub client: Option<(Vec<u8>, Vec<u8>)>,
     /// MQTT password.
-    pub password: Option<String>,
+    pub password: Option<warren_daemon::Secret>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -227,7 +227,7 @@ impl std::fmt::Debug for Secrets {
             .field("keys", &self.keys)
             .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
             .field("client", &self.client.as_ref().map(|_| "<pem>"))
-            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password", &self.password)
             .finish()
     }
 }
@@ -274,7 +274,9 @@ impl EdgeConfig {
         if let Some(p) = &self.password_file {
             let text = String::from_utf8(read("hub.password_file", p)?)
                 .map_err(|_| invalid("hub.password_file", "not UTF-8".into()))?;
-            s.password = Some(text.trim_end_matches(['\n', '\r']).to_owned());
+            s.password = Some(warren_daemon::Secret::new(
+                text.trim_end_matches(['\n', '\r']),
+            ));
         }
         Ok(s)
     }
@@ -493,7 +495,7 @@ ca_file = "/etc/warren/ca.pem"
         .replace("ca_file = \"/etc/warren/ca.pem\"\n", "");
         let c = EdgeConfig::parse(Path::new("e.toml"), &text).unwrap();
         let s = c.load_secrets().unwrap();
-        assert_eq!(s.password.as_deref(), Some("hunter2"));
+        assert_eq!(s.password.as_ref().map(|p| p.expose()), Some("hunter2"));
         assert!(!format!("{s:?}").contains("hunter2"));
         let missing = EdgeConfig::parse(Path::new("e.toml"), MINIMAL)
             .unwrap()

@@ -410,7 +410,7 @@ fn mqtt_options(cfg: &EdgeConfig, secrets: &Secrets) -> MqttOptions {
             true,
         ));
     if let Some(user) = &cfg.username {
-        o.set_credentials(user, secrets.password.clone().unwrap_or_default());
+        o.set_credentials(user, secrets.password.as_ref().map_or("", |p| p.expose()));
     }
     if cfg.tls {
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {

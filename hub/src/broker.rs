@@ -11,6 +11,7 @@ use std::path::Path;
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use thiserror::Error;
+use warren_daemon::Secret;
 use warren_proto::envelope::MAX_PAYLOAD;
 
 /// Why the broker could not start.
@@ -35,7 +36,7 @@ pub struct Embedded {
     /// rumqttd's internal loopback listener.
     pub internal: SocketAddr,
     /// The credentials of the hub's own client, when the broker asks for passwords.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, Secret)>,
 }
 
 /// Reads a users file: one `username password` per line, `#` comments.
@@ -87,12 +88,12 @@ pub fn start(
     let credentials = users.as_ref().map(|_| {
         (
             "warren-hub".to_owned(),
-            warren_proto::EventId::generate().to_string(),
+            Secret::new(warren_proto::EventId::generate().to_string()),
         )
     });
     let auth = users.map(|mut u| {
         if let Some((user, pass)) = &credentials {
-            u.insert(user.clone(), pass.clone());
+            u.insert(user.clone(), pass.expose().to_owned());
         }
         u.into_iter().collect::<HashMap<_, _>>()
     });

@@ -52,7 +52,7 @@ pub struct BusOptions {
     /// TLS settings, if any.
     pub tls: Option<TlsConfiguration>,
     /// Username and password.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, warren_daemon::Secret)>,
     /// MQTT client id.
     pub client_id: String,
     /// Shared-subscription group (external brokers), or none.
@@ -67,7 +67,7 @@ pub fn connect(o: &BusOptions) -> (AsyncClient, EventLoop) {
         .set_max_packet_size(MAX_PAYLOAD, MAX_PAYLOAD)
         .set_inflight(100);
     if let Some((u, p)) = &o.credentials {
-        m.set_credentials(u, p);
+        m.set_credentials(u, p.expose());
     }
     if let Some(tls) = &o.tls {
         m.set_transport(Transport::tls_with_config(tls.clone()));

@@ -194,7 +194,9 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubE
                 host: host.clone(),
                 port: *port,
                 tls,
-                credentials: username.clone().map(|u| (u, password.unwrap_or_default())),
+                credentials: username
+                    .clone()
+                    .map(|u| (u, warren_daemon::Secret::new(password.unwrap_or_default()))),
                 client_id: client_id.clone(),
                 share_group: Some(share_group.clone()),
             };

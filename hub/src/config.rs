@@ -53,6 +53,9 @@ pub struct RawHubConfig {
     /// Edges that go silent.
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Notifiers by name.
     #[serde(default, rename = "notifier")]
     pub notifiers: BTreeMap<NotifierName, NotifierConfig>,
@@ -191,6 +194,14 @@ pub struct PresenceConfig {
     pub events: bool,
 }
 
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus text on `http://<listen>/metrics`; keep it on loopback.
+    pub listen: Option<SocketAddr>,
+}
+
 /// The broker section, validated.
 #[derive(Debug, Clone)]
 pub enum Broker {
@@ -255,6 +266,8 @@ pub struct HubConfig {
     pub legacy: LegacyConfig,
     /// Presence events.
     pub presence: PresenceConfig,
+    /// Metrics listener.
+    pub metrics: MetricsConfig,
     /// Notifiers.
     pub notifiers: BTreeMap<NotifierName, NotifierConfig>,
     /// Routes.
@@ -324,6 +337,7 @@ impl RawHubConfig {
             delivery: self.delivery,
             legacy: self.legacy,
             presence: self.presence,
+            metrics: self.metrics,
             notifiers: self.notifiers,
             routes,
         })

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod guard;
 pub mod inbound;
 pub mod inbox;
+pub mod metrics;
 pub mod notify;
 pub mod pki;
 pub mod router;
@@ -278,13 +279,28 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubE
             addr: cfg.status_socket.display().to_string(),
             source,
         })?;
-    let source = status::Source {
+    let source = Arc::new(status::Source {
         mode,
         listen,
         stats: stats.clone(),
         inbox: inbox.clone(),
         notifiers: names,
-    };
+    });
+    if let Some(addr) = cfg.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| HubError::Bind {
+                what: "metrics listener",
+                addr: addr.to_string(),
+                source,
+            })?;
+        tracing::info!(%addr, "Serving Prometheus metrics on /metrics.");
+        tracker.spawn(metrics::serve(
+            listener,
+            source.clone(),
+            shutdown.child_token(),
+        ));
+    }
     tracker.spawn(warren_daemon::serve_status(
         status,
         move || source.snapshot(),

@@ -567,3 +567,34 @@ async fn an_edge_that_vanishes_becomes_an_edge_offline_event() {
     assert_eq!(s.lines(), ["gw is offline"]);
     assert!(!hub.status().edges["gw"].online);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics() {
+    use std::io::{Read, Write};
+    let s = Setup::new();
+    let config = s.embedded(None);
+    let port = warren_integration_tests::free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let hub = Hub::start(&config);
+    let mut gw = edge(&hub, &s, "gw").await;
+    gw.send(&envelope("gw", "dan")).await;
+    wait_for("the delivery", WAIT, || {
+        (hub.status().notifiers["sshd_log"].delivered == 1).then_some(())
+    });
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for line in [
+        "warren_hub_events_received_total 1",
+        "warren_hub_deliveries_total{notifier=\"sshd_log\"} 1",
+        "warren_hub_outbox{notifier=\"sshd_log\"} 0",
+        "# TYPE warren_hub_dead_letters gauge",
+    ] {
+        assert!(body.contains(line), "{line} missing from:\n{body}");
+    }
+}

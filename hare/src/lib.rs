@@ -1,4 +1,5 @@
-//! `hare`, as a library so other programs (the demo) can embed it: PAM runs it on every login; it sends one UDP datagram per destination and exits.
+//! `hare`: PAM runs it on every login; it sends one UDP datagram per destination and exits.
+//! (A library with a thin `main`, so the demo can embed it.)
 //!
 //! It must never delay or break a login: its whole run is capped (DNS included), every runtime
 //! failure is reported to stderr and syslog and still exits 0; only a usage or config error

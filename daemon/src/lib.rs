@@ -112,7 +112,9 @@ where
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(error) => {
+                    // EMFILE and the like: back off instead of spinning (and flooding the log).
                     tracing::warn!(%error, "Status socket accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },

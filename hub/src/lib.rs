@@ -132,14 +132,28 @@ pub async fn run(cfg: HubConfig, shutdown: CancellationToken) -> Result<(), HubE
                     .map_or_else(|_| addr.to_string(), |a| a.to_string());
                 tracing::info!(addr = %bound, mtls = client_ca.is_some(), "Listening for edges.");
                 listen.push(bound);
-                tracker.spawn(guard::run(
-                    listener,
-                    acceptor,
+                // Let edges in only once the hub's own client is connected (and has sent its
+                // subscriptions): an edge's first events would otherwise reach no subscriber
+                // and wait `ack_timeout` for their resend. Early clients wait in the backlog.
+                let (stats, stop, upstream, timeout, max) = (
+                    stats.clone(),
+                    stop_front.clone(),
                     embedded.internal,
                     *handshake_timeout,
                     *max_connections,
-                    stop_front.clone(),
-                ));
+                );
+                tracker.spawn(async move {
+                    while !stats
+                        .bus_connected
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                        }
+                    }
+                    guard::run(listener, acceptor, upstream, timeout, max, stop).await;
+                });
             }
             let opts = BusOptions {
                 host: embedded.internal.ip().to_string(),

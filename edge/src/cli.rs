@@ -1,12 +1,13 @@
 //! The command line: `edge run | check-config | status`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::{DEFAULT_PATH, EdgeConfig};
 use crate::status::{self, Thresholds};
 use clap::{Parser, Subcommand};
+use warren_daemon::StatusView;
 
 #[derive(Parser)]
 #[command(
@@ -127,40 +128,25 @@ fn run(path: &std::path::Path) -> ExitCode {
     warren_daemon::run_until_signal("edge", |shutdown| crate::run(cfg, secrets, shutdown))
 }
 
-fn status_command(
-    config: &std::path::Path,
-    socket: Option<PathBuf>,
-    json: bool,
-    t: &Thresholds,
-) -> ExitCode {
-    let socket = match socket {
-        Some(s) => s,
-        None => match EdgeConfig::load(config) {
-            Ok(c) => c.status_socket,
-            Err(e) => {
-                eprintln!("edge: {e}");
-                return ExitCode::from(3);
-            }
+fn status_command(config: &Path, socket: Option<PathBuf>, json: bool, t: &Thresholds) -> ExitCode {
+    let socket = socket.map_or_else(
+        || {
+            EdgeConfig::load(config)
+                .map(|c| c.status_socket)
+                .map_err(|e| e.to_string())
         },
+        Ok,
+    );
+    let check = |s: Result<&status::EdgeStatus, &str>| {
+        let (state, line) = status::check(s, t);
+        (state.code(), line)
     };
-    let snapshot = status::query(&socket);
-    if t.any() {
-        let (state, line) = status::check(snapshot.as_ref().map_err(String::as_str), t);
-        println!("{line}");
-        return ExitCode::from(state.code());
-    }
-    match snapshot {
-        Ok(s) if json => {
-            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
-        Ok(s) => {
-            print!("{}", status::human(&s));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("edge: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let view = if t.any() {
+        StatusView::Plugin(&check)
+    } else if json {
+        StatusView::Json
+    } else {
+        StatusView::Human(&status::human)
+    };
+    warren_daemon::status_command("edge", socket, view)
 }

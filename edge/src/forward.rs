@@ -330,12 +330,7 @@ async fn drive(
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) {
-    let mut backoff = backoff::ExponentialBackoff {
-        initial_interval: Duration::from_millis(200),
-        max_interval: cfg.max_backoff,
-        max_elapsed_time: None,
-        ..backoff::ExponentialBackoff::default()
-    };
+    let mut backoff = warren_daemon::retry_backoff(Duration::from_millis(200), cfg.max_backoff);
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,

@@ -90,12 +90,8 @@ pub async fn drive(
         Some(group) => topic::shared(group, topic::EVENT_FILTER),
         None => topic::EVENT_FILTER.to_owned(),
     };
-    let mut backoff = backoff::ExponentialBackoff {
-        initial_interval: Duration::from_millis(100),
-        max_interval: Duration::from_secs(10),
-        max_elapsed_time: None,
-        ..backoff::ExponentialBackoff::default()
-    };
+    let mut backoff =
+        warren_daemon::retry_backoff(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use crate::config::{DEFAULT_PATH, HubConfig};
 use crate::status::{self, Thresholds};
 use clap::{Parser, Subcommand};
+use warren_daemon::StatusView;
 
 #[derive(Parser)]
 #[command(
@@ -168,36 +169,26 @@ fn run(path: &Path) -> ExitCode {
 }
 
 fn status_command(config: &Path, socket: Option<PathBuf>, json: bool, t: &Thresholds) -> ExitCode {
-    let socket = match socket {
-        Some(s) => s,
-        None => match HubConfig::load(config) {
-            Ok(c) => c.status_socket,
-            Err(e) => {
-                eprintln!("hub: {e}");
-                return ExitCode::from(3);
-            }
+    let socket = socket.map_or_else(
+        || {
+            HubConfig::load(config)
+                .map(|c| c.status_socket)
+                .map_err(|e| e.to_string())
         },
+        Ok,
+    );
+    let check = |s: Result<&status::HubStatus, &str>| {
+        let (state, line) = status::check(s, t);
+        (state.code(), line)
     };
-    let snapshot = status::query(&socket);
-    if t.any() {
-        let (state, line) = status::check(snapshot.as_ref().map_err(String::as_str), t);
-        println!("{line}");
-        return ExitCode::from(state.code());
-    }
-    match snapshot {
-        Ok(s) if json => {
-            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
-        Ok(s) => {
-            print!("{}", status::human(&s));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("hub: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let view = if t.any() {
+        StatusView::Plugin(&check)
+    } else if json {
+        StatusView::Json
+    } else {
+        StatusView::Human(&status::human)
+    };
+    warren_daemon::status_command("hub", socket, view)
 }
 
 fn pki(command: PkiCommand) -> ExitCode {

@@ -29,12 +29,7 @@ pub async fn run(
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) -> Result<(), InboxError> {
-    let mut backoff = backoff::ExponentialBackoff {
-        initial_interval: policy.initial_backoff,
-        max_interval: policy.max_backoff,
-        max_elapsed_time: None,
-        ..backoff::ExponentialBackoff::default()
-    };
+    let mut backoff = warren_daemon::retry_backoff(policy.initial_backoff, policy.max_backoff);
     let counters = stats.notifier(&name);
     while !stop.is_cancelled() {
         let next = blocking(&inbox, {

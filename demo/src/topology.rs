@@ -2,11 +2,14 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use warren_edge::status::EdgeStatus;
+use warren_harness::{Pki, Program, free_port};
+use warren_hub::status::HubStatus;
 
 pub const USAGE: &str = "\
 usage: warren-demo [--dir DIR] [--offline] [--exit]
@@ -19,7 +22,6 @@ usage: warren-demo [--dir DIR] [--offline] [--exit]
 
 /// How long any step may take before the demo gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default)]
 pub struct Options {
@@ -45,79 +47,15 @@ impl Options {
     }
 }
 
-/// A child process of the demo, stopped with SIGTERM (then SIGKILL) when dropped.
-struct Part {
-    name: String,
-    child: Child,
-}
+type Hub = warren_harness::Hub<HubStatus>;
+type Edge = warren_harness::Edge<EdgeStatus>;
 
-impl Part {
-    fn start(name: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = Command::new(exe)
-            .arg("--role")
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting {name}: {e}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-        })
-    }
-
-    /// SIGTERM, then wait for the exit (the daemons drain within their grace period).
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-        eprintln!("warren-demo: {} did not stop, killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-    }
-}
-
-fn wait<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> Result<T, String> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}"));
-        }
-        std::thread::sleep(POLL);
-    }
+fn wait<T>(what: &str, check: impl FnMut() -> Option<T>) -> Result<T, String> {
+    warren_harness::wait_until(what, STEP_TIMEOUT, check)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
 }
 
 /// Removes a temporary demo directory on the way out.
@@ -129,13 +67,6 @@ impl Drop for TempDir {
             let _ = std::fs::remove_dir_all(d);
         }
     }
-}
-
-struct Edge {
-    id: &'static str,
-    part: Part,
-    udp: String,
-    socket: PathBuf,
 }
 
 pub fn run(o: &Options) -> Result<(), String> {
@@ -150,18 +81,13 @@ pub fn run(o: &Options) -> Result<(), String> {
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;
     let d = |name: &str| dir.join(name);
     let show = |p: &Path| p.display().to_string();
+    // This binary is every program: `warren-demo --role hub …`.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let program = |role: &str, log: &str| Program::role(&exe, role).logging_to(d(log));
 
     println!("warren demo in {}", dir.display());
-    let pki = d("pki");
-    if !pki.join("ca.pem").exists() {
-        warren_hub::pki::init(&pki, &[]).map_err(|e| e.to_string())?;
-    }
-    for edge in ["home-gw", "remote-gw"] {
-        if !pki.join(format!("{edge}.pem")).exists() {
-            warren_hub::pki::issue(&pki, edge).map_err(|e| e.to_string())?;
-        }
-    }
-    let local_port = free_port()?;
+    let pki = Pki::init(&program("hub", "pki.log"), &d("pki"))?;
+    let local_port = free_port().map_err(|e| e.to_string())?;
     let notifications = d("notifications.log");
     let hub_config = d("hub.toml");
     let hub_toml = |tls: &str| {
@@ -190,20 +116,14 @@ notify = ["console"]
 format = "ALERT {{title}}: {{message}} ({{hostname}}, {{site}})"
 "#,
             state = show(&d("hub-state")),
-            pki = show(&pki),
+            pki = show(&pki.dir),
             notifications = show(&notifications),
         )
     };
     write(&hub_config, &hub_toml("127.0.0.1:0"))?;
-    let hub_args = ["hub", "run", "--config", &show(&hub_config)];
-    let mut hub = Part::start("hub", &hub_args, &[], &d("hub.log"))?;
-    let hub_socket = d("hub-state/hub.sock");
-    let status = wait("the hub", || {
-        warren_hub::status::query(&hub_socket)
-            .ok()
-            .filter(|s| s.broker_connected && !s.listen.is_empty())
-    })?;
-    let hub_addr = status.listen[0].clone();
+    let hub_program = program("hub", "hub.log");
+    let mut hub = Hub::launch(&hub_program, &hub_config)?;
+    let hub_addr = format!("127.0.0.1:{}", hub.port);
     // Pin the port the OS chose, so a restarted hub is where the edges look for it.
     write(&hub_config, &hub_toml(&hub_addr))?;
     println!(
@@ -212,8 +132,8 @@ format = "ALERT {{title}}: {{message}} ({{hostname}}, {{site}})"
 
     let mut edges = Vec::new();
     for (id, site) in [("home-gw", "home"), ("remote-gw", "remote")] {
+        let (cert, key) = pki.try_client(id)?;
         let config = d(&format!("{id}.toml"));
-        let state = d(&format!("{id}-state"));
         write(
             &config,
             &format!(
@@ -226,99 +146,77 @@ state_dir = "{state}"
 listen = ["127.0.0.1:0"]
 [hub]
 address = "{hub_addr}"
-ca_file = "{pki}/ca.pem"
-cert_file = "{pki}/{id}.pem"
-key_file = "{pki}/{id}.key"
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
 max_backoff = "2s"
 "#,
-                state = show(&state),
-                pki = show(&pki),
+                state = show(&d(&format!("{id}-state"))),
+                ca = show(&pki.ca()),
+                cert = show(&cert),
+                key = show(&key),
             ),
         )?;
-        let part = Part::start(
-            id,
-            &["edge", "run", "--config", &show(&config)],
-            &[],
-            &d(&format!("{id}.log")),
-        )?;
-        let socket = state.join("edge.sock");
-        let st = wait(id, || {
-            warren_edge::status::query(&socket)
-                .ok()
-                .filter(|s| s.link.connected)
-        })?;
+        let edge = Edge::launch(&program("edge", &format!("{id}.log")), id, &config)?;
+        wait(id, || edge.try_status().ok().filter(|s| s.link.connected))?;
         println!(
             "edge     {id} (site {site}) takes hare datagrams on {}",
-            st.listen[0]
+            edge.udp
         );
-        edges.push(Edge {
-            id,
-            part,
-            udp: st.listen[0].clone(),
-            socket,
-        });
+        edges.push(edge);
     }
 
     println!("\nnotifications, as the hub delivers them:");
     let tail = Tail::new(&notifications);
     let user = std::env::var("USER").unwrap_or_else(|_| "demo".into());
+    let hare = program("hare", "hare.log");
     for (e, rhost) in edges.iter().zip(["192.0.2.10", "198.51.100.7"]) {
-        hare_login(&dir, &e.udp, &user, rhost)?;
+        hare_login(&hare, e.udp, &user, rhost)?;
     }
     tail.wait_for(2)?;
 
     if o.offline {
         // Let the acks land first, so what the edge holds below is only what the hub missed.
         for e in &edges {
-            wait("the edges to be acked", || {
-                warren_edge::status::query(&e.socket)
-                    .ok()
-                    .filter(|s| s.queue_depth == 0)
-            })?;
+            drained(e)?;
         }
         println!("\n--offline: stopping the hub; the remote edge keeps what it receives.");
         hub.stop();
         let remote = &edges[1];
         for who in ["alice", "bob", "carol"] {
-            hare_login(&dir, &remote.udp, who, "203.0.113.5")?;
+            hare_login(&hare, remote.udp, who, "203.0.113.5")?;
         }
         let st = wait("the edge to queue three logins", || {
-            warren_edge::status::query(&remote.socket)
-                .ok()
-                .filter(|s| s.queue_depth >= 3)
+            remote.try_status().ok().filter(|s| s.queue_depth >= 3)
         })?;
         println!(
             "edge     {} holds {} events on disk while the hub is down",
             remote.id, st.queue_depth
         );
         println!("starting the hub again…");
-        hub = Part::start("hub", &hub_args, &[], &d("hub.log"))?;
+        hub = Hub::launch(&hub_program, &hub_config)?;
         tail.wait_for(5)?;
-        let st = wait("the edge to be acked", || {
-            warren_edge::status::query(&remote.socket)
-                .ok()
-                .filter(|s| s.queue_depth == 0)
-        })?;
+        let st = drained(remote)?;
         println!(
             "each arrived once; {} now holds {} events",
             remote.id, st.queue_depth
         );
     }
 
-    let exe = "cargo run -q -p";
+    let run = "cargo run -q -p";
     println!(
         r#"
 warren is running. Try:
-  send a login:   PAM_USER=eve {exe} hare -- {home}
-  send an alert:  {exe} hare -- alert --title "Power" --message "Mains lost" --priority 2 {remote}
-  edge status:    {exe} warren-edge -- status --socket {home_sock}
-  hub status:     {exe} warren-hub -- status --socket {hub_sock}
+  send a login:   PAM_USER=eve {run} hare -- {home}
+  send an alert:  {run} hare -- alert --title "Power" --message "Mains lost" --priority 2 {remote}
+  edge status:    {run} warren-edge -- status --socket {home_sock}
+  hub status:     {run} warren-hub -- status --socket {hub_sock}
   legacy topic:   mosquitto_sub -p {local_port} -t logging/hare -v
 Files (configs, certificates, state, logs) are in {dir}.{stop}"#,
         home = edges[0].udp,
         remote = edges[1].udp,
         home_sock = edges[0].socket.display(),
-        hub_sock = hub_socket.display(),
+        hub_sock = hub.socket.display(),
         dir = dir.display(),
         stop = if o.exit {
             ""
@@ -345,27 +243,32 @@ Files (configs, certificates, state, logs) are in {dir}.{stop}"#,
     }
     println!("stopping…");
     for e in &mut edges {
-        e.part.stop();
+        e.stop();
     }
     hub.stop();
     Ok(())
 }
 
-fn hare_login(dir: &Path, udp: &str, user: &str, rhost: &str) -> Result<(), String> {
-    let env = [
-        ("PAM_TYPE", "open_session"),
-        ("PAM_USER", user),
-        ("PAM_SERVICE", "sshd"),
-        ("PAM_RHOST", rhost),
-        ("PAM_TTY", "ssh"),
-    ];
-    let mut part = Part::start(
-        "hare",
-        &["hare", "--config", "/dev/null", udp],
-        &env,
-        &dir.join("hare.log"),
-    )?;
-    let status = wait("hare", || part.child.try_wait().ok().flatten())?;
+/// Waits until `edge` holds nothing the hub has not acked.
+fn drained(edge: &Edge) -> Result<EdgeStatus, String> {
+    wait("the edge to be acked", || {
+        edge.try_status().ok().filter(|s| s.queue_depth == 0)
+    })
+}
+
+fn hare_login(hare: &Program, udp: SocketAddr, user: &str, rhost: &str) -> Result<(), String> {
+    let status = hare
+        .command()?
+        .args(["--config", "/dev/null", &udp.to_string()])
+        .envs([
+            ("PAM_TYPE", "open_session"),
+            ("PAM_USER", user),
+            ("PAM_SERVICE", "sshd"),
+            ("PAM_RHOST", rhost),
+            ("PAM_TTY", "ssh"),
+        ])
+        .status()
+        .map_err(|e| format!("running hare: {e}"))?;
     if !status.success() {
         return Err(format!("hare failed: {status}"));
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
-use warren_edge::status::{EdgeStatus, query};
-use warren_integration_tests::{Mosquitto, Pki, Proc, wait_for};
+use warren_edge::status::EdgeStatus;
+use warren_harness::{Mosquitto, Pki, wait_for};
 use warren_proto::datagram::encode_v2;
 use warren_proto::envelope::VERSION;
 use warren_proto::sign::KeySet;
@@ -22,13 +22,8 @@ const EDGE: &str = env!("CARGO_BIN_EXE_edge");
 const KEY_FILE: &str = "site-a MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// One edge process and what it needs.
-struct Edge {
-    proc: Proc,
-    config: PathBuf,
-    socket: PathBuf,
-    udp: SocketAddr,
-}
+/// An edge whose status is read as the edge's own type.
+type Edge = warren_harness::Edge<EdgeStatus>;
 
 /// Writes an edge config in `dir` for a broker on `port` (TLS with `pki`).
 fn config(dir: &Path, port: u16, pki: &Pki, ingest_extra: &str) -> PathBuf {
@@ -62,51 +57,6 @@ max_backoff = "500ms"
     )
     .unwrap();
     path
-}
-
-impl Edge {
-    fn start(config: &Path) -> Self {
-        let socket = config.parent().unwrap().join("state/edge.sock");
-        let proc = Proc::spawn(
-            "edge",
-            Command::new(EDGE)
-                .args(["run", "--config"])
-                .arg(config)
-                .env("RUST_LOG", "warn"),
-        );
-        let status = wait_for("edge status socket", WAIT, || query(&socket).ok());
-        Self {
-            proc,
-            config: config.to_owned(),
-            udp: status.listen[0].parse().unwrap(),
-            socket,
-        }
-    }
-
-    fn status(&self) -> EdgeStatus {
-        query(&self.socket).unwrap()
-    }
-
-    fn restart(&mut self) {
-        self.proc.kill9();
-        *self = Self::start(&self.config.clone());
-    }
-
-    /// Sends `datagrams` in chunks, waiting after each for the edge to have accepted (made
-    /// durable) it all, so the kernel's receive buffer never overflows; returns when all are in.
-    fn send_confirmed(&self, datagrams: &[Vec<u8>]) {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let base = self.status().counters.accepted;
-        for (i, chunk) in datagrams.chunks(200).enumerate() {
-            for d in chunk {
-                sock.send_to(d, self.udp).unwrap();
-            }
-            let want = base + (i * 200 + chunk.len()) as u64;
-            wait_for("edge to accept a chunk", WAIT, || {
-                (self.status().counters.accepted >= want).then_some(())
-            });
-        }
-    }
 }
 
 fn signed(n: usize) -> (EventId, Vec<u8>) {
@@ -240,7 +190,7 @@ fn setup() -> Option<Setup> {
 async fn datagrams_arrive_with_every_field_and_stay_until_acked() {
     let Some(s) = setup() else { return };
     let mut hub = FakeHub::connect(s.broker.port, &s.pki, false);
-    let edge = Edge::start(&s.config);
+    let edge = Edge::start("gw", &s.config);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let legacy = br#"{"tst":1795708571,"hostname":"vm","user":"dan","service":"sshd","rhost":"192.0.2.10","tty":"ssh"}"#;
     sock.send_to(legacy, edge.udp).unwrap();
@@ -284,7 +234,7 @@ async fn datagrams_arrive_with_every_field_and_stay_until_acked() {
 async fn ten_thousand_events_survive_a_broker_outage() {
     let Some(mut s) = setup() else { return };
     let mut hub = FakeHub::connect(s.broker.port, &s.pki, true);
-    let edge = Edge::start(&s.config);
+    let edge = Edge::start("gw", &s.config);
     s.broker.stop();
     wait_for("edge to notice", WAIT, || {
         (!edge.status().link.connected).then_some(())
@@ -308,7 +258,7 @@ async fn ten_thousand_events_survive_a_broker_outage() {
 async fn kill_9_loses_nothing_accepted() {
     let Some(s) = setup() else { return };
     let mut hub = FakeHub::connect(s.broker.port, &s.pki, true);
-    let mut edge = Edge::start(&s.config);
+    let mut edge = Edge::start("gw", &s.config);
     let mut confirmed = HashSet::new();
     for round in 0..3 {
         let batch: Vec<_> = (0..1000).map(|n| signed(round * 1000 + n)).collect();
@@ -320,7 +270,7 @@ async fn kill_9_loses_nothing_accepted() {
         for (_, d) in rest {
             sock.send_to(d, edge.udp).unwrap();
         }
-        edge.restart();
+        edge.kill_and_restart();
     }
     hub.collect(&confirmed).await;
     wait_for("queue drained", WAIT, || {
@@ -331,12 +281,12 @@ async fn kill_9_loses_nothing_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {
     let Some(s) = setup() else { return };
-    let mut edge = Edge::start(&s.config);
+    let mut edge = Edge::start("gw", &s.config);
     edge.send_confirmed(&[signed(1).1]);
     edge.proc.signal("TERM");
     assert_eq!(edge.proc.wait_exit(Duration::from_secs(10)), Some(0));
     // What it held is still there for the next run.
-    let edge = Edge::start(&s.config);
+    let edge = Edge::start("gw", &s.config);
     assert_eq!(edge.status().queue_depth, 1);
 }
 
@@ -357,7 +307,7 @@ fn bad_input_is_rejected_counted_and_survived() {
             .unwrap()
             .replacen("listen = [\"127.0.0.1:0\"]\n", "", 1);
     std::fs::write(&config, text).unwrap();
-    let edge = Edge::start(&config);
+    let edge = Edge::start("gw", &config);
     let st = edge.status();
     let v6: SocketAddr = st.listen[0].parse().unwrap();
     let v4: SocketAddr = st.listen[1].parse().unwrap();
@@ -438,7 +388,7 @@ fn bad_input_is_rejected_counted_and_survived() {
 #[test]
 fn status_human_json_and_monitoring_plugin() {
     let Some(s) = setup() else { return };
-    let edge = Edge::start(&s.config);
+    let edge = Edge::start("gw", &s.config);
     let run = |args: &[&str]| {
         let out = Command::new(EDGE)
             .arg("status")
@@ -517,7 +467,7 @@ fn check_config_names_file_line_and_key() {
 #[test]
 fn a_damaged_queue_does_not_stop_the_edge() {
     let Some(s) = setup() else { return };
-    let mut edge = Edge::start(&s.config);
+    let mut edge = Edge::start("gw", &s.config);
     edge.send_confirmed(&(0..50).map(|n| signed(n).1).collect::<Vec<_>>());
     edge.proc.kill9();
     // Scribble over the end of sled's data file, as a torn write at power loss might.
@@ -527,7 +477,7 @@ fn a_damaged_queue_does_not_stop_the_edge() {
     let start = (len as usize).saturating_sub(512);
     bytes[start..].fill(0x5a);
     std::fs::write(&db, bytes).unwrap();
-    edge.restart();
+    edge.kill_and_restart();
     edge.send_confirmed(&[signed(99).1]);
     assert!(edge.status().queue_depth >= 1);
 }

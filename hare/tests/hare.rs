@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use warren_integration_tests::{is_root, require, which};
+use warren_harness::{is_root, require, which};
 use warren_proto::sign::{KeySet, Verifier};
 use warren_proto::{Datagram, Kind, MAX_LEGACY_DATAGRAM};
 

@@ -11,56 +11,17 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
-use warren_hub::status::{HubStatus, query};
-use warren_integration_tests::http::{HttpServer, Reply};
-use warren_integration_tests::{Mosquitto, Pki, Proc, wait_for};
+use warren_harness::http::{HttpServer, Reply};
+use warren_harness::{Mosquitto, Pki, wait_for};
+use warren_hub::status::HubStatus;
 use warren_proto::envelope::VERSION;
 use warren_proto::{Ack, Envelope, Event as WEvent, EventId, Kind, topic};
 
 const HUB: &str = env!("CARGO_BIN_EXE_hub");
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Hub {
-    proc: Proc,
-    config: PathBuf,
-    socket: PathBuf,
-    port: u16,
-}
-
-impl Hub {
-    fn start(config: &Path) -> Self {
-        let socket = config.parent().unwrap().join("state/hub.sock");
-        let proc = Proc::spawn(
-            "hub",
-            Command::new(HUB)
-                .args(["run", "--config"])
-                .arg(config)
-                .env("RUST_LOG", "warn,rumqttd=off"),
-        );
-        let status = wait_for("hub to connect to its broker", WAIT, || {
-            query(&socket).ok().filter(|s| s.broker_connected)
-        });
-        let port = status
-            .listen
-            .first()
-            .map_or(0, |a| a.rsplit(':').next().unwrap().parse().unwrap());
-        Self {
-            proc,
-            config: config.to_owned(),
-            socket,
-            port,
-        }
-    }
-
-    fn status(&self) -> HubStatus {
-        query(&self.socket).unwrap()
-    }
-
-    fn kill_and_restart(&mut self) {
-        self.proc.kill9();
-        *self = Self::start(&self.config.clone());
-    }
-}
+/// A hub whose status is read as the hub's own type.
+type Hub = warren_harness::Hub<HubStatus>;
 
 /// What a test hub writes: a file notifier, and optionally a webhook.
 struct Setup {
@@ -573,7 +534,7 @@ async fn prometheus_metrics() {
     use std::io::{Read, Write};
     let s = Setup::new();
     let config = s.embedded(None);
-    let port = warren_integration_tests::free_port();
+    let port = warren_harness::free_port().unwrap();
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
     std::fs::write(&config, text).unwrap();

@@ -157,7 +157,7 @@ mod tests {
     use super::*;
     use crate::testing::notification;
     use std::time::Duration;
-    use warren_integration_tests::http::{HttpServer, Reply};
+    use warren_harness::http::{HttpServer, Reply};
 
     fn notifier(url: &str, extra: &str) -> WebhookNotifier {
         let dir = tempfile::tempdir().unwrap();

@@ -1,355 +1,192 @@
-//! The test harness every warren crate's process tests share: finding the built binaries,
-//! child processes that are killed even when a test fails, waiting for readiness instead of
-//! sleeping, and the rule for tests that need root or an installed component.
+//! The end-to-end topology the chain tests share: the real `hub` and `edge` binaries with
+//! certificates from `hub pki`, a file notifier whose lines the tests read, and datagram
+//! senders. Starting processes, waiting and the real peers come from `warren-harness`.
 
-pub mod http;
-pub mod proxy;
-pub mod topology;
-
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
-/// Set by CI (`.ci/run`): a test that lacks root or a component fails instead of skipping.
-pub const REQUIRE_ALL_VAR: &str = "WARREN_REQUIRE_ALL";
+use warren_edge::status::EdgeStatus;
+use warren_harness::{Pki, WAIT, free_port, wait_for};
+use warren_hub::status::HubStatus;
 
-/// Whether a test that needs `what` can run. When it cannot, it says so and the test returns
-/// early, unless [`REQUIRE_ALL_VAR`] is set: then it panics, so CI cannot pass by skipping.
-///
-/// # Panics
-/// When `available` is false and [`REQUIRE_ALL_VAR`] is set.
-pub fn require(what: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var_os(REQUIRE_ALL_VAR).is_some() {
-        panic!("this test needs {what}, and {REQUIRE_ALL_VAR} forbids skipping it");
-    }
-    eprintln!("SKIPPED: this test needs {what}");
-    false
-}
+/// A hub whose status is read as the hub's own type.
+pub type Hub = warren_harness::Hub<HubStatus>;
+/// An edge whose status is read as the edge's own type.
+pub type Edge = warren_harness::Edge<EdgeStatus>;
 
-/// Whether the process runs as root (effective uid 0).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
+/// The notifier's line format: the seed's.
+pub const FORMAT: &str = "User {user} logged into {hostname} from {rhost} at {tstamp}";
 
-/// The path of an executable on `PATH` (or under `/usr/sbin`), if any.
-pub fn which(cmd: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join(cmd))
-        .find(|p| p.is_file())
-}
-
-/// A workspace binary (`hare`, `edge`, `hub`) built by the same `cargo test` run.
-///
-/// `cargo test --workspace` builds every package's binaries before it runs any test, and puts
-/// them next to the `deps/` folder that holds this test executable.
-///
-/// # Panics
-/// When the binary is not there (run `cargo build --workspace --bins` first).
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} not built: run `cargo test --workspace` or `cargo build --workspace --bins`",
-        path.display()
-    );
-    path
-}
-
-/// A child process that is killed and reaped when dropped, so a failing test leaves nothing
-/// running.
+/// A hub, its certificates and files; edges are added with [`Topology::edge`].
 #[derive(Debug)]
-pub struct Proc {
-    name: String,
-    child: Option<Child>,
+pub struct Topology {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// Certificates.
+    pub pki: Pki,
+    /// The hub.
+    pub hub: Hub,
+    /// The hub's plain loopback MQTT port (for mosquitto_sub).
+    pub local_port: u16,
 }
 
-impl Proc {
-    /// Spawns `cmd`.
-    ///
-    /// # Panics
-    /// When it cannot be started.
-    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self {
-            name: name.to_owned(),
-            child: Some(child),
-        }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Sends a signal by number (`libc`-free: through `kill(1)`).
-    ///
-    /// # Panics
-    /// When `kill` cannot be run.
-    pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{sig} {} failed", self.name);
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Waits for the process to exit by itself, up to `timeout`; returns its exit code.
-    ///
-    /// # Panics
-    /// When it does not exit in time (it is then killed).
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let mut child = self.child.take().expect("process already reaped");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{} did not exit within {timeout:?}", self.name);
-            }
-            pause();
-        }
-    }
-
-    /// Whether the process is still running.
-    pub fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing the test after `timeout` with `what`.
-///
-/// # Panics
-/// On timeout.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        pause();
-    }
-}
-
-/// The interval between two polls of a readiness check.
-fn pause() {
-    std::thread::sleep(Duration::from_millis(20));
-}
-
-/// A free TCP port on loopback, for programs that cannot be told to bind port 0 and report it
-/// (mosquitto). Another process could take it before the program binds it; callers that start
-/// such a program retry on a new port when it fails to start.
-///
-/// # Panics
-/// When no socket can be bound.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding a loopback port")
-}
-
-/// Whether something accepts TCP connections on `127.0.0.1:port`.
-pub fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-        .is_ok()
-}
-
-/// A CA, a server certificate for loopback and client certificates, made with `hub pki`.
-#[derive(Debug, Clone)]
-pub struct Pki {
-    /// The directory holding every file.
-    pub dir: PathBuf,
-}
-
-impl Pki {
-    /// Creates the CA and the hub's server certificate in `dir`.
-    ///
-    /// # Panics
-    /// When generation fails.
-    pub fn new(dir: &Path) -> Self {
-        warren_hub::pki::init(dir, &[]).expect("pki init");
-        Self {
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// `ca.pem`.
-    pub fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    /// The server certificate and key (`hub.pem`, `hub.key`).
-    pub fn server(&self) -> (PathBuf, PathBuf) {
-        (self.dir.join("hub.pem"), self.dir.join("hub.key"))
-    }
-
-    /// Issues (once) and returns a client certificate and key with CN `name`.
-    ///
-    /// # Panics
-    /// When issuing fails.
-    pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
-        let cert = self.dir.join(format!("{name}.pem"));
-        if !cert.exists() {
-            warren_hub::pki::issue(&self.dir, name).expect("pki issue");
-        }
-        (cert, self.dir.join(format!("{name}.key")))
-    }
-}
-
-/// A real mosquitto broker on a loopback port, with TLS (server certificate from [`Pki`]) and
-/// a password file, started and stopped by the test.
-#[derive(Debug)]
-pub struct Mosquitto {
-    proc: Option<Proc>,
-    conf: PathBuf,
-    /// The port it listens on.
-    pub port: u16,
-}
-
-impl Mosquitto {
-    /// Whether mosquitto is installed; [`require`]s it.
-    pub fn available() -> bool {
-        require(
-            "mosquitto and mosquitto_passwd (Debian packages mosquitto, mosquitto-clients)",
-            which("mosquitto").is_some() && which("mosquitto_passwd").is_some(),
-        )
-    }
-
-    /// Starts mosquitto in `dir` with TLS from `pki` (or plain TCP when `None`) and `users`.
+impl Topology {
+    /// A hub in embedded mode, TLS with client certificates, one file notifier.
     ///
     /// # Panics
     /// When it does not start.
-    pub fn start(dir: &Path, pki: Option<&Pki>, users: &[(&str, &str)]) -> Self {
-        let passwords = dir.join("mosquitto.passwd");
-        std::fs::write(&passwords, "").expect("password file");
-        for (user, password) in users {
-            let status = Command::new(which("mosquitto_passwd").expect("mosquitto_passwd"))
-                .args(["-b"])
-                .arg(&passwords)
-                .args([user, password])
-                .status()
-                .expect("running mosquitto_passwd");
-            assert!(status.success(), "mosquitto_passwd failed");
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new(&dir.path().join("pki"));
+        let (cert, key) = pki.server();
+        let broker = format!(
+            "listen_tls = \"127.0.0.1:{{port}}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"",
+            cert.display(),
+            key.display(),
+            pki.ca().display()
+        );
+        let (hub, local_port) = start_hub(dir.path(), &broker);
+        Self {
+            dir,
+            pki,
+            hub,
+            local_port,
         }
-        let tls = pki.map_or(String::new(), |p| {
-            let (cert, key) = p.server();
+    }
+
+    /// A path in the topology's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes an edge config reaching the hub at `hub_port` (default: the hub's TLS port) and
+    /// starts it.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn edge(&self, id: &str, hub_port: Option<u16>) -> Edge {
+        let (cert, key) = self.pki.client(id);
+        let config = self.path(&format!("{id}.toml"));
+        std::fs::write(
+            &config,
             format!(
-                "cafile {}\ncertfile {}\nkeyfile {}\n",
-                p.ca().display(),
-                cert.display(),
-                key.display()
-            )
-        });
-        let mut last = None;
-        for _ in 0..5 {
-            let port = free_port();
-            let conf = dir.join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "user root\npersistence false\nlistener {port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {}\nmax_queued_messages 100000\n",
-                    passwords.display()
-                ),
-            )
-            .expect("mosquitto.conf");
-            let mut m = Self {
-                proc: None,
-                conf,
-                port,
-            };
-            if m.try_start() {
-                return m;
-            }
-            last = Some(port);
-        }
-        panic!("mosquitto did not start (last port {last:?})");
+                "edge_id = \"{id}\"\nsite = \"site-{id}\"\nstate_dir = \"{dir}/{id}-state\"\nshutdown_grace = \"5s\"\n\
+                 [ingest]\nlisten = [\"127.0.0.1:0\"]\n\
+                 [hub]\naddress = \"127.0.0.1:{port}\"\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\
+                 keep_alive = \"5s\"\nack_timeout = \"5s\"\nmax_backoff = \"500ms\"\n",
+                dir = self.dir.path().display(),
+                port = hub_port.unwrap_or(self.hub.port),
+                ca = self.pki.ca().display(),
+                cert = cert.display(),
+                key = key.display(),
+            ),
+        )
+        .expect("edge config");
+        Edge::start(id, &config)
     }
 
-    fn try_start(&mut self) -> bool {
-        let mut proc = Proc::spawn(
-            "mosquitto",
-            Command::new(which("mosquitto").expect("mosquitto"))
-                .arg("-c")
-                .arg(&self.conf)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if listening(self.port) {
-                self.proc = Some(proc);
-                return true;
-            }
-            if !proc.running() {
-                return false;
-            }
-            pause();
-        }
-        false
+    /// The notifier's lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        notification_lines(self.dir.path())
     }
 
-    /// Kills the broker (its in-memory messages are lost, as in a crash).
-    pub fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill9();
-        }
-    }
-
-    /// Starts it again on the same port.
+    /// Waits until every user of `expected` has a line, then checks none has two.
     ///
     /// # Panics
-    /// When it does not start.
-    pub fn restart(&mut self) {
-        self.stop();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.try_start() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not restart on port {}",
-                self.port
-            );
-        }
+    /// On a missing or duplicated notification.
+    pub fn assert_each_once(&self, expected: &[String]) {
+        assert_each_arrives(self.dir.path(), expected, 0);
     }
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The original hare's datagram for a login of `user` (distinct users give distinct ids).
+pub fn login(user: &str) -> Vec<u8> {
+    format!(r#"{{"tst":1795708571,"hostname":"web","user":"{user}","service":"sshd","rhost":"192.0.2.10","tty":"ssh"}}"#)
+        .into_bytes()
+}
+
+/// The original hare's datagrams for logins of `users`.
+pub fn logins(users: &[String]) -> Vec<Vec<u8>> {
+    users.iter().map(|u| login(u)).collect()
+}
+
+/// `prefix0`, `prefix1`, …
+pub fn users(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Writes `hub.toml` in `dir` with `broker` as the `[broker]` body (a `{port}` in it becomes
+/// the TLS port, first 0, then pinned to what the OS chose, so a restarted hub is where the
+/// edges look for it) and starts the hub. Returns it and its plain loopback MQTT port.
+///
+/// # Panics
+/// When it does not start.
+pub fn start_hub(dir: &Path, broker: &str) -> (Hub, u16) {
+    let local_port = free_port().expect("a free port");
+    let config = dir.join("hub.toml");
+    let write = |port: u16| {
+        let text = format!(
+            "state_dir = \"{dir}/hub-state\"\nshutdown_grace = \"5s\"\n[broker]\n{broker}\n{local}\
+             [legacy]\nrepublish = true\n\
+             [notifier.sshd_log]\ntype = \"file\"\npath = \"{dir}/notify.log\"\n\
+             [[route]]\nmatch = {{ kind = \"login\" }}\nnotify = [\"sshd_log\"]\nformat = \"{FORMAT}\"\n",
+            dir = dir.display(),
+            broker = broker.replace("{port}", &port.to_string()),
+            local = if broker.contains("external") {
+                String::new()
+            } else {
+                format!("listen_local = \"127.0.0.1:{local_port}\"\n")
+            },
+        );
+        std::fs::write(&config, text).expect("hub config");
+    };
+    write(0);
+    let hub = Hub::start(&config);
+    write(hub.port);
+    (hub, local_port)
+}
+
+/// The file notifier's lines in `dir`.
+pub fn notification_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("notify.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until every user of `expected` has a notification in `dir`, then checks that at most
+/// `repeats` of them have two (a hub killed between writing a notification and recording it
+/// as done delivers it again after the restart: one per kill at most), none more.
+///
+/// # Panics
+/// On a missing notification, or more repeats than allowed.
+pub fn assert_each_arrives(dir: &Path, expected: &[String], repeats: usize) {
+    let count = || {
+        let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
+        for line in notification_lines(dir) {
+            let user = line
+                .strip_prefix("User ")
+                .and_then(|l| l.split(' ').next())
+                .unwrap_or_default()
+                .to_owned();
+            *per_user.entry(user).or_default() += 1;
+        }
+        per_user
+    };
+    let per_user = wait_for("every notification", WAIT, || {
+        let c = count();
+        expected.iter().all(|u| c.contains_key(u)).then_some(c)
+    });
+    let dups: Vec<_> = per_user.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        dups.len() <= repeats && dups.iter().all(|(_, n)| **n == 2),
+        "notified more than once: {dups:?} (allowed: {repeats} repeated once)"
+    );
 }

@@ -7,11 +7,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use warren_integration_tests::proxy::Proxy;
-use warren_integration_tests::topology::{
-    Edge, Topology, WAIT, assert_each_arrives, start_hub, users,
+use warren_harness::proxy::Proxy;
+use warren_harness::{
+    Mosquitto, Pki, Proc, WAIT, bin, free_port, is_root, listening, require, wait_for, which,
 };
-use warren_integration_tests::{Mosquitto, Pki, Proc, bin, is_root, require, wait_for, which};
+use warren_integration_tests::{
+    Edge, Hub, Topology, assert_each_arrives, logins, start_hub, users,
+};
 
 fn hare(args: &[&str], user: &str) -> std::process::Output {
     Command::new(bin("hare"))
@@ -61,9 +63,9 @@ fn s2_ten_thousand_events_through_a_hub_outage() {
     t.hub.proc.signal("TERM");
     assert_eq!(t.hub.proc.wait_exit(WAIT), Some(0));
     let all = users("u", 10_000);
-    edge.send_confirmed(&all);
+    edge.send_confirmed(&logins(&all));
     assert_eq!(edge.status().queue_depth, 10_000);
-    t.hub = warren_integration_tests::topology::Hub::start(&t.hub.config.clone(), t.hub.local_port);
+    t.hub = Hub::start(&t.hub.config.clone());
     t.assert_each_once(&all);
     wait_for("the edge queue to drain", WAIT, || {
         (edge.status().queue_depth == 0).then_some(())
@@ -78,10 +80,10 @@ fn s3_edge_killed_five_times_while_events_stream() {
     let mut accepted = Vec::new();
     for round in 0..5 {
         let confirmed = users(&format!("r{round}c"), 400);
-        edge.send_confirmed(&confirmed);
+        edge.send_confirmed(&logins(&confirmed));
         accepted.extend(confirmed);
         // These are in flight, maybe accepted, when the edge dies.
-        edge.send(&users(&format!("r{round}x"), 200));
+        edge.send(&logins(&users(&format!("r{round}x"), 200)));
         edge.kill_and_restart();
     }
     t.assert_each_once(&accepted);
@@ -94,7 +96,7 @@ fn s4_hub_killed_five_times_during_a_stream() {
     let mut all = Vec::new();
     for round in 0..5 {
         let batch = users(&format!("h{round}_"), 500);
-        edge.send_confirmed(&batch);
+        edge.send_confirmed(&logins(&batch));
         all.extend(batch);
         t.hub.kill_and_restart();
     }
@@ -114,7 +116,7 @@ fn s5_the_link_cut_and_stalled_repeatedly() {
     let mut all = Vec::new();
     for round in 0..4 {
         let batch = users(&format!("l{round}_"), 300);
-        edge.send_confirmed(&batch);
+        edge.send_confirmed(&logins(&batch));
         all.extend(batch);
         if round % 2 == 0 {
             proxy.drop_all();
@@ -122,7 +124,7 @@ fn s5_the_link_cut_and_stalled_repeatedly() {
             // A half-open link: only the edge's keep-alive notices it.
             proxy.stall(true);
             let more = users(&format!("s{round}_"), 100);
-            edge.send_confirmed(&more);
+            edge.send_confirmed(&logins(&more));
             all.extend(more);
             wait_for("the edge to notice the stall", WAIT, || {
                 (!edge.status().link.connected).then_some(())
@@ -158,7 +160,6 @@ fn s7_through_mosquitto_with_the_hub_in_external_mode() {
     if !Mosquitto::available() {
         return;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&dir.path().join("pki"));
     let broker = Mosquitto::start(
@@ -169,7 +170,7 @@ fn s7_through_mosquitto_with_the_hub_in_external_mode() {
     for (user, pw) in [("gw-a", "a-pw"), ("gw-b", "b-pw"), ("hub", "hub-pw")] {
         std::fs::write(dir.path().join(format!("{user}.pw")), pw).unwrap();
     }
-    let mut hub = start_hub(
+    let (mut hub, _) = start_hub(
         dir.path(),
         &format!(
             "mode = \"external\"\naddress = \"127.0.0.1:{}\"\nca_file = \"{}\"\nusername = \"hub\"\npassword_file = \"{}/hub.pw\"",
@@ -206,10 +207,10 @@ fn s7_through_mosquitto_with_the_hub_in_external_mode() {
     assert_each_arrives(dir.path(), &["dan".to_owned()], 0);
     // A stream with the hub killed in the middle: each event once.
     let first = users("x", 300);
-    a.send_confirmed(&first);
+    a.send_confirmed(&logins(&first));
     hub.kill_and_restart();
     let second = users("y", 300);
-    b.send_confirmed(&second);
+    b.send_confirmed(&logins(&second));
     let mut all = first;
     all.extend(second);
     all.push("dan".to_owned());
@@ -338,7 +339,7 @@ fn s9_a_real_ssh_login() {
     let _pam = Cleanup(Box::new(move || {
         let _ = std::fs::remove_file(&pam);
     }));
-    let port = warren_integration_tests::free_port();
+    let port = free_port().unwrap();
     std::fs::write(
         dir.join("sshd_config"),
         format!(
@@ -356,9 +357,7 @@ fn s9_a_real_ssh_login() {
             .arg(dir.join("sshd_config"))
             .stderr(Stdio::null()),
     );
-    wait_for("sshd to listen", WAIT, || {
-        warren_integration_tests::listening(port).then_some(())
-    });
+    wait_for("sshd to listen", WAIT, || listening(port).then_some(()));
     let out = Command::new(ssh)
         .args(["-i"])
         .arg(dir.join("client_key"))
@@ -411,7 +410,7 @@ fn s10_mosquitto_sub_sees_the_legacy_republish() {
                 "-h",
                 "127.0.0.1",
                 "-p",
-                &t.hub.local_port.to_string(),
+                &t.local_port.to_string(),
                 "-t",
                 "logging/hare",
                 "-C",
@@ -428,7 +427,7 @@ fn s10_mosquitto_sub_sees_the_legacy_republish() {
             return Some(());
         }
         n += 1;
-        edge.send(&[format!("dan{n}")]);
+        edge.send(&logins(&[format!("dan{n}")]));
         std::thread::sleep(Duration::from_millis(200));
         None
     });

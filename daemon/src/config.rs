@@ -45,6 +45,12 @@ impl ConfigError {
             reason: reason.into(),
         }
     }
+
+    /// A [`ConfigError::Invalid`] for a file that `key` names and that cannot be used:
+    /// `hub.toml: `broker.cert_file`: /etc/warren/hub.pem: No such file or directory`.
+    pub fn file(path: &Path, key: &str, file: &Path, reason: &dyn std::fmt::Display) -> Self {
+        Self::invalid(path, key, format!("{}: {reason}", file.display()))
+    }
 }
 
 /// Reads `path`.

@@ -2,7 +2,13 @@
 //! file errors, and the status socket through which `edge status` and `hub status` ask the
 //! running daemon (its sled database is locked, so the CLI never opens it).
 
+pub mod cli;
 pub mod config;
+pub mod nagios;
+mod secret;
+pub mod tls;
+
+pub use secret::Secret;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -148,57 +154,6 @@ pub fn query_status<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T, S
     serde_json::from_slice(&body).map_err(|e| format!("bad answer from {}: {e}", path.display()))
 }
 
-/// A monitoring check: the snapshot (or why there is none) → exit code and plugin line.
-pub type PluginCheck<'a, T> = &'a dyn Fn(Result<&T, &str>) -> (u8, String);
-
-/// How a status snapshot is shown: the monitoring-plugin line, JSON, or the human summary.
-pub enum StatusView<'a, T> {
-    /// Thresholds were given: print this check's line, exit with its code.
-    Plugin(PluginCheck<'a, T>),
-    /// `--json`.
-    Json,
-    /// The human summary.
-    Human(&'a dyn Fn(&T) -> String),
-}
-
-/// The `status` subcommand of a daemon called `name`: asks the daemon on `socket` (or
-/// reports why there is no socket to ask: exit 3) and prints `view` of its answer. A daemon
-/// that does not answer exits 2, CRITICAL in the plugin convention.
-pub fn status_command<T: Serialize + DeserializeOwned>(
-    name: &str,
-    socket: Result<std::path::PathBuf, String>,
-    view: StatusView<'_, T>,
-) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let socket = match socket {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    let snapshot = query_status::<T>(&socket, name);
-    match (view, snapshot) {
-        (StatusView::Plugin(check), snapshot) => {
-            let (code, line) = check(snapshot.as_ref().map_err(String::as_str));
-            println!("{line}");
-            ExitCode::from(code)
-        }
-        (StatusView::Json, Ok(s)) => {
-            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
-        (StatusView::Human(render), Ok(s)) => {
-            print!("{}", render(&s));
-            ExitCode::SUCCESS
-        }
-        (_, Err(e)) => {
-            eprintln!("{name}: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 /// The retry schedule every warren loop uses (reconnects, deliveries): exponential from
 /// `initial`, jittered by ±50 %, capped at `max`, never giving up.
 pub fn retry_backoff(initial: Duration, max: Duration) -> backoff::ExponentialBackoff {
@@ -207,33 +162,5 @@ pub fn retry_backoff(initial: Duration, max: Duration) -> backoff::ExponentialBa
         max_interval: max,
         max_elapsed_time: None,
         ..backoff::ExponentialBackoff::default()
-    }
-}
-
-/// A password or token: its `Debug` and `Display` print `***`, so it never reaches a log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
     }
 }

@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use crate::config::{DEFAULT_PATH, EdgeConfig};
-use crate::status::{self, Thresholds};
 use clap::{Parser, Subcommand};
-use warren_daemon::StatusView;
+use warren_daemon::cli::{ConfigArg, StatusArgs};
+
+use crate::config::EdgeConfig;
+use crate::status::{self, Thresholds};
 
 #[derive(Parser)]
 #[command(
@@ -23,60 +23,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
-    Run {
-        /// Config file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Load and validate a config (and the files it names), then exit: 0 valid, 2 not.
+    Run(ConfigArg),
+    /// Load and validate a config and read every file it names, then exit: 0 valid, 2 not.
     CheckConfig {
-        /// Config file.
-        #[arg(default_value = DEFAULT_PATH)]
-        config: PathBuf,
+        /// Config file [default: /etc/warren/edge.toml, /usr/local/etc/warren/… on FreeBSD].
+        config: Option<PathBuf>,
     },
     /// Ask the running daemon for its status. With thresholds, speak the monitoring-plugin
     /// convention: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, perfdata after `|`.
     Status {
-        /// Config file (to find the status socket).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-        /// The status socket, instead of the config's.
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Print the raw JSON snapshot.
-        #[arg(long)]
-        json: bool,
-        /// Oldest queued event older than this → WARNING (e.g. 5m).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        warn_age: Option<Duration>,
-        /// Oldest queued event older than this → CRITICAL.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        crit_age: Option<Duration>,
-        /// More queued events than this → WARNING.
-        #[arg(long)]
-        warn_depth: Option<u64>,
-        /// More queued events than this → CRITICAL.
-        #[arg(long)]
-        crit_depth: Option<u64>,
+        #[command(flatten)]
+        args: StatusArgs,
+        #[command(flatten)]
+        thresholds: Thresholds,
     },
 }
 
 /// Runs the command line `args` (the first item is the program name), as `main` does.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match warren_daemon::cli::parse(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run(config) => run(&config.path("edge")),
         Command::CheckConfig { config } => {
+            let config = config.unwrap_or_else(|| warren_daemon::cli::default_config("edge"));
             match EdgeConfig::load(&config).and_then(|c| c.load_secrets().map(|_| c)) {
                 Ok(c) => {
                     println!(
@@ -95,27 +67,27 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 }
             }
         }
-        Command::Status {
-            config,
-            socket,
-            json,
-            warn_age,
-            crit_age,
-            warn_depth,
-            crit_depth,
-        } => {
-            let thresholds = Thresholds {
-                warn_age,
-                crit_age,
-                warn_depth,
-                crit_depth,
+        Command::Status { args, thresholds } => {
+            let check = |s: Result<&status::EdgeStatus, &str>| {
+                let (state, line) = status::check(s, &thresholds);
+                (state.code(), line)
             };
-            status_command(&config, socket, json, &thresholds)
+            warren_daemon::cli::status(
+                "edge",
+                &args,
+                |config| {
+                    EdgeConfig::load(config)
+                        .map(|c| c.status_socket)
+                        .map_err(|e| e.to_string())
+                },
+                thresholds.any().then_some(&check),
+                &status::human,
+            )
         }
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &Path) -> ExitCode {
     warren_daemon::init_tracing();
     let cfg = match EdgeConfig::load(path).and_then(|c| c.load_secrets().map(|s| (c, s))) {
         Ok(c) => c,
@@ -126,27 +98,4 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     let (cfg, secrets) = cfg;
     warren_daemon::run_until_signal("edge", |shutdown| crate::run(cfg, secrets, shutdown))
-}
-
-fn status_command(config: &Path, socket: Option<PathBuf>, json: bool, t: &Thresholds) -> ExitCode {
-    let socket = socket.map_or_else(
-        || {
-            EdgeConfig::load(config)
-                .map(|c| c.status_socket)
-                .map_err(|e| e.to_string())
-        },
-        Ok,
-    );
-    let check = |s: Result<&status::EdgeStatus, &str>| {
-        let (state, line) = status::check(s, t);
-        (state.code(), line)
-    };
-    let view = if t.any() {
-        StatusView::Plugin(&check)
-    } else if json {
-        StatusView::Json
-    } else {
-        StatusView::Human(&status::human)
-    };
-    warren_daemon::status_command("edge", socket, view)
 }

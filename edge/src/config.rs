@@ -15,12 +15,6 @@ use warren_proto::topic::valid_name;
 
 use crate::queue::WhenFull;
 
-/// Default config path.
-pub const DEFAULT_PATH: &str = if cfg!(target_os = "freebsd") {
-    "/usr/local/etc/warren/edge.toml"
-} else {
-    "/etc/warren/edge.toml"
-};
 const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "freebsd") {
     "/var/db/warren/edge"
 } else {
@@ -254,29 +248,32 @@ impl EdgeConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key whose file is missing or wrong.
     pub fn load_secrets(&self) -> Result<Secrets, ConfigError> {
-        let invalid = |key, reason: String| ConfigError::invalid(&self.path, key, reason);
-        let read = |key, p: &Path| {
-            std::fs::read(p).map_err(|e| invalid(key, format!("{}: {e}", p.display())))
+        use warren_daemon::tls;
+        let bad = |key, file: &Path, e: &dyn std::fmt::Display| {
+            ConfigError::file(&self.path, key, file, e)
         };
+        let read = |key, p: &Path| std::fs::read(p).map_err(|e| bad(key, p, &e));
         let mut s = Secrets::default();
         if let Some(p) = &self.key_file {
             let text = String::from_utf8(read("ingest.key_file", p)?)
-                .map_err(|_| invalid("ingest.key_file", "not UTF-8".into()))?;
-            s.keys = KeySet::parse(&text)
-                .map_err(|e| invalid("ingest.key_file", format!("{}: {e}", p.display())))?;
+                .map_err(|_| bad("ingest.key_file", p, &"not UTF-8"))?;
+            s.keys = KeySet::parse(&text).map_err(|e| bad("ingest.key_file", p, &e))?;
         }
+        // Parsed here, not only handed to the MQTT client as bytes: a broken file is a config
+        // error now rather than a connection that fails forever.
         if let Some(p) = &self.ca_file {
+            tls::certificates(p).map_err(|e| bad("hub.ca_file", p, &e))?;
             s.ca = Some(read("hub.ca_file", p)?);
         }
         if let Some((c, k)) = &self.client_cert {
+            let certs = tls::certificates(c).map_err(|e| bad("hub.cert_file", c, &e))?;
+            let key = tls::private_key(k).map_err(|e| bad("hub.key_file", k, &e))?;
+            tls::check_pair(&certs, &key).map_err(|e| bad("hub.key_file", k, &e))?;
             s.client = Some((read("hub.cert_file", c)?, read("hub.key_file", k)?));
         }
         if let Some(p) = &self.password_file {
-            let text = String::from_utf8(read("hub.password_file", p)?)
-                .map_err(|_| invalid("hub.password_file", "not UTF-8".into()))?;
-            s.password = Some(warren_daemon::Secret::new(
-                text.trim_end_matches(['\n', '\r']),
-            ));
+            s.password =
+                Some(warren_daemon::Secret::read(p).map_err(|e| bad("hub.password_file", p, &e))?);
         }
         Ok(s)
     }
@@ -482,21 +479,75 @@ ca_file = "/etc/warren/ca.pem"
         }
     }
 
+    /// A self-signed certificate and its key, written as `NAME.pem` and `NAME.key`.
+    fn pem_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
     #[test]
     fn secrets_are_read_and_hidden() {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "hunter2\n").unwrap();
-        let text = format!(
-            "{MINIMAL}username = \"gw\"\npassword_file = \"{}\"\nca_file = \"{}\"\n",
+        let (ca, _) = pem_pair(dir.path(), "ca");
+        let (cert, key) = pem_pair(dir.path(), "gw");
+        let base = MINIMAL.replace("ca_file = \"/etc/warren/ca.pem\"\n", "");
+        let with = |extra: &str| {
+            EdgeConfig::parse(Path::new("e.toml"), &format!("{base}{extra}"))
+                .unwrap()
+                .load_secrets()
+        };
+        let good = format!(
+            "username = \"gw\"\npassword_file = \"{}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
             pw.display(),
-            pw.display()
-        )
-        .replace("ca_file = \"/etc/warren/ca.pem\"\n", "");
-        let c = EdgeConfig::parse(Path::new("e.toml"), &text).unwrap();
-        let s = c.load_secrets().unwrap();
+            ca.display(),
+            cert.display(),
+            key.display()
+        );
+        let s = with(&good).unwrap();
         assert_eq!(s.password.as_ref().map(|p| p.expose()), Some("hunter2"));
         assert!(!format!("{s:?}").contains("hunter2"));
+
+        let (_, other_key) = pem_pair(dir.path(), "other");
+        for (broken, key, why) in [
+            (
+                good.replace(&ca.display().to_string(), &pw.display().to_string()),
+                "hub.ca_file",
+                "no PEM",
+            ),
+            (
+                good.replace(&key.display().to_string(), &other_key.display().to_string()),
+                "hub.key_file",
+                "does not belong",
+            ),
+            (
+                good.replace(&cert.display().to_string(), "/nonexistent.pem"),
+                "hub.cert_file",
+                "No such file",
+            ),
+            (
+                good.replace(&pw.display().to_string(), "/nonexistent"),
+                "hub.password_file",
+                "No such file",
+            ),
+        ] {
+            let err = with(&broken).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains(why),
+                "{key}: {err}"
+            );
+        }
         let missing = EdgeConfig::parse(Path::new("e.toml"), MINIMAL)
             .unwrap()
             .load_secrets()

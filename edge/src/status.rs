@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use warren_proto::nagios::{self, Metric, State};
+use warren_daemon::nagios::{self, Metric, State};
 
 use crate::queue::Queue;
 use crate::stats::{Counters, Link, Stats};
@@ -91,15 +91,19 @@ pub fn query(path: &Path) -> Result<EdgeStatus, String> {
 }
 
 /// Monitoring thresholds; exceeding one trips it.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, clap::Args)]
 pub struct Thresholds {
-    /// Oldest-event age for WARNING.
+    /// Oldest queued event older than this → WARNING (e.g. 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub warn_age: Option<Duration>,
-    /// Oldest-event age for CRITICAL.
+    /// Oldest queued event older than this → CRITICAL.
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub crit_age: Option<Duration>,
-    /// Queue depth for WARNING.
+    /// More queued events than this → WARNING.
+    #[arg(long)]
     pub warn_depth: Option<u64>,
-    /// Queue depth for CRITICAL.
+    /// More queued events than this → CRITICAL.
+    #[arg(long)]
     pub crit_depth: Option<u64>,
 }
 

@@ -213,12 +213,12 @@ async fn datagrams_arrive_with_every_field_and_stay_until_acked() {
     assert_eq!(v2.id, signed_id);
     assert_eq!(v2.event.get_str("user"), Some("user1"));
 
-    // Delivered, but not acked: both stay queued.
-    let st = edge.status();
-    assert_eq!(
-        (st.queue_depth, st.in_flight, st.counters.accepted),
-        (2, 2, 2)
-    );
+    // Delivered, but not acked: both stay queued. (The counters are updated just after the
+    // send, so the hub can see the events a moment before the status says so.)
+    wait_for("both in flight and queued", WAIT, || {
+        let st = edge.status();
+        ((st.queue_depth, st.in_flight, st.counters.accepted) == (2, 2, 2)).then_some(())
+    });
     hub.ack("gw", vec![signed_id]).await;
     wait_for("one ack applied", WAIT, || {
         (edge.status().queue_depth == 1).then_some(())

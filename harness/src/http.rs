@@ -25,6 +25,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// How it was answered.
+    pub reply: Reply,
 }
 
 impl Request {
@@ -120,15 +122,15 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         };
         let reply = {
             let Ok(mut s) = state.lock() else { return };
-            s.requests.push(req);
-            let r = s
+            let reply = s
                 .script
                 .get(s.served)
                 .or(s.script.last())
                 .copied()
                 .unwrap_or(Reply::Status(200));
             s.served += 1;
-            r
+            s.requests.push(Request { reply, ..req });
+            reply
         };
         match reply {
             Reply::Status(code) => {
@@ -178,5 +180,6 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         path,
         headers,
         body,
+        reply: Reply::Hang, // set once the reply is chosen
     })
 }

@@ -1,54 +1,102 @@
-//! The embedded rumqttd broker.
+//! The embedded rumqttd broker, and the TLS listener in front of it.
 //!
 //! rumqttd listens only on loopback, in plain MQTT: edges reach it through the hub's own TLS
-//! front ([`crate::guard`]), which verifies certificates and drops clients that stall their
+//! front ([`crate::front`]), which verifies certificates and drops clients that stall their
 //! handshake — rumqttd's accept loop waits for each TLS handshake in turn, so one idle peer
 //! would hold up every other edge. rumqttd has no stop call: its threads end with the process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use thiserror::Error;
+use tokio_rustls::TlsAcceptor;
 use warren_daemon::Secret;
 use warren_proto::envelope::MAX_PAYLOAD;
+
+use crate::bus::BusOptions;
+use crate::front::Front;
 
 /// Why the broker could not start.
 #[derive(Debug, Error)]
 pub enum BrokerError {
-    /// The users file could not be read or parsed.
-    #[error("{path}: {reason}")]
-    Users {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// A listener or TLS set-up failed.
+    /// A listener or the broker's thread could not be set up.
     #[error("{0}")]
     Setup(String),
 }
 
-/// The running embedded broker, as the hub's own client sees it.
-#[derive(Debug, Clone)]
-pub struct Embedded {
-    /// rumqttd's internal loopback listener.
-    pub internal: SocketAddr,
-    /// The credentials of the hub's own client, when the broker asks for passwords.
-    pub credentials: Option<(String, Secret)>,
+/// What the embedded broker needs, its files read ([`crate::resources`]).
+pub struct Plan {
+    /// The TLS listener for edges, and its TLS set-up.
+    pub listen_tls: Option<(SocketAddr, TlsAcceptor)>,
+    /// A plain listener on loopback for local tools.
+    pub listen_local: Option<SocketAddr>,
+    /// MQTT users and passwords; without them no password is asked.
+    pub users: Option<BTreeMap<String, String>>,
+    /// Most connections.
+    pub max_connections: usize,
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("listen_tls", &self.listen_tls.as_ref().map(|(a, _)| a))
+            .field("listen_local", &self.listen_local)
+            .field("users", &self.users.as_ref().map(BTreeMap::len))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The running broker: how the hub's own client reaches it, and the TLS front to run.
+pub struct Started {
+    /// The hub's own client's connection.
+    pub bus: BusOptions,
+    /// The TLS listener, bound.
+    pub front: Option<Front>,
+}
+
+/// Starts rumqttd on its own threads and binds the TLS listener in front of it.
+///
+/// # Errors
+/// When a port cannot be had or the thread not started.
+pub async fn start(plan: Plan) -> Result<Started, BrokerError> {
+    let (internal, credentials) = spawn(plan.max_connections, plan.users, plan.listen_local)?;
+    let front = match plan.listen_tls {
+        Some((addr, acceptor)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| BrokerError::Setup(format!("listen_tls {addr}: {e}")))?;
+            Some(Front {
+                listener,
+                acceptor,
+                upstream: internal,
+                handshake_timeout: plan.handshake_timeout,
+                max_connections: plan.max_connections,
+            })
+        }
+        None => None,
+    };
+    let bus = BusOptions {
+        host: internal.ip().to_string(),
+        port: internal.port(),
+        tls: None,
+        credentials,
+        client_id: "warren-hub".to_owned(),
+        share_group: None,
+    };
+    Ok(Started { bus, front })
 }
 
 /// Reads a users file: one `username password` per line, `#` comments.
 ///
 /// # Errors
-/// [`BrokerError::Users`] naming the line.
-pub fn read_users(path: &Path) -> Result<BTreeMap<String, String>, BrokerError> {
-    let err = |reason: String| BrokerError::Users {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+/// Why the file is unusable, naming the line (the caller names the file).
+pub fn read_users(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let mut users = BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -56,25 +104,23 @@ pub fn read_users(path: &Path) -> Result<BTreeMap<String, String>, BrokerError> 
             continue;
         }
         let Some((user, password)) = line.split_once(char::is_whitespace) else {
-            return Err(err(format!("line {}: expected `username password`", n + 1)));
+            return Err(format!("line {}: expected `username password`", n + 1));
         };
         users.insert(user.to_owned(), password.trim().to_owned());
     }
     Ok(users)
 }
 
-/// Starts rumqttd on its own threads. The hub's client connects (retrying) once it listens.
+/// Starts rumqttd on its own thread; returns its internal listener and the credentials of the
+/// hub's own client. The hub's client connects (retrying) once it listens.
 ///
 /// With `users`, every client needs a password, the hub's own client included (it gets a
 /// random one); without, the broker is open to whoever reaches its loopback listeners.
-///
-/// # Errors
-/// When a port cannot be had or the thread not started.
-pub fn start(
+fn spawn(
     max_connections: usize,
     users: Option<BTreeMap<String, String>>,
     listen_local: Option<SocketAddr>,
-) -> Result<Embedded, BrokerError> {
+) -> Result<(SocketAddr, Option<(String, Secret)>), BrokerError> {
     // rumqttd binds by address and cannot report a port it chose: take a free one. Another
     // process could grab it first: the hub then never connects, which `hub status` shows.
     let internal = std::net::TcpListener::bind("127.0.0.1:0")
@@ -147,8 +193,5 @@ pub fn start(
             }
         })
         .map_err(|e| BrokerError::Setup(format!("starting the broker thread: {e}")))?;
-    Ok(Embedded {
-        internal,
-        credentials,
-    })
+    Ok((internal, credentials))
 }

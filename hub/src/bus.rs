@@ -4,7 +4,6 @@
 //! presence, and it publishes acks and the legacy republish.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
@@ -100,7 +99,7 @@ pub async fn drive(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
-                stats.bus_connected.store(true, Ordering::Relaxed);
+                stats.bus_connected.send_replace(true);
                 tracing::info!(host = %opts.host, port = opts.port, "Connected to the broker.");
                 for filter in [events.as_str(), topic::STATUS_FILTER] {
                     if let Err(error) = client.try_subscribe(filter, QoS::AtLeastOnce) {
@@ -130,7 +129,7 @@ pub async fn drive(
             }
             Ok(_) => {}
             Err(error) => {
-                let was = stats.bus_connected.swap(false, Ordering::Relaxed);
+                let was = stats.bus_connected.send_replace(false);
                 let delay = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
                 if was {
                     tracing::warn!(%error, "Lost the broker; reconnecting.");

@@ -3,10 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{DEFAULT_PATH, HubConfig};
-use crate::status::{self, Thresholds};
 use clap::{Parser, Subcommand};
-use warren_daemon::StatusView;
+use warren_daemon::cli::{ConfigArg, StatusArgs};
+use warren_daemon::config::ConfigError;
+
+use crate::config::HubConfig;
+use crate::resources::Resources;
+use crate::status::{self, Thresholds};
 
 #[derive(Parser)]
 #[command(
@@ -22,47 +25,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
-    Run {
-        /// Config file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Load and validate a config and build its notifiers, then exit: 0 valid, 2 not.
+    Run(ConfigArg),
+    /// Load and validate a config, read every file it names and build its notifiers, then
+    /// exit: 0 valid, 2 not (naming the file, the key and the reason).
     CheckConfig {
-        /// Config file.
-        #[arg(default_value = DEFAULT_PATH)]
-        config: PathBuf,
+        /// Config file [default: /etc/warren/hub.toml, /usr/local/etc/warren/… on FreeBSD].
+        config: Option<PathBuf>,
     },
     /// Ask the running daemon for its status. With thresholds, speak the monitoring-plugin
     /// convention: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, perfdata after `|`.
     Status {
-        /// Config file (to find the status socket).
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-        /// The status socket, instead of the config's.
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Print the raw JSON snapshot.
-        #[arg(long)]
-        json: bool,
-        /// More dead letters than this → WARNING.
-        #[arg(long)]
-        warn_dead: Option<u64>,
-        /// More dead letters than this → CRITICAL.
-        #[arg(long)]
-        crit_dead: Option<u64>,
-        /// A notifier's outbox longer than this → WARNING.
-        #[arg(long)]
-        warn_outbox: Option<u64>,
-        /// A notifier's outbox longer than this → CRITICAL.
-        #[arg(long)]
-        crit_outbox: Option<u64>,
-        /// More offline edges than this → WARNING.
-        #[arg(long)]
-        warn_offline: Option<u64>,
-        /// More offline edges than this → CRITICAL.
-        #[arg(long)]
-        crit_offline: Option<u64>,
+        #[command(flatten)]
+        args: StatusArgs,
+        #[command(flatten)]
+        thresholds: Thresholds,
     },
     /// A small CA for this installation.
     Pki {
@@ -94,29 +70,18 @@ enum PkiCommand {
 
 /// Runs the command line `args` (the first item is the program name), as `main` does.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match warren_daemon::cli::parse(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run(config) => run(&config.path("hub")),
         Command::CheckConfig { config } => {
             // Warnings from validation (unused notifiers) go to the terminal.
             warren_daemon::init_tracing();
-            match HubConfig::load(&config)
-                .map_err(crate::HubError::from)
-                .and_then(|c| {
-                    crate::build_notifiers(&c)?;
-                    Ok(c)
-                }) {
-                Ok(c) => {
+            let config = config.unwrap_or_else(|| warren_daemon::cli::default_config("hub"));
+            match load(&config) {
+                Ok((c, _)) => {
                     println!(
                         "{}: OK ({} notifiers, {} routes)",
                         config.display(),
@@ -131,64 +96,44 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 }
             }
         }
-        Command::Status {
-            config,
-            socket,
-            json,
-            warn_dead,
-            crit_dead,
-            warn_outbox,
-            crit_outbox,
-            warn_offline,
-            crit_offline,
-        } => {
-            let t = Thresholds {
-                warn_dead,
-                crit_dead,
-                warn_outbox,
-                crit_outbox,
-                warn_offline,
-                crit_offline,
+        Command::Status { args, thresholds } => {
+            let check = |s: Result<&status::HubStatus, &str>| {
+                let (state, line) = status::check(s, &thresholds);
+                (state.code(), line)
             };
-            status_command(&config, socket, json, &t)
+            warren_daemon::cli::status(
+                "hub",
+                &args,
+                |config| {
+                    HubConfig::load(config)
+                        .map(|c| c.status_socket)
+                        .map_err(|e| e.to_string())
+                },
+                thresholds.any().then_some(&check),
+                &status::human,
+            )
         }
         Command::Pki { command } => pki(command),
     }
 }
 
+/// The config and everything it names: what `run` starts from and `check-config` checks.
+fn load(path: &Path) -> Result<(HubConfig, Resources), ConfigError> {
+    let cfg = HubConfig::load(path)?;
+    let res = Resources::load(&cfg)?;
+    Ok((cfg, res))
+}
+
 fn run(path: &Path) -> ExitCode {
     warren_daemon::init_tracing();
-    let cfg = match HubConfig::load(path) {
+    let (cfg, res) = match load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hub: {e}");
             return ExitCode::from(2);
         }
     };
-    warren_daemon::run_until_signal("hub", |shutdown| crate::run(cfg, shutdown))
-}
-
-fn status_command(config: &Path, socket: Option<PathBuf>, json: bool, t: &Thresholds) -> ExitCode {
-    let socket = socket.map_or_else(
-        || {
-            HubConfig::load(config)
-                .map(|c| c.status_socket)
-                .map_err(|e| e.to_string())
-        },
-        Ok,
-    );
-    let check = |s: Result<&status::HubStatus, &str>| {
-        let (state, line) = status::check(s, t);
-        (state.code(), line)
-    };
-    let view = if t.any() {
-        StatusView::Plugin(&check)
-    } else if json {
-        StatusView::Json
-    } else {
-        StatusView::Human(&status::human)
-    };
-    warren_daemon::status_command("hub", socket, view)
+    warren_daemon::run_until_signal("hub", |shutdown| crate::run(cfg, res, shutdown))
 }
 
 fn pki(command: PkiCommand) -> ExitCode {

@@ -1,8 +1,8 @@
 //! The hub's TOML configuration: [`RawHubConfig`] as written, [`HubConfig`] once validated.
 //!
 //! `validate` is pure: routes must name existing notifiers, templates must parse, the broker
-//! section must be complete for its mode. Files (certificates, passwords, tokens) are read later,
-//! when the broker and notifiers are built, and `check-config` does both.
+//! section must be complete for its mode. The files it names (certificates, passwords, tokens)
+//! are read by [`crate::resources`]; `run` and `check-config` both do both.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,12 +15,6 @@ pub use warren_daemon::config::ConfigError;
 use crate::notify::{NotifierConfig, NotifierName};
 use crate::router::{Route, RouteConfig};
 
-/// Default config path.
-pub const DEFAULT_PATH: &str = if cfg!(target_os = "freebsd") {
-    "/usr/local/etc/warren/hub.toml"
-} else {
-    "/etc/warren/hub.toml"
-};
 const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "freebsd") {
     "/var/db/warren/hub"
 } else {
@@ -206,43 +200,51 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone)]
 pub enum Broker {
     /// Embedded rumqttd behind the hub's TLS front.
-    Embedded {
-        /// TLS listener for edges.
-        listen_tls: Option<SocketAddr>,
-        /// Plain loopback listener for local tools.
-        listen_local: Option<SocketAddr>,
-        /// Server certificate and key.
-        cert_key: Option<(PathBuf, PathBuf)>,
-        /// CA for client certificates.
-        client_ca: Option<PathBuf>,
-        /// MQTT users.
-        users_file: Option<PathBuf>,
-        /// Connection cap.
-        max_connections: usize,
-        /// TLS handshake deadline.
-        handshake_timeout: Duration,
-    },
+    Embedded(EmbeddedBroker),
     /// A client of another broker.
-    External {
-        /// Host.
-        host: String,
-        /// Port.
-        port: u16,
-        /// TLS on.
-        tls: bool,
-        /// Broker CA.
-        ca_file: Option<PathBuf>,
-        /// Client cert and key.
-        client_cert: Option<(PathBuf, PathBuf)>,
-        /// Username.
-        username: Option<String>,
-        /// Password file.
-        password_file: Option<PathBuf>,
-        /// Client id.
-        client_id: String,
-        /// Shared-subscription group.
-        share_group: String,
-    },
+    External(ExternalBroker),
+}
+
+/// `[broker]` in `mode = "embedded"`.
+#[derive(Debug, Clone)]
+pub struct EmbeddedBroker {
+    /// TLS listener for edges.
+    pub listen_tls: Option<SocketAddr>,
+    /// Plain loopback listener for local tools.
+    pub listen_local: Option<SocketAddr>,
+    /// Server certificate and key (with `listen_tls`).
+    pub cert_key: Option<(PathBuf, PathBuf)>,
+    /// CA for client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// MQTT users.
+    pub users_file: Option<PathBuf>,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+}
+
+/// `[broker]` in `mode = "external"`.
+#[derive(Debug, Clone)]
+pub struct ExternalBroker {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS on.
+    pub tls: bool,
+    /// Broker CA.
+    pub ca_file: Option<PathBuf>,
+    /// Client cert and key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Username.
+    pub username: Option<String>,
+    /// Password file.
+    pub password_file: Option<PathBuf>,
+    /// Client id.
+    pub client_id: String,
+    /// Shared-subscription group.
+    pub share_group: String,
 }
 
 /// A validated config.
@@ -385,7 +387,7 @@ impl RawBroker {
                         );
                     }
                 };
-                Ok(Broker::Embedded {
+                Ok(Broker::Embedded(EmbeddedBroker {
                     listen_tls: self.listen_tls,
                     listen_local: self.listen_local,
                     cert_key,
@@ -393,7 +395,7 @@ impl RawBroker {
                     users_file: self.users_file,
                     max_connections: self.max_connections.unwrap_or(10_000),
                     handshake_timeout: self.handshake_timeout.unwrap_or(Duration::from_secs(10)),
-                })
+                }))
             }
             BrokerMode::External => {
                 for (set, key) in [
@@ -442,7 +444,7 @@ impl RawBroker {
                             .unwrap_or("x")
                     )
                 });
-                Ok(Broker::External {
+                Ok(Broker::External(ExternalBroker {
                     host,
                     port,
                     tls,
@@ -452,7 +454,7 @@ impl RawBroker {
                     password_file: self.password_file,
                     client_id,
                     share_group: self.share_group.unwrap_or_else(|| "warren-hub".to_owned()),
-                })
+                }))
             }
         }
     }

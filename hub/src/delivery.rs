@@ -1,22 +1,60 @@
 //! One delivery task per notifier drains that notifier's part of the outbox, oldest first:
-//! transient failures are retried with capped, jittered exponential backoff up to the attempt
-//! budget; permanent failures and exhausted budgets become dead letters. Each notifier has its
-//! own task, so a slow or dead one never delays another.
+//! each attempt is bounded by `[delivery] timeout`; transient failures are retried with capped,
+//! jittered exponential backoff up to the attempt budget; permanent failures and exhausted
+//! budgets become dead letters. Each notifier has its own task, so a slow or dead one never
+//! delays another.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use backoff::backoff::Backoff;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::DeliveryConfig;
 use crate::inbox::{Inbox, InboxError};
 use crate::notify::{Notifier, NotifierName, NotifyError};
 use crate::stats::Stats;
 
-/// Delivers until `stop`; a send in progress is finished first (it is bounded by the
-/// notifier's timeout), so the caller's grace period covers it.
+/// Starts one delivery task per notifier on `tracker`; they stop at `stop`, each finishing
+/// the attempt it has begun. Returns the wake-up of each, to be notified when its outbox
+/// grows.
+pub fn spawn(
+    tracker: &TaskTracker,
+    notifiers: Vec<(NotifierName, Notifier)>,
+    inbox: &Arc<Inbox>,
+    policy: &DeliveryConfig,
+    stats: &Arc<Stats>,
+    stop: &CancellationToken,
+) -> HashMap<NotifierName, Arc<Notify>> {
+    let mut wakes = HashMap::new();
+    for (name, notifier) in notifiers {
+        let wake = Arc::new(Notify::new());
+        // Entries left from a previous run are delivered at once.
+        wake.notify_one();
+        wakes.insert(name.clone(), wake.clone());
+        let task = run(
+            name.clone(),
+            notifier,
+            inbox.clone(),
+            policy.clone(),
+            wake,
+            stats.clone(),
+            stop.clone(),
+        );
+        tracker.spawn(async move {
+            if let Err(error) = task.await {
+                tracing::error!(notifier = %name, %error, "Delivery task failed.");
+            }
+        });
+    }
+    wakes
+}
+
+/// Delivers until `stop`; an attempt in progress is finished first (it is bounded by the
+/// timeout), so the caller's grace period covers it.
 ///
 /// # Errors
 /// When the inbox fails.
@@ -43,7 +81,16 @@ pub async fn run(
                 () = stop.cancelled() => break,
             }
         };
-        let result = notifier.send(&entry.notification).await;
+        // Dropping a sink's attempt at the deadline is the one time limit every sink obeys
+        // (sinks are cancel-safe; a program run by `exec` is killed).
+        let result = tokio::time::timeout(policy.timeout, notifier.send(&entry.notification))
+            .await
+            .unwrap_or_else(|_| {
+                Err(NotifyError::Transient(format!(
+                    "no answer within {}",
+                    humantime::format_duration(policy.timeout)
+                )))
+            });
         let id = entry.notification.envelope.id;
         entry.attempts += 1;
         match result {

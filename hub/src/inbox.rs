@@ -14,14 +14,15 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 use warren_proto::{Envelope, EventId};
 
-use crate::notify::NotifierName;
-use crate::router::Notification;
+use crate::notify::{Notification, NotifierName};
 
 const SEEN: u8 = b's';
 const SEEN_BY_TIME: u8 = b't';
@@ -29,6 +30,8 @@ const OUTBOX: u8 = b'o';
 const DEAD: u8 = b'd';
 /// sled's background flush interval: the window in which an attempt count can be lost.
 const FLUSH_EVERY_MS: u64 = 200;
+/// How often ids past the dedup window are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Errors from the store.
 #[derive(Debug, Error)]
@@ -363,6 +366,26 @@ impl Inbox {
         self.db.flush()?;
         self.file.sync_all()?;
         Ok(())
+    }
+
+    /// Forgets, every [`PRUNE_EVERY`] until `stop`, the ids recorded longer than `window` ago.
+    pub async fn prune_expired(self: Arc<Self>, window: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let before = crate::now_ms()
+                .saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+            let inbox = self.clone();
+            match tokio::task::spawn_blocking(move || inbox.prune(before)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::debug!(forgotten = n, "Pruned the dedup window."),
+                Ok(Err(error)) => tracing::error!(%error, "Pruning the dedup window failed."),
+                Err(error) => tracing::error!(%error, "Pruning task failed."),
+            }
+        }
     }
 
     fn bump_outbox(&self, notifier: &NotifierName, delta: i64) {

@@ -10,10 +10,10 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use warren_proto::Envelope;
 
-use crate::notify::{NotifierConfig, NotifierName};
+use crate::notify::{Notification, NotifierConfig, NotifierName};
 use crate::template::Template;
 
 const DEFAULT_TITLE: &str = "{kind} on {hostname}";
@@ -99,19 +99,6 @@ pub struct Route {
     title: Template,
     format: Template,
     priority: Option<Template>,
-}
-
-/// What one notifier is asked to deliver for one event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
-    /// Rendered title.
-    pub title: String,
-    /// Rendered message.
-    pub message: String,
-    /// Rendered priority.
-    pub priority: Option<i64>,
-    /// The event as the edge sent it.
-    pub envelope: Envelope,
 }
 
 impl RouteConfig {

@@ -1,10 +1,11 @@
 //! Counters and the edge table, shared by the hub's tasks and read by `hub status`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use warren_proto::{Presence, PresenceState};
 
 use crate::notify::NotifierName;
@@ -22,8 +23,9 @@ pub struct Stats {
     pub acked: AtomicU64,
     /// Logins republished on the legacy topic.
     pub republished: AtomicU64,
-    /// Whether the hub's MQTT client is connected to the broker.
-    pub bus_connected: AtomicBool,
+    /// Whether the hub's MQTT client is connected to the broker (and has subscribed); the TLS
+    /// front waits for it before it lets edges in.
+    pub bus_connected: watch::Sender<bool>,
     notifiers: Mutex<BTreeMap<String, Arc<NotifierCounters>>>,
     edges: Mutex<BTreeMap<String, EdgeInfo>>,
 }

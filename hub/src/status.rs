@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use warren_proto::nagios::{self, Metric, State};
+use warren_daemon::nagios::{self, Metric, State};
 
 use crate::inbox::{DeadLetter, Inbox};
 use crate::stats::{EdgeInfo, Stats};
@@ -108,7 +108,7 @@ impl Source {
             pid: std::process::id(),
             mode: self.mode.to_owned(),
             listen: self.listen.clone(),
-            broker_connected: s.bus_connected.load(Ordering::Relaxed),
+            broker_connected: *s.bus_connected.borrow(),
             edges: s.edges(),
             received: get(&s.received),
             duplicates: get(&s.duplicates),
@@ -135,19 +135,25 @@ pub fn query(path: &Path) -> Result<HubStatus, String> {
 }
 
 /// Monitoring thresholds; exceeding one trips it.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, clap::Args)]
 pub struct Thresholds {
-    /// Dead letters for WARNING.
+    /// More dead letters than this → WARNING.
+    #[arg(long)]
     pub warn_dead: Option<u64>,
-    /// Dead letters for CRITICAL.
+    /// More dead letters than this → CRITICAL.
+    #[arg(long)]
     pub crit_dead: Option<u64>,
-    /// Largest outbox for WARNING.
+    /// A notifier's outbox longer than this → WARNING.
+    #[arg(long)]
     pub warn_outbox: Option<u64>,
-    /// Largest outbox for CRITICAL.
+    /// A notifier's outbox longer than this → CRITICAL.
+    #[arg(long)]
     pub crit_outbox: Option<u64>,
-    /// Offline edges for WARNING.
+    /// More offline edges than this → WARNING.
+    #[arg(long)]
     pub warn_offline: Option<u64>,
-    /// Offline edges for CRITICAL.
+    /// More offline edges than this → CRITICAL.
+    #[arg(long)]
     pub crit_offline: Option<u64>,
 }
 

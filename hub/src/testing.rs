@@ -2,7 +2,7 @@
 
 use warren_proto::{Envelope, Event, Kind};
 
-use crate::router::Notification;
+use crate::notify::Notification;
 
 /// An sshd login of `user` on `vm` from 192.0.2.10, through edge `gw` of site `home`.
 pub fn envelope(user: &str) -> Envelope {

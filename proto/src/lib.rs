@@ -5,8 +5,7 @@
 //! - [`sign`]: HMAC-SHA256 keys, signing, and verification with a clock-skew window and a replay guard;
 //! - [`envelope`]: the MQTT payloads between edge and hub (event envelope, ack, presence) and the
 //!   legacy `logging/hare` republish;
-//! - [`topic`]: every MQTT topic string;
-//! - [`nagios`]: the monitoring-plugin output of `edge status` and `hub status`.
+//! - [`topic`]: every MQTT topic string.
 //!
 //! The crate has no async runtime: `hare` depends on it and stays std-only.
 #![deny(missing_docs)]
@@ -16,7 +15,6 @@ pub mod envelope;
 mod error;
 mod event;
 mod id;
-pub mod nagios;
 pub mod sign;
 pub mod topic;
 

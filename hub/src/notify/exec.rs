@@ -1,16 +1,17 @@
 //! `type = "exec"`: runs a program (no shell) with the notification as JSON on stdin.
 //!
-//! Exit 0 is delivered; any other exit, or a run past the timeout (the program is then
-//! killed), is retried; a program that cannot be started at all is a permanent failure.
+//! Exit 0 is delivered; any other exit is retried; a program that cannot be started at all
+//! is a permanent failure, unless the system is only short of resources (no file
+//! descriptors, processes or memory for now). A run that outlives the attempt timeout is
+//! killed.
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError};
+use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError, Sink};
 
 /// `[notifier.NAME] type = "exec"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,66 +26,55 @@ pub struct ExecConfig {
 pub struct ExecNotifier {
     program: PathBuf,
     args: Vec<String>,
-    timeout: Duration,
 }
 
-impl ExecNotifier {
-    /// Checks the command.
-    ///
-    /// # Errors
-    /// An empty command, or a program path that is not absolute.
-    pub fn build(
-        name: &NotifierName,
-        c: &ExecConfig,
-        cx: &BuildContext,
-    ) -> Result<Self, BuildError> {
+impl Sink for ExecNotifier {
+    type Config = ExecConfig;
+
+    /// Checks the command: not empty, an absolute program path.
+    fn build(name: &NotifierName, c: &ExecConfig, _: &BuildContext) -> Result<Self, BuildError> {
         let Some((program, args)) = c.command.split_first() else {
-            return Err(BuildError::new(name, "command is empty"));
+            return Err(BuildError::new(name, "command", "is empty"));
         };
         let program = PathBuf::from(program);
         if !program.is_absolute() {
             return Err(BuildError::new(
                 name,
-                "command[0] must be an absolute path (there is no shell or PATH search)",
+                "command",
+                "the program must be an absolute path (there is no shell or PATH search)",
             ));
         }
         Ok(Self {
             program,
             args: args.to_vec(),
-            timeout: cx.timeout,
         })
     }
 
-    /// Runs the program once.
-    ///
-    /// # Errors
-    /// See the module docs.
-    pub async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let mut child = tokio::process::Command::new(&self.program)
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // The delivery loop drops an attempt at its timeout: the program goes with it.
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| NotifyError::Permanent(format!("{}: {e}", self.program.display())))?;
+            .map_err(|e| {
+                let why = format!("{}: {e}", self.program.display());
+                if short_of_resources(&e) {
+                    NotifyError::Transient(why)
+                } else {
+                    NotifyError::Permanent(why)
+                }
+            })?;
         let input = serde_json::to_vec(n).unwrap_or_default();
-        let run = async {
-            if let Some(mut stdin) = child.stdin.take() {
-                // A program that does not read stdin is fine: ignore a broken pipe.
-                let _ = stdin.write_all(&input).await;
-            }
-            child.wait_with_output().await
-        };
-        let out = tokio::time::timeout(self.timeout, run)
+        if let Some(mut stdin) = child.stdin.take() {
+            // A program that does not read stdin is fine: ignore a broken pipe.
+            let _ = stdin.write_all(&input).await;
+        }
+        let out = child
+            .wait_with_output()
             .await
-            .map_err(|_| {
-                NotifyError::Transient(format!(
-                    "{} timed out after {:?}, killed",
-                    self.program.display(),
-                    self.timeout
-                ))
-            })?
             .map_err(|e| NotifyError::Transient(e.to_string()))?;
         if out.status.success() {
             return Ok(());
@@ -99,21 +89,32 @@ impl ExecNotifier {
     }
 }
 
+/// EAGAIN, EMFILE, ENFILE, ENOMEM: the program exists, the system is only busy.
+fn short_of_resources(e: &std::io::Error) -> bool {
+    const EAGAIN: i32 = 11;
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::WouldBlock
+    ) || (cfg!(target_os = "linux")
+        && matches!(e.raw_os_error(), Some(EAGAIN | ENOMEM | ENFILE | EMFILE)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::Notifier;
+    use crate::notify::conformance::{self, Behaviour, Endpoint};
     use crate::testing::notification;
 
-    fn notifier(command: &[&str], timeout: Duration) -> Result<ExecNotifier, BuildError> {
+    fn notifier(command: &[&str]) -> Result<ExecNotifier, BuildError> {
         let name = NotifierName::try_from("x".to_owned()).unwrap();
-        let cx = BuildContext::new(timeout).unwrap();
-        ExecNotifier::build(
-            &name,
-            &ExecConfig {
-                command: command.iter().map(|s| s.to_string()).collect(),
-            },
-            &cx,
-        )
+        let c = ExecConfig {
+            command: command.iter().map(|s| s.to_string()).collect(),
+        };
+        ExecNotifier::build(&name, &c, &BuildContext::new().unwrap())
     }
 
     #[tokio::test]
@@ -121,38 +122,90 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.json");
         let script = format!("cat > {}", out.display());
-        let n = notifier(&["/bin/sh", "-c", &script], Duration::from_secs(5)).unwrap();
+        let n = notifier(&["/bin/sh", "-c", &script]).unwrap();
         n.send(&notification("dan")).await.unwrap();
         let got: Notification = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         assert_eq!(got, notification("dan"));
 
-        let failing = notifier(
-            &["/bin/sh", "-c", "echo nope >&2; exit 3"],
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let failing = notifier(&["/bin/sh", "-c", "echo nope >&2; exit 3"]).unwrap();
         let err = failing.send(&notification("dan")).await.unwrap_err();
         assert!(
             matches!(&err, NotifyError::Transient(m) if m.contains("nope")),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn timeouts_kill_and_missing_programs_are_permanent() {
-        let slow = notifier(&["/bin/sleep", "30"], Duration::from_millis(200)).unwrap();
-        let started = std::time::Instant::now();
-        assert!(matches!(
-            slow.send(&notification("dan")).await,
-            Err(NotifyError::Transient(_))
-        ));
-        assert!(started.elapsed() < Duration::from_secs(10));
-        let missing = notifier(&["/nonexistent/prog"], Duration::from_secs(1)).unwrap();
+        let missing = notifier(&["/nonexistent/prog"]).unwrap();
         assert!(matches!(
             missing.send(&notification("dan")).await,
             Err(NotifyError::Permanent(_))
         ));
-        assert!(notifier(&["relative"], Duration::from_secs(1)).is_err());
-        assert!(notifier(&[], Duration::from_secs(1)).is_err());
+        assert_eq!(notifier(&["relative"]).unwrap_err().key, "command");
+        assert_eq!(notifier(&[]).unwrap_err().key, "command");
+    }
+
+    #[test]
+    fn resource_shortage_is_transient() {
+        assert!(short_of_resources(&std::io::Error::from_raw_os_error(24)));
+        assert!(!short_of_resources(&std::io::Error::from(
+            std::io::ErrorKind::NotFound
+        )));
+    }
+
+    /// A script whose behaviour a file sets; rejecting is the script being gone. The script
+    /// is written once, before anything runs it: writing a program while another thread
+    /// forks can make its exec fail with ETXTBSY.
+    struct Script {
+        dir: tempfile::TempDir,
+    }
+
+    impl Script {
+        fn new() -> Self {
+            use std::os::unix::fs::PermissionsExt;
+            let s = Self {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            let text = format!(
+                "#!/bin/sh\ncase \"$(cat {mode})\" in\n  fail) exit 75 ;;\n  hang) exec sleep 60 ;;\nesac\ncat >> {out}\necho >> {out}\n",
+                mode = s.file("mode").display(),
+                out = s.file("out").display()
+            );
+            std::fs::write(s.path(), text).unwrap();
+            std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            s
+        }
+
+        fn path(&self) -> PathBuf {
+            self.file("notify.sh")
+        }
+
+        fn file(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+    }
+
+    impl Endpoint for Script {
+        fn behave(&self, b: Behaviour) -> bool {
+            let mode = match b {
+                Behaviour::Reject => {
+                    std::fs::rename(self.path(), self.file("gone.sh")).unwrap();
+                    return true;
+                }
+                Behaviour::Accept => "ok",
+                Behaviour::Fail => "fail",
+                Behaviour::Hang => "hang",
+            };
+            std::fs::write(self.file("mode"), mode).unwrap();
+            true
+        }
+
+        fn delivered(&self) -> usize {
+            std::fs::read_to_string(self.file("out")).map_or(0, |t| t.lines().count())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conforms() {
+        let script = Script::new();
+        let n = notifier(&[script.path().to_str().unwrap()]).unwrap();
+        conformance::run(Notifier::Exec(n), &script).await;
     }
 }

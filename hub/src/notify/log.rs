@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{Notification, NotifierName, NotifyError};
+use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError, Sink};
 
 /// `[notifier.NAME] type = "log"`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -15,18 +15,69 @@ pub struct LogNotifier {
     name: NotifierName,
 }
 
-impl LogNotifier {
-    /// Builds it.
-    pub fn build(name: &NotifierName, _: &LogConfig) -> Self {
-        Self { name: name.clone() }
+impl Sink for LogNotifier {
+    type Config = LogConfig;
+
+    fn build(name: &NotifierName, _: &LogConfig, _: &BuildContext) -> Result<Self, BuildError> {
+        Ok(Self { name: name.clone() })
     }
 
-    /// Logs at info level.
-    ///
-    /// # Errors
-    /// Never.
-    pub fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+    /// Logs at info level; never fails.
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         tracing::info!(notifier = %self.name, id = %n.envelope.id, title = %n.title, message = %n.message, "Notification.");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::notify::Notifier;
+    use crate::notify::conformance::{self, Behaviour, Endpoint};
+
+    /// The log itself: what the subscriber has written.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Endpoint for Captured {
+        fn behave(&self, b: Behaviour) -> bool {
+            b == Behaviour::Accept // a log cannot refuse
+        }
+
+        fn delivered(&self) -> usize {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|l| l.contains("Notification.") && l.contains("User user"))
+                .count()
+        }
+    }
+
+    // Single-threaded, so the delivery task logs on the thread that holds the subscriber.
+    #[tokio::test(flavor = "current_thread")]
+    async fn conforms() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let name = NotifierName::try_from("log".to_owned()).unwrap();
+        let n = LogNotifier::build(&name, &LogConfig {}, &BuildContext::new().unwrap()).unwrap();
+        conformance::run(Notifier::Log(n), &log).await;
     }
 }

@@ -1,18 +1,114 @@
-//! Notifier sinks: one module each, holding its config and its send; dispatch through a closed
-//! enum. Retries, backoff and dead letters are not here but in [`crate::delivery`], once for all.
+//! Notifier sinks: one module each, holding its config and its [`Sink`]; dispatch through
+//! two closed enums, declared together by [`sinks!`]. Retries, the per-attempt timeout and
+//! dead letters are not here but in [`crate::delivery`], once for every sink.
+//!
+//! Adding a sink: a module with its `XConfig` (serde, `deny_unknown_fields`) and `XNotifier`
+//! (implementing [`Sink`]), one line in `sinks!` below, and a test that runs
+//! [`conformance::run`] on it.
 
 pub mod exec;
 pub mod file;
+pub mod http;
 pub mod log;
 pub mod webhook;
 
+#[cfg(test)]
+pub mod conformance;
+
 use std::fmt;
-use std::time::Duration;
+use std::future::Future;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use warren_proto::Envelope;
 
-pub use crate::router::Notification;
+/// What one notifier is asked to deliver for one event: rendered by the route, kept in the
+/// outbox until delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Rendered title.
+    pub title: String,
+    /// Rendered message.
+    pub message: String,
+    /// Rendered priority.
+    pub priority: Option<i64>,
+    /// The event as the edge sent it.
+    pub envelope: Envelope,
+}
+
+/// One kind of notifier: built once from its config (reading the files it names), then asked
+/// to send each notification once per attempt.
+pub trait Sink: Sized {
+    /// Its `[notifier.NAME]` table.
+    type Config;
+
+    /// Builds the sink, reading the files its config names.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the config key at fault.
+    fn build(name: &NotifierName, c: &Self::Config, cx: &BuildContext) -> Result<Self, BuildError>;
+
+    /// Makes one delivery attempt. It need not bound its own time: the delivery loop drops an
+    /// attempt that outlives `[delivery] timeout`, so it must be cancel-safe (no state that a
+    /// dropped future leaves half-changed).
+    fn send(&self, n: &Notification) -> impl Future<Output = Result<(), NotifyError>> + Send;
+}
+
+/// Declares [`NotifierConfig`] (by `type`) and [`Notifier`] with one variant per sink, and the
+/// dispatch between them.
+macro_rules! sinks {
+    ($($(#[$doc:meta])* $variant:ident($config:ty => $sink:ty),)*) => {
+        /// `[notifier.NAME]`, by `type`.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum NotifierConfig {
+            $($(#[$doc])* $variant($config),)*
+        }
+
+        /// A built notifier.
+        #[derive(Debug)]
+        pub enum Notifier {
+            $($(#[$doc])* $variant($sink),)*
+        }
+
+        impl Notifier {
+            /// Builds the notifier `cfg` describes.
+            ///
+            /// # Errors
+            /// A [`BuildError`] naming the config key at fault.
+            pub fn build(
+                name: &NotifierName,
+                cfg: &NotifierConfig,
+                cx: &BuildContext,
+            ) -> Result<Self, BuildError> {
+                Ok(match cfg {
+                    $(NotifierConfig::$variant(c) => Self::$variant(<$sink>::build(name, c, cx)?),)*
+                })
+            }
+
+            /// Makes one delivery attempt.
+            ///
+            /// # Errors
+            /// Whether the failure is worth a retry.
+            pub async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+                match self {
+                    $(Self::$variant(s) => s.send(n).await,)*
+                }
+            }
+        }
+    };
+}
+
+sinks! {
+    /// Append a line to a file.
+    File(file::FileConfig => file::FileNotifier),
+    /// Write to the hub's log.
+    Log(log::LogConfig => log::LogNotifier),
+    /// Run a program with the notification as JSON on stdin.
+    Exec(exec::ExecConfig => exec::ExecNotifier),
+    /// HTTP POST.
+    Webhook(webhook::WebhookConfig => webhook::WebhookNotifier),
+}
 
 /// A notifier's name: the `NAME` of `[notifier.NAME]`, 1 to 64 characters of `[a-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -50,62 +146,43 @@ impl fmt::Display for NotifierName {
     }
 }
 
-/// `[notifier.NAME]`, by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum NotifierConfig {
-    /// Append a line to a file.
-    File(file::FileConfig),
-    /// Write to the hub's log.
-    Log(log::LogConfig),
-    /// Run a program with the notification as JSON on stdin.
-    Exec(exec::ExecConfig),
-    /// HTTP POST.
-    Webhook(webhook::WebhookConfig),
-}
-
 /// What building a notifier needs.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     /// One HTTP client for every HTTP-based notifier.
     pub http: reqwest::Client,
-    /// One attempt's time limit.
-    pub timeout: Duration,
 }
 
 impl BuildContext {
-    /// A context with a shared HTTP client whose requests end after `timeout`.
+    /// A context with a shared HTTP client.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built (no TLS roots).
-    pub fn new(timeout: Duration) -> Result<Self, BuildError> {
-        // reqwest is built without a default provider (one TLS stack for the whole hub).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("warren-hub/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError::new("http client", e))?;
-        Ok(Self { http, timeout })
+    /// When the HTTP client cannot be built.
+    pub fn new() -> Result<Self, String> {
+        Ok(Self {
+            http: http::client().map_err(|e| format!("building the HTTP client: {e}"))?,
+        })
     }
 }
 
 /// A notifier that could not be built from its config.
 #[derive(Debug, Error)]
-#[error("notifier {name}: {reason}")]
+#[error("notifier {name}: `{key}`: {reason}")]
 pub struct BuildError {
-    /// Which.
+    /// Which notifier.
     pub name: String,
+    /// The key of its table at fault (`url`, `secret_headers.Authorization`, …).
+    pub key: String,
     /// Why.
     pub reason: String,
 }
 
 impl BuildError {
-    /// An error for `name`.
-    pub fn new(name: impl fmt::Display, reason: impl fmt::Display) -> Self {
+    /// An error for the key `key` of notifier `name`.
+    pub fn new(name: impl fmt::Display, key: impl Into<String>, reason: impl fmt::Display) -> Self {
         Self {
             name: name.to_string(),
+            key: key.into(),
             reason: reason.to_string(),
         }
     }
@@ -120,51 +197,4 @@ pub enum NotifyError {
     /// Will never work: a 4xx, a program that cannot be run.
     #[error("{0}")]
     Permanent(String),
-}
-
-/// A built notifier.
-#[derive(Debug)]
-pub enum Notifier {
-    /// See [`file`].
-    File(file::FileNotifier),
-    /// See [`log`].
-    Log(log::LogNotifier),
-    /// See [`exec`].
-    Exec(exec::ExecNotifier),
-    /// See [`webhook`].
-    Webhook(webhook::WebhookNotifier),
-}
-
-impl Notifier {
-    /// Builds a notifier, reading the files its config names.
-    ///
-    /// # Errors
-    /// A [`BuildError`] naming the notifier.
-    pub fn build(
-        name: &NotifierName,
-        cfg: &NotifierConfig,
-        cx: &BuildContext,
-    ) -> Result<Self, BuildError> {
-        Ok(match cfg {
-            NotifierConfig::File(c) => Self::File(file::FileNotifier::build(name, c)?),
-            NotifierConfig::Log(c) => Self::Log(log::LogNotifier::build(name, c)),
-            NotifierConfig::Exec(c) => Self::Exec(exec::ExecNotifier::build(name, c, cx)?),
-            NotifierConfig::Webhook(c) => {
-                Self::Webhook(webhook::WebhookNotifier::build(name, c, cx)?)
-            }
-        })
-    }
-
-    /// Delivers one notification (one attempt, bounded by the notifier's timeout).
-    ///
-    /// # Errors
-    /// Whether the failure is worth a retry.
-    pub async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        match self {
-            Self::File(s) => s.send(n).await,
-            Self::Log(s) => s.send(n),
-            Self::Exec(s) => s.send(n).await,
-            Self::Webhook(s) => s.send(n).await,
-        }
-    }
 }

@@ -1,8 +1,7 @@
 //! `type = "webhook"`: an HTTP POST per notification.
 //!
 //! The body is JSON `{"title","message","priority","event"}` (the envelope), or the rendered
-//! `body` template. 2xx is delivered; 408, 429, 5xx and network errors are retried; any other
-//! status is permanent.
+//! `body` template. Which answers are retried is [`super::http::send`]'s rule.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +9,7 @@ use std::path::PathBuf;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError};
+use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError, Sink};
 use crate::template::Template;
 
 /// `[notifier.NAME] type = "webhook"`.
@@ -48,58 +47,53 @@ impl std::fmt::Debug for WebhookNotifier {
     }
 }
 
-impl WebhookNotifier {
-    /// Parses the URL and headers and reads the secret header files.
-    ///
-    /// # Errors
-    /// A bad URL, header or unreadable file.
-    pub fn build(
+impl Sink for WebhookNotifier {
+    type Config = WebhookConfig;
+
+    fn build(
         name: &NotifierName,
         c: &WebhookConfig,
         cx: &BuildContext,
     ) -> Result<Self, BuildError> {
-        let err = |r: String| BuildError::new(name, r);
-        let url = reqwest::Url::parse(&c.url).map_err(|e| err(format!("url: {e}")))?;
+        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let url = reqwest::Url::parse(&c.url).map_err(|e| err("url", &e))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(err("url must be http or https".into()));
+            return Err(err("url", &"must be http or https"));
         }
         let mut headers = HeaderMap::new();
-        let content_type = c.content_type.clone().unwrap_or_else(|| {
-            if c.body.is_some() {
-                "text/plain; charset=utf-8"
-            } else {
-                "application/json"
-            }
-            .to_owned()
+        let content_type = c.content_type.as_deref().unwrap_or(if c.body.is_some() {
+            "text/plain; charset=utf-8"
+        } else {
+            "application/json"
         });
         headers.insert(
             CONTENT_TYPE,
-            HeaderValue::from_str(&content_type).map_err(|e| err(format!("content_type: {e}")))?,
+            HeaderValue::from_str(content_type).map_err(|e| err("content_type", &e))?,
         );
+        let header = |k: &str, v: &str, key: &str| {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| err(key, &e))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| err(key, &"not a valid header value"))?;
+            Ok::<_, BuildError>((name, value))
+        };
         for (k, v) in &c.headers {
-            let key = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| err(format!("header {k}: {e}")))?;
-            headers.insert(
-                key,
-                HeaderValue::from_str(v).map_err(|e| err(format!("header {k}: {e}")))?,
-            );
+            let (name, value) = header(k, v, &format!("headers.{k}"))?;
+            headers.insert(name, value);
         }
         for (k, path) in &c.secret_headers {
-            let key = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| err(format!("header {k}: {e}")))?;
-            let value = std::fs::read_to_string(path)
-                .map_err(|e| err(format!("{}: {e}", path.display())))?;
-            let mut value = HeaderValue::from_str(value.trim_end_matches(['\n', '\r']))
-                .map_err(|_| err(format!("{}: not a valid header value", path.display())))?;
+            let key = format!("secret_headers.{k}");
+            let secret = warren_daemon::Secret::read(path)
+                .map_err(|e| err(&key, &format!("{}: {e}", path.display())))?;
+            let (name, mut value) = header(k, secret.expose(), &key)?;
             value.set_sensitive(true);
-            headers.insert(key, value);
+            headers.insert(name, value);
         }
         let body = c
             .body
             .as_deref()
             .map(Template::parse)
             .transpose()
-            .map_err(|e| err(format!("body: {e}")))?;
+            .map_err(|e| err("body", &e))?;
         Ok(Self {
             http: cx.http.clone(),
             url,
@@ -108,11 +102,7 @@ impl WebhookNotifier {
         })
     }
 
-    /// POSTs once.
-    ///
-    /// # Errors
-    /// See the module docs.
-    pub async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let body = match &self.body {
             Some(t) => t
                 .render_with(
@@ -129,34 +119,20 @@ impl WebhookNotifier {
             }))
             .unwrap_or_default(),
         };
-        let resp = self
+        let request = self
             .http
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| NotifyError::Transient(format!("{}: {e}", self.url)))?;
-        classify(resp.status())
-    }
-}
-
-/// What an HTTP status means for a delivery; shared by every HTTP-based notifier.
-pub fn classify(status: reqwest::StatusCode) -> Result<(), NotifyError> {
-    if status.is_success() {
-        Ok(())
-    } else if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-        Err(NotifyError::Transient(format!("HTTP {status}")))
-    } else {
-        Err(NotifyError::Permanent(format!("HTTP {status}")))
+            .body(body);
+        super::http::send(request, self.url.host_str().unwrap_or("webhook")).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::conformance;
     use crate::testing::notification;
-    use std::time::Duration;
     use warren_harness::http::{HttpServer, Reply};
 
     fn notifier(url: &str, extra: &str) -> WebhookNotifier {
@@ -168,7 +144,7 @@ mod tests {
             token.display()
         );
         let c: WebhookConfig = toml::from_str(&text).unwrap();
-        let cx = BuildContext::new(Duration::from_millis(500)).unwrap();
+        let cx = BuildContext::new().unwrap();
         WebhookNotifier::build(&NotifierName::try_from("hook".to_owned()).unwrap(), &c, &cx)
             .unwrap()
     }
@@ -183,38 +159,53 @@ mod tests {
         assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/hook"));
         assert_eq!(req.header("authorization"), Some("Bearer s3cret"));
         assert_eq!(req.header("x-site"), Some("home"));
+        assert_eq!(req.header("content-type"), Some("application/json"));
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(body["message"], "User dan logged into vm");
         assert_eq!(body["event"]["event"]["user"], "dan");
     }
 
     #[tokio::test]
-    async fn body_template_and_status_classes() {
-        let server = HttpServer::start(vec![
-            Reply::Status(503),
-            Reply::Status(400),
-            Reply::Status(200),
-        ]);
+    async fn body_template() {
+        let server = HttpServer::start(vec![Reply::Status(200)]);
         let n = notifier(&server.url("/t"), "body = \"{title}: {user}@{hostname}\"");
-        assert!(matches!(
-            n.send(&notification("dan")).await,
-            Err(NotifyError::Transient(_))
-        ));
-        assert!(matches!(
-            n.send(&notification("dan")).await,
-            Err(NotifyError::Permanent(_))
-        ));
         n.send(&notification("dan")).await.unwrap();
-        assert_eq!(server.requests()[2].body, b"login on vm: dan@vm");
+        let req = server.requests().remove(0);
+        assert_eq!(req.body, b"login on vm: dan@vm");
+        assert_eq!(
+            req.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+
+    #[test]
+    fn build_errors_name_the_key() {
+        let cx = BuildContext::new().unwrap();
+        let name = NotifierName::try_from("hook".to_owned()).unwrap();
+        for (text, key) in [
+            ("url = \"ftp://x\"", "url"),
+            (
+                "url = \"http://x\"\nsecret_headers = { Authorization = \"/nonexistent\" }",
+                "secret_headers.Authorization",
+            ),
+            (
+                "url = \"http://x\"\nheaders = { \"bad header\" = \"v\" }",
+                "headers.bad header",
+            ),
+            ("url = \"http://x\"\nbody = \"{oops\"", "body"),
+        ] {
+            let c: WebhookConfig = toml::from_str(text).unwrap();
+            let err = WebhookNotifier::build(&name, &c, &cx).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
     }
 
     #[tokio::test]
-    async fn a_hanging_server_times_out() {
-        let server = HttpServer::start(vec![Reply::Hang]);
-        let n = notifier(&server.url("/"), "");
-        assert!(matches!(
-            n.send(&notification("dan")).await,
-            Err(NotifyError::Transient(_))
-        ));
+    async fn conforms() {
+        let server = HttpServer::start(vec![]);
+        let n = notifier(&server.url("/hook"), "");
+        conformance::run(Notifier::Webhook(n), &server).await;
     }
+
+    use crate::notify::Notifier;
 }

@@ -481,3 +481,51 @@ fn default_timeout() -> Duration {
 fn default_legacy_topic() -> String {
     warren_proto::topic::LEGACY.to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `*.toml` files of `tests/fixtures/<kind>`, at least one.
+    fn fixtures(kind: &str) -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(kind);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+        files
+    }
+
+    #[test]
+    fn valid_fixtures_validate() {
+        for path in fixtures("valid") {
+            if let Err(e) = HubConfig::load(&path) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    /// Each invalid fixture starts with `# error: <what the message must contain>`.
+    #[test]
+    fn invalid_fixtures_fail_naming_file_and_reason() {
+        for path in fixtures("invalid") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let expected = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# error: "))
+                .unwrap_or_else(|| panic!("{}: no `# error:` line", path.display()));
+            let err = HubConfig::load(&path).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&path.display().to_string()) && err.contains(expected),
+                "{}: expected {expected:?} in: {err}",
+                path.display()
+            );
+        }
+    }
+}

@@ -435,36 +435,200 @@ async fn external_mode_against_mosquitto() {
     assert_eq!(hub.status().duplicates, 1);
 }
 
+/// Runs `hub check-config FILE`: its exit code and standard error.
+fn check_config(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(HUB)
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_config_names_file_line_and_key() {
+    // Every rule is covered by the fixtures (config.rs); here, that the binary says it.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hub.toml");
-    for (text, needle) in [
-        ("[broker]\nlisten_tsl = \"0.0.0.0:8883\"\n", "line 2"),
+    std::fs::write(&path, "[broker]\nlisten_tsl = \"0.0.0.0:8883\"\n").unwrap();
+    let (code, err) = check_config(&path);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("hub.toml") && err.contains("line 2") && err.contains("listen_tsl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_reads_every_file_the_config_names() {
+    let s = Setup::new();
+    let other = Pki::new(&s.path("other-pki"));
+    let (cert, key) = s.pki.server();
+    let users = s.path("users");
+    std::fs::write(s.path("hook.auth"), "Bearer t0ken\n").unwrap();
+    std::fs::write(s.path("bad-users"), "just-a-name\n").unwrap();
+    std::fs::write(s.path("hub.pw"), "hub-pw\n").unwrap();
+    let (client_cert, client_key) = s.pki.client("hub-client");
+    let show = |p: &Path| p.display().to_string();
+
+    let embedded = s
+        .embedded(Some("http://127.0.0.1:9/hook"))
+        .with_file_name("embedded.toml");
+    std::fs::rename(s.path("hub.toml"), &embedded).unwrap();
+    let hook = format!(
+        "secret_headers = {{ Authorization = \"{}\" }}\n",
+        show(&s.path("hook.auth"))
+    );
+    let text = std::fs::read_to_string(&embedded).unwrap().replace(
+        "url = \"http://127.0.0.1:9/hook\"\n",
+        &format!("url = \"http://127.0.0.1:9/hook\"\n{hook}"),
+    );
+    std::fs::write(&embedded, &text).unwrap();
+    assert_eq!(
+        check_config(&embedded),
+        (Some(0), String::new()),
+        "the good config"
+    );
+
+    let external = s.config(
+        &format!(
+            "mode = \"external\"\naddress = \"127.0.0.1:8883\"\nca_file = \"{{ca}}\"\nclient_cert_file = \"{}\"\nkey_file = \"{}\"\nusername = \"hub\"\npassword_file = \"{}\"",
+            show(&client_cert),
+            show(&client_key),
+            show(&s.path("hub.pw"))
+        ),
+        None,
+    );
+    let external_text = std::fs::read_to_string(&external).unwrap();
+    assert_eq!(
+        check_config(&external).0,
+        Some(0),
+        "the good external config"
+    );
+
+    let missing = s.path("missing.pem");
+    let directory = s.path("pki");
+    // (which config, the file to replace, its replacement, the key to name, the reason)
+    let cases: Vec<(&str, PathBuf, PathBuf, &str, &str)> = vec![
         (
-            "[broker]\nlisten_local = \"127.0.0.1:1\"\n[notifier.x]\ntype = \"pager\"\n",
-            "unknown variant `pager`",
+            &text,
+            cert.clone(),
+            missing.clone(),
+            "broker.cert_file",
+            "No such file",
         ),
         (
-            "[broker]\nlisten_local = \"127.0.0.1:1\"\n[notifier.x]\ntype = \"log\"\n[[route]]\nnotify = [\"y\"]\n",
-            "route[0].notify",
+            &text,
+            cert.clone(),
+            users.clone(),
+            "broker.cert_file",
+            "no PEM",
         ),
         (
-            "[broker]\nlisten_local = \"0.0.0.0:1883\"\n[[route]]\nnotify = []\n",
-            "broker.listen_local",
+            &text,
+            cert.clone(),
+            directory.clone(),
+            "broker.cert_file",
+            "directory",
         ),
-    ] {
-        std::fs::write(&path, text).unwrap();
-        let out = Command::new(HUB)
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{text}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        (
+            &text,
+            key.clone(),
+            other.server().1,
+            "broker.key_file",
+            "does not belong",
+        ),
+        (
+            &text,
+            key.clone(),
+            cert.clone(),
+            "broker.key_file",
+            "no PEM",
+        ),
+        (
+            &text,
+            s.pki.ca(),
+            missing.clone(),
+            "broker.client_ca_file",
+            "No such file",
+        ),
+        (
+            &text,
+            s.pki.ca(),
+            users.clone(),
+            "broker.client_ca_file",
+            "no PEM",
+        ),
+        (
+            &text,
+            users.clone(),
+            missing.clone(),
+            "broker.users_file",
+            "No such file",
+        ),
+        (
+            &text,
+            users.clone(),
+            s.path("bad-users"),
+            "broker.users_file",
+            "line 1",
+        ),
+        (
+            &text,
+            s.path("hook.auth"),
+            missing.clone(),
+            "notifier.hook.secret_headers.Authorization",
+            "No such file",
+        ),
+        (
+            &external_text,
+            s.pki.ca(),
+            users.clone(),
+            "broker.ca_file",
+            "no PEM",
+        ),
+        (
+            &external_text,
+            client_cert.clone(),
+            missing.clone(),
+            "broker.client_cert_file",
+            "No such file",
+        ),
+        (
+            &external_text,
+            client_key.clone(),
+            other.server().1,
+            "broker.key_file",
+            "does not belong",
+        ),
+        (
+            &external_text,
+            s.path("hub.pw"),
+            missing.clone(),
+            "broker.password_file",
+            "No such file",
+        ),
+    ];
+    let path = s.path("case.toml");
+    for (base, file, replacement, key, why) in cases {
         assert!(
-            err.contains("hub.toml") && err.contains(needle),
-            "{needle}: {err}"
+            base.contains(&show(&file)),
+            "{} is not in the config",
+            file.display()
+        );
+        std::fs::write(&path, base.replace(&show(&file), &show(&replacement))).unwrap();
+        let (code, err) = check_config(&path);
+        assert_eq!(code, Some(2), "{key} → {}: {err}", replacement.display());
+        assert!(
+            err.contains("case.toml")
+                && err.contains(&format!("`{key}`"))
+                && err.contains(&show(&replacement))
+                && err.contains(why),
+            "{key} → {}: expected {why:?} in: {err}",
+            replacement.display()
         );
     }
 }

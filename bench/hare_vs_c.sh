@@ -7,12 +7,12 @@
 #   bench/hare_vs_c.sh                       # uses target/release/hare
 #   HARE=target/x86_64-unknown-linux-gnu/release/hare bench/hare_vs_c.sh   # the static build
 #
-# Env: HARE (hare binary), SEND_C (C source, default /tmp/bench/send.c), RUNS (500), WARMUP (50),
+# Env: HARE (hare binary), SEND_C (C source, default bench/send.c), RUNS (500), WARMUP (50),
 #      OUT (result dir, default /tmp/warren-bench/hare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HARE=${HARE:-target/release/hare}
-SEND_C=${SEND_C:-/tmp/bench/send.c}
+SEND_C=${SEND_C:-bench/send.c}
 RUNS=${RUNS:-500}
 WARMUP=${WARMUP:-50}
 OUT=${OUT:-/tmp/warren-bench/hare}

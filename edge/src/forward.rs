@@ -1,7 +1,7 @@
 //! Forwarding to the hub: owns the rumqttc client and event loop.
 //!
-//! An event leaves the queue only when the hub's application-level ack names it (DESIGN.md):
-//! a broker PUBACK proves nothing, since rumqttd keeps messages in memory and rumqttc drops
+//! An event leaves the queue only when the hub's application-level ack names it
+//! (docs/DESIGN.md): a broker PUBACK proves nothing, since rumqttd keeps messages in memory and rumqttc drops
 //! unacked publishes when a reconnect finds no session. So after every ConnAck all unacked
 //! events are sent again from the queue, and any event unacked after `ack_timeout` is resent;
 //! the hub drops the duplicates.

@@ -1,5 +1,5 @@
 //! The warren edge: UDP ingest → durable sled queue → MQTT over TLS to the hub, deleting an
-//! event only when the hub acknowledges it (DESIGN.md).
+//! event only when the hub acknowledges it (docs/DESIGN.md).
 //!
 //! [`run`] wires the tasks: one ingest task per UDP socket feeds the group committer
 //! ([`commit`]), which makes events durable in the [`queue`] and wakes the [`forward`]er; the

@@ -1,7 +1,7 @@
 //! The hub's MQTT client: the same code whether the broker is embedded or external, so event
-//! handling never assumes it holds the broker in-process (DESIGN.md). It subscribes to events
-//! (a shared subscription on an external broker, so several hubs split the load) and to edge
-//! presence, and it publishes acks and the legacy republish.
+//! handling never assumes it holds the broker in-process (docs/DESIGN.md). It subscribes to
+//! events (a shared subscription on an external broker, so several hubs split the load) and to
+//! edge presence, and it publishes acks and the legacy republish.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -131,7 +131,7 @@ impl Sink for WebhookNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::conformance;
+    use crate::notify::{Notifier, conformance};
     use crate::testing::notification;
     use warren_harness::http::{HttpServer, Reply};
 
@@ -206,6 +206,4 @@ mod tests {
         let n = notifier(&server.url("/hook"), "");
         conformance::run(Notifier::Webhook(n), &server).await;
     }
-
-    use crate::notify::Notifier;
 }

@@ -12,8 +12,16 @@ use rustls::sign::CertifiedKey;
 /// # Errors
 /// A message saying why the file is unusable (without the path: the caller names it).
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .and_then(Iterator::collect)
+    parse_certificates(&std::fs::read(path).map_err(|e| e.to_string())?)
+}
+
+/// Every certificate in PEM text; at least one.
+///
+/// # Errors
+/// A message saying why the text is unusable.
+pub fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| pem_error(&e))?;
     if certs.is_empty() {
         return Err("no PEM certificate in it".into());
@@ -26,7 +34,15 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
 /// # Errors
 /// A message saying why the file is unusable.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(&e))
+    parse_private_key(&std::fs::read(path).map_err(|e| e.to_string())?)
+}
+
+/// The private key in PEM text.
+///
+/// # Errors
+/// A message saying why the text is unusable.
+pub fn parse_private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| pem_error(&e))
 }
 
 /// Checks that `key` is the private key of the first certificate of `certs`.

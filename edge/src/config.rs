@@ -262,14 +262,17 @@ impl EdgeConfig {
         // Parsed here, not only handed to the MQTT client as bytes: a broken file is a config
         // error now rather than a connection that fails forever.
         if let Some(p) = &self.ca_file {
-            tls::certificates(p).map_err(|e| bad("hub.ca_file", p, &e))?;
-            s.ca = Some(read("hub.ca_file", p)?);
+            let pem = read("hub.ca_file", p)?;
+            tls::parse_certificates(&pem).map_err(|e| bad("hub.ca_file", p, &e))?;
+            s.ca = Some(pem);
         }
         if let Some((c, k)) = &self.client_cert {
-            let certs = tls::certificates(c).map_err(|e| bad("hub.cert_file", c, &e))?;
-            let key = tls::private_key(k).map_err(|e| bad("hub.key_file", k, &e))?;
+            let (cert_pem, key_pem) = (read("hub.cert_file", c)?, read("hub.key_file", k)?);
+            let certs =
+                tls::parse_certificates(&cert_pem).map_err(|e| bad("hub.cert_file", c, &e))?;
+            let key = tls::parse_private_key(&key_pem).map_err(|e| bad("hub.key_file", k, &e))?;
             tls::check_pair(&certs, &key).map_err(|e| bad("hub.key_file", k, &e))?;
-            s.client = Some((read("hub.cert_file", c)?, read("hub.key_file", k)?));
+            s.client = Some((cert_pem, key_pem));
         }
         if let Some(p) = &self.password_file {
             s.password =

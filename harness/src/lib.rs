@@ -104,8 +104,9 @@ fn pause() {
 }
 
 /// A free TCP port on loopback, for programs that cannot be told to bind port 0 and report it
-/// (mosquitto, rumqttd). Another process could take it before the program binds it; callers
-/// that start such a program retry on a new port when it fails to start.
+/// (mosquitto, the hub's `listen_local`, sshd). Another process could take it before the
+/// program binds it; [`Mosquitto`] retries on a new port when that happens, the others would
+/// fail to start and say so.
 ///
 /// # Errors
 /// When no socket can be bound.

@@ -31,11 +31,6 @@ impl Proc {
         Self::try_spawn(name, cmd).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Its name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The process id (0 once reaped).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)

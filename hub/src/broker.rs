@@ -29,8 +29,8 @@ pub enum BrokerError {
 
 /// What the embedded broker needs, its files read ([`crate::resources`]).
 pub struct Plan {
-    /// The TLS listener for edges, and its TLS set-up.
-    pub listen_tls: Option<(SocketAddr, TlsAcceptor)>,
+    /// The TLS listener for edges.
+    pub listen_tls: Option<TlsSetup>,
     /// A plain listener on loopback for local tools.
     pub listen_local: Option<SocketAddr>,
     /// MQTT users and passwords; without them no password is asked.
@@ -41,10 +41,20 @@ pub struct Plan {
     pub handshake_timeout: Duration,
 }
 
+/// The TLS listener's address and set-up.
+pub struct TlsSetup {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The hub's certificate, and the verifier of the edges' ones.
+    pub acceptor: TlsAcceptor,
+    /// Whether edges must present a certificate.
+    pub mutual: bool,
+}
+
 impl std::fmt::Debug for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plan")
-            .field("listen_tls", &self.listen_tls.as_ref().map(|(a, _)| a))
+            .field("listen_tls", &self.listen_tls.as_ref().map(|t| t.addr))
             .field("listen_local", &self.listen_local)
             .field("users", &self.users.as_ref().map(BTreeMap::len))
             .finish_non_exhaustive()
@@ -66,13 +76,18 @@ pub struct Started {
 pub async fn start(plan: Plan) -> Result<Started, BrokerError> {
     let (internal, credentials) = spawn(plan.max_connections, plan.users, plan.listen_local)?;
     let front = match plan.listen_tls {
-        Some((addr, acceptor)) => {
+        Some(TlsSetup {
+            addr,
+            acceptor,
+            mutual,
+        }) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| BrokerError::Setup(format!("listen_tls {addr}: {e}")))?;
             Some(Front {
                 listener,
                 acceptor,
+                mutual,
                 upstream: internal,
                 handshake_timeout: plan.handshake_timeout,
                 max_connections: plan.max_connections,

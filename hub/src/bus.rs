@@ -41,8 +41,8 @@ pub enum Inbound {
     },
 }
 
-/// Where and how to connect.
-#[derive(Debug, Clone)]
+/// Where and how to connect. Its `Debug` leaves out the TLS material and the password.
+#[derive(Clone)]
 pub struct BusOptions {
     /// Broker host.
     pub host: String,
@@ -56,6 +56,19 @@ pub struct BusOptions {
     pub client_id: String,
     /// Shared-subscription group (external brokers), or none.
     pub share_group: Option<String>,
+}
+
+impl std::fmt::Debug for BusOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("client_id", &self.client_id)
+            .field("share_group", &self.share_group)
+            .finish()
+    }
 }
 
 /// Creates the client; [`drive`] must poll the returned event loop.
@@ -99,13 +112,17 @@ pub async fn drive(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
-                stats.bus_connected.send_replace(true);
                 tracing::info!(host = %opts.host, port = opts.port, "Connected to the broker.");
                 for filter in [events.as_str(), topic::STATUS_FILTER] {
                     if let Err(error) = client.try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::error!(%error, filter, "Cannot subscribe.");
                     }
                 }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                // The first SUBACK answers the events subscription: from now on an edge's
+                // events reach the hub, so the TLS front may let edges in.
+                stats.bus_connected.send_replace(true);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let inbound = if let Some((site, edge)) = topic::parse_event(&p.topic) {

@@ -208,20 +208,29 @@ pub enum Broker {
 /// `[broker]` in `mode = "embedded"`.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBroker {
-    /// TLS listener for edges.
-    pub listen_tls: Option<SocketAddr>,
+    /// The TLS listener for edges.
+    pub listen_tls: Option<TlsListener>,
     /// Plain loopback listener for local tools.
     pub listen_local: Option<SocketAddr>,
-    /// Server certificate and key (with `listen_tls`).
-    pub cert_key: Option<(PathBuf, PathBuf)>,
-    /// CA for client certificates.
-    pub client_ca: Option<PathBuf>,
     /// MQTT users.
     pub users_file: Option<PathBuf>,
     /// Connection cap.
     pub max_connections: usize,
     /// TLS handshake deadline.
     pub handshake_timeout: Duration,
+}
+
+/// `listen_tls` and the files only it uses.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// Where.
+    pub addr: SocketAddr,
+    /// Server certificate (PEM).
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+    /// CA for client certificates (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `[broker]` in `mode = "external"`.
@@ -231,12 +240,8 @@ pub struct ExternalBroker {
     pub host: String,
     /// Port.
     pub port: u16,
-    /// TLS on.
-    pub tls: bool,
-    /// Broker CA.
-    pub ca_file: Option<PathBuf>,
-    /// Client cert and key.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// TLS, unless `tls = false`.
+    pub tls: Option<ExternalTls>,
     /// Username.
     pub username: Option<String>,
     /// Password file.
@@ -245,6 +250,15 @@ pub struct ExternalBroker {
     pub client_id: String,
     /// Shared-subscription group.
     pub share_group: String,
+}
+
+/// TLS to an external broker.
+#[derive(Debug, Clone)]
+pub struct ExternalTls {
+    /// The broker's CA.
+    pub ca_file: PathBuf,
+    /// Client certificate and key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// A validated config.
@@ -377,21 +391,37 @@ impl RawBroker {
                         "must be a loopback address: it has no TLS",
                     );
                 }
-                let cert_key = match (self.cert_file, self.key_file) {
-                    (Some(c), Some(k)) => Some((c, k)),
-                    (None, None) if self.listen_tls.is_none() => None,
-                    _ => {
+                // Files only the TLS listener reads are refused without it: check-config
+                // would otherwise pass files that nothing ever opens.
+                let listen_tls = match (self.listen_tls, self.cert_file, self.key_file) {
+                    (Some(addr), Some(cert_file), Some(key_file)) => Some(TlsListener {
+                        addr,
+                        cert_file,
+                        key_file,
+                        client_ca_file: self.client_ca_file,
+                    }),
+                    (Some(_), _, _) => {
                         return err(
                             "broker.cert_file",
                             "and broker.key_file are required with listen_tls",
                         );
                     }
+                    (None, cert, key) => {
+                        for (set, key) in [
+                            (cert.is_some(), "broker.cert_file"),
+                            (key.is_some(), "broker.key_file"),
+                            (self.client_ca_file.is_some(), "broker.client_ca_file"),
+                        ] {
+                            if set {
+                                return err(key, "is only used with listen_tls");
+                            }
+                        }
+                        None
+                    }
                 };
                 Ok(Broker::Embedded(EmbeddedBroker {
-                    listen_tls: self.listen_tls,
+                    listen_tls,
                     listen_local: self.listen_local,
-                    cert_key,
-                    client_ca: self.client_ca_file,
                     users_file: self.users_file,
                     max_connections: self.max_connections.unwrap_or(10_000),
                     handshake_timeout: self.handshake_timeout.unwrap_or(Duration::from_secs(10)),
@@ -422,14 +452,28 @@ impl RawBroker {
                 else {
                     return err("broker.address", "must be host:port");
                 };
-                let tls = self.tls.unwrap_or(true);
-                if tls && self.ca_file.is_none() {
-                    return err("broker.ca_file", "is required with TLS");
-                }
                 let client_cert = match (self.client_cert_file, self.key_file) {
                     (Some(c), Some(k)) => Some((c, k)),
                     (None, None) => None,
                     _ => return err("broker.client_cert_file", "and broker.key_file go together"),
+                };
+                let tls = match (self.tls.unwrap_or(true), self.ca_file) {
+                    (true, Some(ca_file)) => Some(ExternalTls {
+                        ca_file,
+                        client_cert,
+                    }),
+                    (true, None) => return err("broker.ca_file", "is required with TLS"),
+                    (false, ca_file) => {
+                        for (set, key) in [
+                            (ca_file.is_some(), "broker.ca_file"),
+                            (client_cert.is_some(), "broker.client_cert_file"),
+                        ] {
+                            if set {
+                                return err(key, "is only used with TLS (tls = false is set)");
+                            }
+                        }
+                        None
+                    }
                 };
                 if self.password_file.is_some() && self.username.is_none() {
                     return err("broker.password_file", "needs broker.username");
@@ -448,8 +492,6 @@ impl RawBroker {
                     host,
                     port,
                     tls,
-                    ca_file: self.ca_file,
-                    client_cert,
                     username: self.username,
                     password_file: self.password_file,
                     client_id,
@@ -507,6 +549,22 @@ mod tests {
             if let Err(e) = HubConfig::load(&path) {
                 panic!("{e}");
             }
+        }
+    }
+
+    /// The README's example hub config, as a user would copy it.
+    #[test]
+    fn the_readme_example_validates() {
+        let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let text = std::fs::read_to_string(&readme).unwrap();
+        let example = text
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("[broker]"))
+            .expect("a ```toml block with [broker] in README.md");
+        if let Err(e) = HubConfig::parse(&readme, example) {
+            panic!("{e}");
         }
     }
 

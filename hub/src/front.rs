@@ -60,6 +60,8 @@ pub struct Front {
     pub listener: TcpListener,
     /// Its TLS set-up.
     pub acceptor: TlsAcceptor,
+    /// Whether edges must present a certificate.
+    pub mutual: bool,
     /// rumqttd's internal listener.
     pub upstream: SocketAddr,
     /// A client that has not finished its handshake by then is dropped.
@@ -77,6 +79,12 @@ impl Front {
             () = stop.cancelled() => return,
             r = bus_connected.wait_for(|c| *c) => if r.is_err() { return },
         }
+        let addr = self
+            .listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(%addr, mtls = self.mutual, "Listening for edges.");
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let connections = TaskTracker::new();
         loop {

@@ -101,9 +101,6 @@ pub async fn run(
         }
         BrokerSetup::External(opts) => (opts, "external", None),
     };
-    if let Some(addr) = &listen {
-        tracing::info!(%addr, "Listening for edges.");
-    }
 
     let names = res.notifiers.iter().map(|(n, _)| n.to_string()).collect();
     let stop_delivery = CancellationToken::new();

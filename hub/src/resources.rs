@@ -10,7 +10,7 @@ use warren_daemon::Secret;
 use warren_daemon::config::ConfigError;
 use warren_daemon::tls;
 
-use crate::broker::{self, Plan};
+use crate::broker::{self, Plan, TlsSetup};
 use crate::bus::BusOptions;
 use crate::config::{Broker, EmbeddedBroker, ExternalBroker, HubConfig};
 use crate::front;
@@ -68,13 +68,14 @@ impl Resources {
 
 fn embedded(config: &Path, b: &EmbeddedBroker) -> Result<Plan, ConfigError> {
     let bad = |key, file: &Path, e: &dyn std::fmt::Display| ConfigError::file(config, key, file, e);
-    let listen_tls = match (b.listen_tls, &b.cert_key) {
-        (Some(addr), Some((cert, key))) => {
+    let listen_tls = match &b.listen_tls {
+        Some(l) => {
+            let (cert, key) = (&l.cert_file, &l.key_file);
             let certs = tls::certificates(cert).map_err(|e| bad("broker.cert_file", cert, &e))?;
             let private = tls::private_key(key).map_err(|e| bad("broker.key_file", key, &e))?;
             tls::check_pair(&certs, &private).map_err(|e| bad("broker.key_file", key, &e))?;
-            let clients = b
-                .client_ca
+            let clients = l
+                .client_ca_file
                 .as_deref()
                 .map(|ca| {
                     tls::certificates(ca)
@@ -82,11 +83,16 @@ fn embedded(config: &Path, b: &EmbeddedBroker) -> Result<Plan, ConfigError> {
                         .map_err(|e| bad("broker.client_ca_file", ca, &e))
                 })
                 .transpose()?;
+            let mutual = clients.is_some();
             let acceptor = front::acceptor(certs, private, clients)
                 .map_err(|e| bad("broker.cert_file", cert, &e))?;
-            Some((addr, acceptor))
+            Some(TlsSetup {
+                addr: l.addr,
+                acceptor,
+                mutual,
+            })
         }
-        _ => None,
+        None => None,
     };
     let users = b
         .users_file
@@ -105,34 +111,32 @@ fn embedded(config: &Path, b: &EmbeddedBroker) -> Result<Plan, ConfigError> {
 fn external(config: &Path, b: &ExternalBroker) -> Result<BusOptions, ConfigError> {
     let bad = |key, file: &Path, e: &dyn std::fmt::Display| ConfigError::file(config, key, file, e);
     let read = |key, file: &Path| std::fs::read(file).map_err(|e| bad(key, file, &e));
-    let tls = if b.tls {
-        let ca = match &b.ca_file {
-            Some(p) => {
-                tls::certificates(p).map_err(|e| bad("broker.ca_file", p, &e))?;
-                read("broker.ca_file", p)?
-            }
-            None => Vec::new(),
-        };
-        let client_auth = match &b.client_cert {
-            Some((c, k)) => {
-                let certs =
-                    tls::certificates(c).map_err(|e| bad("broker.client_cert_file", c, &e))?;
-                let key = tls::private_key(k).map_err(|e| bad("broker.key_file", k, &e))?;
-                tls::check_pair(&certs, &key).map_err(|e| bad("broker.key_file", k, &e))?;
-                Some((
-                    read("broker.client_cert_file", c)?,
-                    read("broker.key_file", k)?,
-                ))
-            }
-            None => None,
-        };
-        Some(TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth,
-        })
-    } else {
-        None
+    let tls = match &b.tls {
+        Some(t) => {
+            let ca = read("broker.ca_file", &t.ca_file)?;
+            tls::parse_certificates(&ca).map_err(|e| bad("broker.ca_file", &t.ca_file, &e))?;
+            let client_auth = match &t.client_cert {
+                Some((c, k)) => {
+                    let (cert_pem, key_pem) = (
+                        read("broker.client_cert_file", c)?,
+                        read("broker.key_file", k)?,
+                    );
+                    let certs = tls::parse_certificates(&cert_pem)
+                        .map_err(|e| bad("broker.client_cert_file", c, &e))?;
+                    let key = tls::parse_private_key(&key_pem)
+                        .map_err(|e| bad("broker.key_file", k, &e))?;
+                    tls::check_pair(&certs, &key).map_err(|e| bad("broker.key_file", k, &e))?;
+                    Some((cert_pem, key_pem))
+                }
+                None => None,
+            };
+            Some(TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth,
+            })
+        }
+        None => None,
     };
     let password = b
         .password_file

@@ -23,8 +23,8 @@ pub struct Stats {
     pub acked: AtomicU64,
     /// Logins republished on the legacy topic.
     pub republished: AtomicU64,
-    /// Whether the hub's MQTT client is connected to the broker (and has subscribed); the TLS
-    /// front waits for it before it lets edges in.
+    /// Whether the hub's MQTT client is connected to the broker and subscribed to events; the
+    /// TLS front waits for it before it lets edges in.
     pub bus_connected: watch::Sender<bool>,
     notifiers: Mutex<BTreeMap<String, Arc<NotifierCounters>>>,
     edges: Mutex<BTreeMap<String, EdgeInfo>>,

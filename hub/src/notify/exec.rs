@@ -89,17 +89,17 @@ impl Sink for ExecNotifier {
     }
 }
 
-/// EAGAIN, EMFILE, ENFILE, ENOMEM: the program exists, the system is only busy.
+/// EAGAIN, ENOMEM, ENFILE, EMFILE: the program exists, the system is only short of something.
 fn short_of_resources(e: &std::io::Error) -> bool {
-    const EAGAIN: i32 = 11;
+    // ENOMEM, ENFILE and EMFILE have the same numbers on Linux and the BSDs; EAGAIN differs,
+    // and std reports it as WouldBlock on both.
     const ENOMEM: i32 = 12;
     const ENFILE: i32 = 23;
     const EMFILE: i32 = 24;
     matches!(
         e.kind(),
         std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::WouldBlock
-    ) || (cfg!(target_os = "linux")
-        && matches!(e.raw_os_error(), Some(EAGAIN | ENOMEM | ENFILE | EMFILE)))
+    ) || matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE))
 }
 
 #[cfg(test)]

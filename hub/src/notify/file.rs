@@ -2,11 +2,20 @@
 //!
 //! The file is opened for each line, so a logrotate that moves it away is followed without a
 //! signal; appends of one line with `O_APPEND` do not interleave.
+//!
+//! A write runs on the blocking pool and cannot be interrupted: on a hung filesystem (a dead
+//! NFS server) it outlives the delivery loop's timeout. So the sink keeps the write it started,
+//! and the retry waits for that one instead of starting another: at most one thread is stuck
+//! per file notifier, and a write that lands late counts as delivered rather than being
+//! written twice.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use warren_proto::EventId;
 
 use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError, Sink};
 
@@ -26,6 +35,15 @@ pub struct FileConfig {
 pub struct FileNotifier {
     path: PathBuf,
     with_title: bool,
+    /// The write in progress, kept across a timed-out attempt.
+    writing: Mutex<Option<Pending>>,
+}
+
+/// A line being appended, for one event.
+#[derive(Debug)]
+struct Pending {
+    id: EventId,
+    task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Sink for FileNotifier {
@@ -40,12 +58,24 @@ impl Sink for FileNotifier {
         Ok(Self {
             path: c.path.clone(),
             with_title: c.with_title,
+            writing: Mutex::new(None),
         })
     }
 
     /// Appends one line; newlines inside the message are escaped so one event stays one
     /// line. Every I/O error is transient: a full disk may be freed.
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        let id = n.envelope.id;
+        let mut writing = self.writing.lock().await;
+        if let Some(earlier) = writing.as_mut() {
+            // Awaiting through `&mut` leaves the task in place if this attempt is dropped too.
+            let landed = matches!((&mut earlier.task).await, Ok(Ok(())));
+            let same = earlier.id == id;
+            *writing = None;
+            if landed && same {
+                return Ok(());
+            }
+        }
         let mut line = if self.with_title {
             format!("{}: {}", n.title, n.message)
         } else {
@@ -53,17 +83,31 @@ impl Sink for FileNotifier {
         };
         line = line.replace('\n', "\\n");
         line.push('\n');
-        let failed =
-            |e: std::io::Error| NotifyError::Transient(format!("{}: {e}", self.path.display()));
-        let mut f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .await
-            .map_err(failed)?;
-        f.write_all(line.as_bytes()).await.map_err(failed)?;
-        f.flush().await.map_err(failed)
+        let path = self.path.clone();
+        let task = tokio::task::spawn_blocking(move || append(&path, line.as_bytes()));
+        let write = writing.insert(Pending { id, task });
+        let result = (&mut write.task).await;
+        *writing = None;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NotifyError::Transient(format!(
+                "{}: {e}",
+                self.path.display()
+            ))),
+            Err(e) => Err(NotifyError::Transient(format!(
+                "{}: {e}",
+                self.path.display()
+            ))),
+        }
     }
+}
+
+fn append(path: &Path, line: &[u8]) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(line)
 }
 
 #[cfg(test)]
@@ -104,48 +148,67 @@ mod tests {
         );
     }
 
-    /// `dir/sub/out.log`; failing is `sub` being a file. Hanging is not staged: a write that
-    /// blocks in the kernel (a hung network mount) would hold a blocking-pool thread that no
-    /// test can release reliably; the delivery loop's timeout is shown by the other sinks.
+    /// `dir/sub/out.log`. Failing is `sub` being a file; hanging is `out.log` being a FIFO
+    /// nobody reads, so an open for writing blocks in the kernel as on a dead network mount.
     struct Disk {
         dir: tempfile::TempDir,
+        /// Lines the hung write delivered once released.
+        through_fifo: std::sync::atomic::AtomicUsize,
     }
 
     impl Disk {
-        fn sub(&self) -> PathBuf {
-            self.dir.path().join("sub")
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
         }
 
         fn out(&self) -> PathBuf {
-            self.sub().join("out.log")
+            self.path("sub/out.log")
         }
 
-        fn aside(&self) -> PathBuf {
-            self.dir.path().join("sub.aside")
+        fn restore(&self) {
+            if self.path("sub").is_file() {
+                std::fs::remove_file(self.path("sub")).unwrap();
+                std::fs::rename(self.path("sub.aside"), self.path("sub")).unwrap();
+            }
+            if self.path("out.kept").exists() {
+                // The sink waits for its blocked write before it starts another, so nothing
+                // writes between these steps: move the FIFO away, put the file back, then read
+                // the FIFO, which lets the blocked write finish.
+                std::fs::rename(self.out(), self.path("fifo")).unwrap();
+                std::fs::rename(self.path("out.kept"), self.out()).unwrap();
+                let text = std::fs::read_to_string(self.path("fifo")).unwrap();
+                self.through_fifo
+                    .fetch_add(text.lines().count(), std::sync::atomic::Ordering::SeqCst);
+                std::fs::remove_file(self.path("fifo")).unwrap();
+            }
         }
     }
 
     impl Endpoint for Disk {
         fn behave(&self, b: Behaviour) -> bool {
+            self.restore();
             match b {
-                Behaviour::Accept => {
-                    if self.sub().is_file() {
-                        std::fs::remove_file(self.sub()).unwrap();
-                        std::fs::rename(self.aside(), self.sub()).unwrap();
-                    }
-                    true
-                }
+                Behaviour::Accept => {}
                 Behaviour::Fail => {
-                    std::fs::rename(self.sub(), self.aside()).unwrap();
-                    std::fs::write(self.sub(), "").unwrap();
-                    true
+                    std::fs::rename(self.path("sub"), self.path("sub.aside")).unwrap();
+                    std::fs::write(self.path("sub"), "").unwrap();
                 }
-                Behaviour::Hang | Behaviour::Reject => false,
+                Behaviour::Hang => {
+                    std::fs::rename(self.out(), self.path("out.kept")).unwrap();
+                    let made = std::process::Command::new("mkfifo")
+                        .arg(self.out())
+                        .status()
+                        .unwrap();
+                    assert!(made.success(), "mkfifo");
+                }
+                Behaviour::Reject => return false, // every I/O error may pass
             }
+            true
         }
 
         fn delivered(&self) -> usize {
-            std::fs::read_to_string(self.out()).map_or(0, |t| t.lines().count())
+            let in_file = std::fs::read_to_string(self.out()).map_or(0, |t| t.lines().count());
+            in_file + self.through_fifo.load(std::sync::atomic::Ordering::SeqCst)
         }
     }
 
@@ -153,6 +216,7 @@ mod tests {
     async fn conforms() {
         let disk = Disk {
             dir: tempfile::tempdir().unwrap(),
+            through_fifo: 0.into(),
         };
         let n = notifier(&disk.out(), true);
         conformance::run(Notifier::File(n), &disk).await;

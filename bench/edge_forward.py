@@ -41,13 +41,9 @@ def main():
                     help="edge-restart: hub up and subscribed before the edge reconnects; "
                     "hub-late: the hub starts while the edge is retrying (shows the "
                     "first-window stall)")
-    ap.add_argument("--no-wait-quiet", action="store_true",
-                    help="start even if other jobs keep the CPUs busy")
+    wb.add_quiet_arg(ap)
     args = ap.parse_args()
-
-    wb.log(f"net.core.rmem_max = {wb.set_rmem_max()}")
-    if not args.no_wait_quiet:
-        wb.wait_quiet()
+    wb.prepare(args)
     d = wb.workdir("forward")
     pki = wb.pki(os.path.join(d, "pki"), edges=("bench",))
     tls_port = wb.free_port()

@@ -138,35 +138,32 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep each run's queue database")
     ap.add_argument("--skip-burst", action="store_true")
     ap.add_argument("--skip-sustained", action="store_true")
-    ap.add_argument("--no-wait-quiet", action="store_true",
-                    help="start even if other jobs keep the CPUs busy")
+    wb.add_quiet_arg(ap)
     args = ap.parse_args()
-
-    wb.log(f"net.core.rmem_max = {wb.set_rmem_max()}")
-    if not args.no_wait_quiet:
-        wb.wait_quiet()
+    wb.prepare(args)
     exe = wb.flooder(wb.workdir("flood"))
     if not args.skip_burst:
         wb.log(f"burst: {args.count} datagrams, unpaced")
         show(run_once(args, exe, args.count, 0, "burst"))
     if args.skip_sustained:
         return
-    good, bad = None, None
-    for rate in [int(x) for x in args.rates.split(",")]:
-        wb.log(f"paced: {rate}/s for {args.duration}s")
+
+    def loss_free(rate, what):
+        wb.log(f"{what}: {rate}/s for {args.duration}s")
         r = run_once(args, exe, int(rate * args.duration), rate, f"r{rate}")
         show(r)
-        if r["lost"] == 0:
+        return r["lost"] == 0
+
+    good, bad = None, None
+    for rate in [int(x) for x in args.rates.split(",")]:
+        if loss_free(rate, "paced"):
             good = rate
         else:
             bad = rate
             break
     for _ in range(args.bisect if bad and good else 0):
         rate = (good + bad) // 2
-        wb.log(f"paced (bisect): {rate}/s for {args.duration}s")
-        r = run_once(args, exe, int(rate * args.duration), rate, f"r{rate}")
-        show(r)
-        if r["lost"] == 0:
+        if loss_free(rate, "paced (bisect)"):
             good = rate
         else:
             bad = rate

@@ -173,12 +173,9 @@ def main():
     ap.add_argument("--anonymous", action="store_true")
     ap.add_argument("--via", default="tls", choices=["tls", "local"],
                     help="local: plain MQTT to the hub's listen_local (rumqttd alone, no TLS front)")
-    ap.add_argument("--no-wait-quiet", action="store_true",
-                    help="start even if other jobs keep the CPUs busy")
+    wb.add_quiet_arg(ap)
     args = ap.parse_args()
-    wb.log(f"net.core.rmem_max = {wb.set_rmem_max()}")
-    if not args.no_wait_quiet:
-        wb.wait_quiet()
+    wb.prepare(args)
     if args.part in ("edge", "both"):
         edge_part(args)
     if args.part in ("hub", "both"):

@@ -261,6 +261,20 @@ def cpu_busy(interval=2.0):
     return 1 - (i1 - i0) / max(t1 - t0, 1)
 
 
+def add_quiet_arg(ap):
+    """The --no-wait-quiet flag every timing script takes."""
+    ap.add_argument("--no-wait-quiet", action="store_true",
+                    help="start even if other jobs keep the CPUs busy")
+
+
+def prepare(args):
+    """What every timing script does first: raise net.core.rmem_max, then wait for a quiet
+    machine unless --no-wait-quiet."""
+    log(f"net.core.rmem_max = {set_rmem_max()}")
+    if not args.no_wait_quiet:
+        wait_quiet()
+
+
 def wait_quiet(threshold=0.15, max_wait=600):
     """Waits (bounded) until the machine is mostly idle, so another job's build or fuzzer does
     not skew a timing; logs how busy it still was if it gives up."""

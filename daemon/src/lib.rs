@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod nagios;
 mod secret;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 
 pub use secret::Secret;

@@ -1,5 +1,6 @@
-//! Reading PEM certificates and keys, and checking them before a daemon relies on them, so
-//! `check-config` finds a broken file rather than the first connection.
+//! Reading PEM certificates and keys that a config names, and checking them before a daemon
+//! relies on them, so `check-config` finds a broken file rather than the first connection.
+//! Errors name the config key and the file.
 
 use std::path::Path;
 
@@ -7,12 +8,70 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-/// Every certificate in a PEM file; at least one.
+use crate::config::ConfigError;
+
+/// Certificates read from a file: the PEM text (for clients that take bytes) and the parsed
+/// certificates.
+#[derive(Debug)]
+pub struct Certificates {
+    /// The file's text.
+    pub pem: Vec<u8>,
+    /// The certificates in it; at least one.
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+/// A certificate and its key, checked to belong together.
+#[derive(Debug)]
+pub struct KeyPair {
+    /// The certificate file's text.
+    pub cert_pem: Vec<u8>,
+    /// The key file's text.
+    pub key_pem: Vec<u8>,
+    /// The certificate chain.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// Reads the certificates in `file`, which the key `key` of the config file `config` names.
 ///
 /// # Errors
-/// A message saying why the file is unusable (without the path: the caller names it).
-pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    parse_certificates(&std::fs::read(path).map_err(|e| e.to_string())?)
+/// A [`ConfigError`] naming `key` and `file`.
+pub fn load_certificates(
+    config: &Path,
+    key: &str,
+    file: &Path,
+) -> Result<Certificates, ConfigError> {
+    let bad = |e: &dyn std::fmt::Display| ConfigError::file(config, key, file, e);
+    let pem = std::fs::read(file).map_err(|e| bad(&e))?;
+    let certs = parse_certificates(&pem).map_err(|e| bad(&e))?;
+    Ok(Certificates { pem, certs })
+}
+
+/// Reads a certificate and its key, named by the keys `cert.0` and `key.0` of the config file
+/// `config`, and checks that the key belongs to the certificate.
+///
+/// # Errors
+/// A [`ConfigError`] naming the key and the file at fault.
+pub fn load_pair(
+    config: &Path,
+    cert: (&str, &Path),
+    key: (&str, &Path),
+) -> Result<KeyPair, ConfigError> {
+    let Certificates {
+        pem: cert_pem,
+        certs,
+    } = load_certificates(config, cert.0, cert.1)?;
+    let bad = |e: &dyn std::fmt::Display| ConfigError::file(config, key.0, key.1, e);
+    let key_pem = std::fs::read(key.1).map_err(|e| bad(&e))?;
+    let private = parse_private_key(&key_pem).map_err(|e| bad(&e))?;
+    check_pair(&certs, &private).map_err(|e| bad(&e))?;
+    Ok(KeyPair {
+        cert_pem,
+        key_pem,
+        certs,
+        key: private,
+    })
 }
 
 /// Every certificate in PEM text; at least one.
@@ -27,14 +86,6 @@ pub fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, St
         return Err("no PEM certificate in it".into());
     }
     Ok(certs)
-}
-
-/// The private key in a PEM file.
-///
-/// # Errors
-/// A message saying why the file is unusable.
-pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    parse_private_key(&std::fs::read(path).map_err(|e| e.to_string())?)
 }
 
 /// The private key in PEM text.
@@ -76,40 +127,50 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // A self-signed certificate and its key, and a second key, made once with rcgen.
-    fn pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let (c, k) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
+    use crate::testing::self_signed as pair;
 
     #[test]
     fn pairs_match_or_say_why_not() {
         let dir = tempfile::tempdir().unwrap();
+        let config = Path::new("x.toml");
         let (a_cert, a_key) = pair(dir.path(), "a");
         let (_, b_key) = pair(dir.path(), "b");
-        let certs = certificates(&a_cert).unwrap();
-        check_pair(&certs, &private_key(&a_key).unwrap()).unwrap();
-        let err = check_pair(&certs, &private_key(&b_key).unwrap()).unwrap_err();
-        assert!(err.contains("does not belong"), "{err}");
-        assert!(certificates(&a_key).unwrap_err().contains("no PEM"));
-        assert!(private_key(&a_cert).is_err());
-        std::fs::write(dir.path().join("junk"), "hello").unwrap();
-        assert!(certificates(&dir.path().join("junk")).is_err());
+        let good = load_pair(config, ("cert_file", &a_cert), ("key_file", &a_key)).unwrap();
+        assert_eq!(good.certs.len(), 1);
+        assert_eq!(good.cert_pem, std::fs::read(&a_cert).unwrap());
+        let err = |r: Result<KeyPair, ConfigError>| r.unwrap_err().to_string();
+        let wrong = err(load_pair(
+            config,
+            ("cert_file", &a_cert),
+            ("key_file", &b_key),
+        ));
         assert!(
-            certificates(&dir.path().join("missing"))
-                .unwrap_err()
-                .contains("No such file")
+            wrong.contains("`key_file`") && wrong.contains("does not belong"),
+            "{wrong}"
+        );
+        let swapped = err(load_pair(
+            config,
+            ("cert_file", &a_key),
+            ("key_file", &a_cert),
+        ));
+        assert!(
+            swapped.contains("`cert_file`") && swapped.contains("no PEM"),
+            "{swapped}"
+        );
+        let not_a_key = err(load_pair(
+            config,
+            ("cert_file", &a_cert),
+            ("key_file", &a_cert),
+        ));
+        assert!(not_a_key.contains("`key_file`"), "{not_a_key}");
+        std::fs::write(dir.path().join("junk"), "hello").unwrap();
+        assert!(load_certificates(config, "ca_file", &dir.path().join("junk")).is_err());
+        let missing = load_certificates(config, "ca_file", &dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("`ca_file`") && missing.contains("No such file"),
+            "{missing}"
         );
     }
 }

@@ -262,17 +262,11 @@ impl EdgeConfig {
         // Parsed here, not only handed to the MQTT client as bytes: a broken file is a config
         // error now rather than a connection that fails forever.
         if let Some(p) = &self.ca_file {
-            let pem = read("hub.ca_file", p)?;
-            tls::parse_certificates(&pem).map_err(|e| bad("hub.ca_file", p, &e))?;
-            s.ca = Some(pem);
+            s.ca = Some(tls::load_certificates(&self.path, "hub.ca_file", p)?.pem);
         }
         if let Some((c, k)) = &self.client_cert {
-            let (cert_pem, key_pem) = (read("hub.cert_file", c)?, read("hub.key_file", k)?);
-            let certs =
-                tls::parse_certificates(&cert_pem).map_err(|e| bad("hub.cert_file", c, &e))?;
-            let key = tls::parse_private_key(&key_pem).map_err(|e| bad("hub.key_file", k, &e))?;
-            tls::check_pair(&certs, &key).map_err(|e| bad("hub.key_file", k, &e))?;
-            s.client = Some((cert_pem, key_pem));
+            let pair = tls::load_pair(&self.path, ("hub.cert_file", c), ("hub.key_file", k))?;
+            s.client = Some((pair.cert_pem, pair.key_pem));
         }
         if let Some(p) = &self.password_file {
             s.password =
@@ -482,29 +476,13 @@ ca_file = "/etc/warren/ca.pem"
         }
     }
 
-    /// A self-signed certificate and its key, written as `NAME.pem` and `NAME.key`.
-    fn pem_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let (c, k) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-
     #[test]
     fn secrets_are_read_and_hidden() {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "hunter2\n").unwrap();
-        let (ca, _) = pem_pair(dir.path(), "ca");
-        let (cert, key) = pem_pair(dir.path(), "gw");
+        let (ca, _) = warren_daemon::testing::self_signed(dir.path(), "ca");
+        let (cert, key) = warren_daemon::testing::self_signed(dir.path(), "gw");
         let base = MINIMAL.replace("ca_file = \"/etc/warren/ca.pem\"\n", "");
         let with = |extra: &str| {
             EdgeConfig::parse(Path::new("e.toml"), &format!("{base}{extra}"))
@@ -522,7 +500,7 @@ ca_file = "/etc/warren/ca.pem"
         assert_eq!(s.password.as_ref().map(|p| p.expose()), Some("hunter2"));
         assert!(!format!("{s:?}").contains("hunter2"));
 
-        let (_, other_key) = pem_pair(dir.path(), "other");
+        let (_, other_key) = warren_daemon::testing::self_signed(dir.path(), "other");
         for (broken, key, why) in [
             (
                 good.replace(&ca.display().to_string(), &pw.display().to_string()),

@@ -70,22 +70,23 @@ fn embedded(config: &Path, b: &EmbeddedBroker) -> Result<Plan, ConfigError> {
     let bad = |key, file: &Path, e: &dyn std::fmt::Display| ConfigError::file(config, key, file, e);
     let listen_tls = match &b.listen_tls {
         Some(l) => {
-            let (cert, key) = (&l.cert_file, &l.key_file);
-            let certs = tls::certificates(cert).map_err(|e| bad("broker.cert_file", cert, &e))?;
-            let private = tls::private_key(key).map_err(|e| bad("broker.key_file", key, &e))?;
-            tls::check_pair(&certs, &private).map_err(|e| bad("broker.key_file", key, &e))?;
-            let clients = l
-                .client_ca_file
-                .as_deref()
-                .map(|ca| {
-                    tls::certificates(ca)
-                        .and_then(front::client_verifier)
-                        .map_err(|e| bad("broker.client_ca_file", ca, &e))
-                })
-                .transpose()?;
+            let pair = tls::load_pair(
+                config,
+                ("broker.cert_file", &l.cert_file),
+                ("broker.key_file", &l.key_file),
+            )?;
+            let clients = match &l.client_ca_file {
+                Some(ca) => {
+                    let cas = tls::load_certificates(config, "broker.client_ca_file", ca)?;
+                    let verifier = front::client_verifier(cas.certs)
+                        .map_err(|e| bad("broker.client_ca_file", ca, &e))?;
+                    Some(verifier)
+                }
+                None => None,
+            };
             let mutual = clients.is_some();
-            let acceptor = front::acceptor(certs, private, clients)
-                .map_err(|e| bad("broker.cert_file", cert, &e))?;
+            let acceptor = front::acceptor(pair.certs, pair.key, clients)
+                .map_err(|e| bad("broker.cert_file", &l.cert_file, &e))?;
             Some(TlsSetup {
                 addr: l.addr,
                 acceptor,
@@ -110,23 +111,17 @@ fn embedded(config: &Path, b: &EmbeddedBroker) -> Result<Plan, ConfigError> {
 
 fn external(config: &Path, b: &ExternalBroker) -> Result<BusOptions, ConfigError> {
     let bad = |key, file: &Path, e: &dyn std::fmt::Display| ConfigError::file(config, key, file, e);
-    let read = |key, file: &Path| std::fs::read(file).map_err(|e| bad(key, file, &e));
     let tls = match &b.tls {
         Some(t) => {
-            let ca = read("broker.ca_file", &t.ca_file)?;
-            tls::parse_certificates(&ca).map_err(|e| bad("broker.ca_file", &t.ca_file, &e))?;
+            let ca = tls::load_certificates(config, "broker.ca_file", &t.ca_file)?.pem;
             let client_auth = match &t.client_cert {
                 Some((c, k)) => {
-                    let (cert_pem, key_pem) = (
-                        read("broker.client_cert_file", c)?,
-                        read("broker.key_file", k)?,
-                    );
-                    let certs = tls::parse_certificates(&cert_pem)
-                        .map_err(|e| bad("broker.client_cert_file", c, &e))?;
-                    let key = tls::parse_private_key(&key_pem)
-                        .map_err(|e| bad("broker.key_file", k, &e))?;
-                    tls::check_pair(&certs, &key).map_err(|e| bad("broker.key_file", k, &e))?;
-                    Some((cert_pem, key_pem))
+                    let pair = tls::load_pair(
+                        config,
+                        ("broker.client_cert_file", c),
+                        ("broker.key_file", k),
+                    )?;
+                    Some((pair.cert_pem, pair.key_pem))
                 }
                 None => None,
             };

@@ -4,7 +4,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod nagios;
+pub mod refusals;
 mod secret;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

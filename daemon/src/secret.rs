@@ -14,12 +14,13 @@ impl Secret {
     }
 
     /// Reads a secret file: its UTF-8 text without the trailing line break, as `echo` or an
-    /// editor leaves it.
+    /// editor leaves it. A file other users can read is warned about.
     ///
     /// # Errors
     /// When the file cannot be read, is not UTF-8, or holds nothing.
     pub fn read(path: &Path) -> io::Result<Self> {
         let bytes = std::fs::read(path)?;
+        crate::files::warn_if_exposed(path);
         let text = String::from_utf8(bytes)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))?;
         let secret = text.trim_end_matches(['\n', '\r']);

@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 /// When generation or writing fails.
 pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let key = rcgen::KeyPair::generate().expect("key generation");
-    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .and_then(|p| p.self_signed(&key))
-        .expect("certificate generation");
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_owned()]).expect("certificate parameters");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("certificate generation");
     let (c, k) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),

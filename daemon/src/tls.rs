@@ -63,6 +63,7 @@ pub fn load_pair(
         certs,
     } = load_certificates(config, cert.0, cert.1)?;
     let bad = |e: &dyn std::fmt::Display| ConfigError::file(config, key.0, key.1, e);
+    crate::files::warn_if_exposed(key.1);
     let key_pem = std::fs::read(key.1).map_err(|e| bad(&e))?;
     let private = parse_private_key(&key_pem).map_err(|e| bad(&e))?;
     check_pair(&certs, &private).map_err(|e| bad(&e))?;
@@ -115,6 +116,63 @@ pub fn check_pair(
         })
 }
 
+/// A certificate is reported (Nagios WARNING) when it ends within this many days.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// What warren needs to know of a certificate: whose it is, which one, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    /// The subject's common name: an edge id, for an edge's certificate.
+    pub cn: Option<String>,
+    /// The serial number, lower-case hex, as a revocation list names it.
+    pub serial: String,
+    /// The end of its validity, seconds since the epoch.
+    pub not_after: i64,
+}
+
+impl CertFacts {
+    /// Reads a DER certificate.
+    ///
+    /// # Errors
+    /// When it is not a certificate.
+    pub fn of(der: &[u8]) -> Result<Self, String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+        Ok(Self {
+            cn: cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned),
+            serial: hex(cert.raw_serial()),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
+/// A warning when a certificate that ends at `not_after` has ended or ends within
+/// [`EXPIRY_WARNING_DAYS`] of `now` (both seconds since the epoch); `whose` names it.
+pub fn expiry_warning(whose: &str, not_after: i64, now: i64) -> Option<String> {
+    let days = (not_after - now).div_euclid(86_400);
+    if not_after <= now {
+        Some(format!("{whose} certificate has expired"))
+    } else if days < EXPIRY_WARNING_DAYS {
+        Some(format!("{whose} certificate expires in {days} days"))
+    } else {
+        None
+    }
+}
+
+/// Lower-case hex of `bytes`, without leading zero bytes (as serial numbers are compared).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes[start..].iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error;
     match e {
@@ -163,6 +221,20 @@ mod tests {
             ("key_file", &a_cert),
         ));
         assert!(not_a_key.contains("`key_file`"), "{not_a_key}");
+        let facts = CertFacts::of(&good.certs[0]).unwrap();
+        assert_eq!(facts.cn.as_deref(), Some("a"));
+        assert!(!facts.serial.is_empty());
+        let days = |d: i64| facts.not_after - d * 86_400;
+        let warning = |whose, now| expiry_warning(whose, facts.not_after, now);
+        assert_eq!(warning("x", days(31)), None);
+        assert_eq!(
+            warning("the hub's", days(10)).as_deref(),
+            Some("the hub's certificate expires in 10 days")
+        );
+        assert_eq!(
+            warning("x", days(-1)).as_deref(),
+            Some("x certificate has expired")
+        );
         std::fs::write(dir.path().join("junk"), "hello").unwrap();
         assert!(load_certificates(config, "ca_file", &dir.path().join("junk")).is_err());
         let missing = load_certificates(config, "ca_file", &dir.path().join("missing"))

@@ -97,5 +97,11 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     let (cfg, secrets) = cfg;
+    if let Some(state) = cfg.queue_dir.parent()
+        && let Err(e) = warren_daemon::files::secure_state(state)
+    {
+        eprintln!("edge: state directory {}: {e}", state.display());
+        return ExitCode::FAILURE;
+    }
     warren_daemon::run_until_signal("edge", |shutdown| crate::run(cfg, secrets, shutdown))
 }

@@ -1,17 +1,13 @@
 //! Counters shared by the edge's tasks, and rate-limited logging of rejected datagrams.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-
-/// At most one log line per rejection reason per this interval: a flood of junk datagrams must
-/// not flood the log.
-const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+use warren_daemon::refusals::Refusals;
 
 /// Monotonic counters, since the daemon started.
 #[derive(Debug, Default)]
@@ -30,8 +26,7 @@ pub struct Stats {
     pub dropped_oldest: AtomicU64,
     /// Events sent and awaiting the hub's ack (a gauge).
     pub in_flight: AtomicU64,
-    rejected: Mutex<BTreeMap<&'static str, u64>>,
-    log_gate: Mutex<HashMap<&'static str, (Instant, u64)>>,
+    rejected: Refusals,
     link: Mutex<Link>,
 }
 
@@ -69,22 +64,12 @@ impl Stats {
     /// Counts a refused datagram and logs it, at most once per reason per 10 s (with the number
     /// of others since).
     pub fn reject(&self, reason: &'static str, source: SocketAddr, detail: &dyn Display) {
-        *lock(&self.rejected).entry(reason).or_default() += 1;
-        let mut gate = lock(&self.log_gate);
-        let now = Instant::now();
-        let (last, suppressed) = gate.entry(reason).or_insert((now - REJECT_LOG_INTERVAL, 0));
-        if now.duration_since(*last) >= REJECT_LOG_INTERVAL {
-            tracing::warn!(reason, %source, %detail, suppressed = *suppressed, "Rejected a datagram.");
-            *last = now;
-            *suppressed = 0;
-        } else {
-            *suppressed += 1;
-        }
+        self.rejected.refuse("a datagram", reason, &source, detail);
     }
 
     /// Counts `n` events refused for `reason` after decoding (logged by the caller).
     pub fn reject_many(&self, reason: &'static str, n: u64) {
-        *lock(&self.rejected).entry(reason).or_default() += n;
+        self.rejected.count(reason, n);
     }
 
     /// Adds `n` to a counter.
@@ -119,10 +104,7 @@ impl Stats {
             resent: get(&self.resent),
             acked: get(&self.acked),
             dropped_oldest: get(&self.dropped_oldest),
-            rejected: lock(&self.rejected)
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
+            rejected: self.rejected.counts(),
         }
     }
 }

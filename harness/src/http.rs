@@ -12,6 +12,8 @@ pub enum Reply {
     Status(u16),
     /// Never answer (until the client gives up).
     Hang,
+    /// This 3xx status, with `Location: http://127.0.0.1:<port>/elsewhere`.
+    Redirect(u16, u16),
 }
 
 /// One recorded request.
@@ -49,7 +51,8 @@ struct State {
 /// The server; it stops accepting when dropped (its threads end with their connections).
 #[derive(Debug)]
 pub struct HttpServer {
-    port: u16,
+    /// The port it listens on.
+    pub port: u16,
     state: Arc<Mutex<State>>,
 }
 
@@ -135,6 +138,14 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         match reply {
             Reply::Status(code) => {
                 let head = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n");
+                if out.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Reply::Redirect(code, port) => {
+                let head = format!(
+                    "HTTP/1.1 {code} X\r\nlocation: http://127.0.0.1:{port}/elsewhere\r\ncontent-length: 0\r\n\r\n"
+                );
                 if out.write_all(head.as_bytes()).is_err() {
                     return;
                 }

@@ -1,23 +1,27 @@
-//! The embedded rumqttd broker, and the TLS listener in front of it.
+//! The embedded rumqttd broker, behind the hub's front.
 //!
-//! rumqttd listens only on loopback, in plain MQTT: edges reach it through the hub's own TLS
-//! front ([`crate::front`]), which verifies certificates and drops clients that stall their
-//! handshake — rumqttd's accept loop waits for each TLS handshake in turn, so one idle peer
-//! would hold up every other edge. rumqttd has no stop call: its threads end with the process.
+//! rumqttd listens only on loopback, in plain MQTT, and takes two logins made at each start:
+//! the hub's own client's and the front's. Every other client comes through the [`front`]
+//! (TLS for edges, plain loopback for local tools), which checks who it is and every packet
+//! it sends ([`crate::session`]); a local user who finds rumqttd's port has no login for it.
+//! rumqttd has no stop call: its threads end with the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use thiserror::Error;
-use tokio_rustls::TlsAcceptor;
 use warren_daemon::Secret;
 use warren_proto::envelope::MAX_PAYLOAD;
 
 use crate::bus::BusOptions;
 use crate::front::Front;
+use crate::passwd::{HUB_CLIENT_ID, Users};
+use crate::session::Gate;
+use crate::stats::Stats;
+use crate::trust::{Trust, TrustSource};
 
 /// Why the broker could not start.
 #[derive(Debug, Error)]
@@ -33,11 +37,17 @@ pub struct Plan {
     pub listen_tls: Option<TlsSetup>,
     /// A plain listener on loopback for local tools.
     pub listen_local: Option<SocketAddr>,
-    /// MQTT users and passwords; without them no password is asked.
-    pub users: Option<BTreeMap<String, String>>,
+    /// MQTT users; without them no password is asked.
+    pub users: Option<Users>,
+    /// TLS clients may connect with neither certificate nor password.
+    pub anonymous: bool,
+    /// Local tools may also use topics outside `warren/`.
+    pub local_bus: bool,
+    /// The legacy republish topic, which local tools may read.
+    pub legacy_topic: String,
     /// Most connections.
     pub max_connections: usize,
-    /// TLS handshake deadline.
+    /// TLS handshake (and CONNECT) deadline.
     pub handshake_timeout: Duration,
 }
 
@@ -45,10 +55,10 @@ pub struct Plan {
 pub struct TlsSetup {
     /// Where to listen.
     pub addr: SocketAddr,
-    /// The hub's certificate, and the verifier of the edges' ones.
-    pub acceptor: TlsAcceptor,
-    /// Whether edges must present a certificate.
-    pub mutual: bool,
+    /// What the set-up is built from, to rebuild it when the revocation list changes.
+    pub source: TrustSource,
+    /// The set-up, built once already (so `check-config` has read every file).
+    pub trust: Trust,
 }
 
 impl std::fmt::Debug for Plan {
@@ -56,126 +66,107 @@ impl std::fmt::Debug for Plan {
         f.debug_struct("Plan")
             .field("listen_tls", &self.listen_tls.as_ref().map(|t| t.addr))
             .field("listen_local", &self.listen_local)
-            .field("users", &self.users.as_ref().map(BTreeMap::len))
+            .field("users", &self.users)
+            .field("anonymous", &self.anonymous)
             .finish_non_exhaustive()
     }
 }
 
-/// The running broker: how the hub's own client reaches it, and the TLS front to run.
+/// The running broker: how the hub's own client reaches it, and the front to run.
 pub struct Started {
     /// The hub's own client's connection.
     pub bus: BusOptions,
-    /// The TLS listener, bound.
+    /// The listeners, bound.
     pub front: Option<Front>,
 }
 
-/// Starts rumqttd on its own threads and binds the TLS listener in front of it.
+/// Starts rumqttd on its own threads and binds the front's listeners.
 ///
 /// # Errors
 /// When a port cannot be had or the thread not started.
-pub async fn start(plan: Plan) -> Result<Started, BrokerError> {
-    let (internal, credentials) = spawn(plan.max_connections, plan.users, plan.listen_local)?;
-    let front = match plan.listen_tls {
-        Some(TlsSetup {
-            addr,
-            acceptor,
-            mutual,
-        }) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| BrokerError::Setup(format!("listen_tls {addr}: {e}")))?;
-            Some(Front {
-                listener,
-                acceptor,
-                mutual,
-                upstream: internal,
-                handshake_timeout: plan.handshake_timeout,
-                max_connections: plan.max_connections,
-            })
-        }
+pub async fn start(plan: Plan, stats: Arc<Stats>) -> Result<Started, BrokerError> {
+    let hub = (HUB_CLIENT_ID.to_owned(), per_start_secret());
+    let front = ("warren-front".to_owned(), per_start_secret());
+    let internal = spawn(plan.max_connections, [&hub, &front])?;
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| BrokerError::Setup(format!("{what} {addr}: {e}")))
+    };
+    let tls = match plan.listen_tls {
+        Some(t) => Some((bind("listen_tls", t.addr).await?, t.source, t.trust)),
         None => None,
     };
+    let local = match plan.listen_local {
+        Some(addr) => Some(bind("listen_local", addr).await?),
+        None => None,
+    };
+    let gate = Gate {
+        users: plan.users,
+        anonymous: plan.anonymous,
+        local_bus: plan.local_bus,
+        legacy_topic: plan.legacy_topic,
+        upstream: internal,
+        login: front,
+        connect_timeout: plan.handshake_timeout,
+        stats,
+    };
+    let front = (tls.is_some() || local.is_some()).then(|| Front {
+        tls,
+        local,
+        gate: Arc::new(gate),
+        handshake_timeout: plan.handshake_timeout,
+        max_connections: plan.max_connections,
+    });
     let bus = BusOptions {
         host: internal.ip().to_string(),
         port: internal.port(),
         tls: None,
-        credentials,
-        client_id: "warren-hub".to_owned(),
+        credentials: Some(hub),
+        client_id: HUB_CLIENT_ID.to_owned(),
         share_group: None,
     };
     Ok(Started { bus, front })
 }
 
-/// Reads a users file: one `username password` per line, `#` comments.
-///
-/// # Errors
-/// Why the file is unusable, naming the line (the caller names the file).
-pub fn read_users(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let mut users = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((user, password)) = line.split_once(char::is_whitespace) else {
-            return Err(format!("line {}: expected `username password`", n + 1));
-        };
-        users.insert(user.to_owned(), password.trim().to_owned());
-    }
-    Ok(users)
+fn per_start_secret() -> Secret {
+    Secret::new(format!(
+        "{}{}",
+        warren_proto::EventId::generate(),
+        warren_proto::EventId::generate()
+    ))
 }
 
-/// Starts rumqttd on its own thread; returns its internal listener and the credentials of the
-/// hub's own client. The hub's client connects (retrying) once it listens.
-///
-/// With `users`, every client needs a password, the hub's own client included (it gets a
-/// random one); without, the broker is open to whoever reaches its loopback listeners.
+/// Starts rumqttd on its own thread, taking only `logins`; returns its internal listener.
+/// The clients connect (retrying) once it listens.
 fn spawn(
     max_connections: usize,
-    users: Option<BTreeMap<String, String>>,
-    listen_local: Option<SocketAddr>,
-) -> Result<(SocketAddr, Option<(String, Secret)>), BrokerError> {
+    logins: [&(String, Secret); 2],
+) -> Result<SocketAddr, BrokerError> {
     // rumqttd binds by address and cannot report a port it chose: take a free one. Another
     // process could grab it first: the hub then never connects, which `hub status` shows.
     let internal = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| BrokerError::Setup(format!("picking a loopback port: {e}")))?;
-    if let Some(local) = listen_local {
-        // rumqttd would only log a failed bind from its thread: find out here, clearly.
-        std::net::TcpListener::bind(local)
-            .map_err(|e| BrokerError::Setup(format!("listen_local {local}: {e}")))?;
-    }
-    let credentials = users.as_ref().map(|_| {
-        (
-            "warren-hub".to_owned(),
-            Secret::new(warren_proto::EventId::generate().to_string()),
-        )
-    });
-    let auth = users.map(|mut u| {
-        if let Some((user, pass)) = &credentials {
-            u.insert(user.clone(), pass.expose().to_owned());
-        }
-        u.into_iter().collect::<HashMap<_, _>>()
-    });
-    let server = |name: &str, listen: SocketAddr| ServerSettings {
-        name: name.to_owned(),
-        listen,
+    let auth = logins
+        .iter()
+        .map(|(user, pass)| (user.clone(), pass.expose().to_owned()))
+        .collect::<HashMap<_, _>>();
+    let settings = ServerSettings {
+        name: "internal".to_owned(),
+        listen: internal,
         tls: None,
         next_connection_delay_ms: 0,
         connections: ConnectionSettings {
             connection_timeout_ms: 10_000,
             max_payload_size: MAX_PAYLOAD,
             max_inflight_count: 100,
-            auth: auth.clone(),
+            auth: Some(auth),
             external_auth: None,
             dynamic_filters: true,
         },
     };
-    let mut v4 = HashMap::from([("internal".to_owned(), server("internal", internal))]);
-    if let Some(local) = listen_local {
-        v4.insert("local".to_owned(), server("local", local));
-    }
+    let v4 = HashMap::from([("internal".to_owned(), settings)]);
     let config = Config {
         id: 0,
         router: RouterConfig {
@@ -208,5 +199,5 @@ fn spawn(
             }
         })
         .map_err(|e| BrokerError::Setup(format!("starting the broker thread: {e}")))?;
-    Ok((internal, credentials))
+    Ok(internal)
 }

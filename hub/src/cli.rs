@@ -1,4 +1,4 @@
-//! The command line: `hub run | check-config | status | pki`.
+//! The command line: `hub run | check-config | status | pki | acl`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use warren_daemon::cli::{ConfigArg, StatusArgs};
 use warren_daemon::config::ConfigError;
 
-use crate::config::HubConfig;
+use crate::config::{Broker, HubConfig};
 use crate::resources::Resources;
 use crate::status::{self, Thresholds};
 
@@ -45,6 +45,24 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Print the access rules the embedded broker enforces, for an external broker:
+    /// each edge publishes and reads only its own topics.
+    Acl {
+        /// The broker's ACL format.
+        #[arg(long, value_enum, default_value = "mosquitto")]
+        format: AclFormat,
+        /// The hub's user on that broker [default: the config's `username`].
+        #[arg(long)]
+        hub_user: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AclFormat {
+    /// An `acl_file` for mosquitto.
+    Mosquitto,
 }
 
 #[derive(Subcommand)]
@@ -57,14 +75,35 @@ enum PkiCommand {
         /// Host names or addresses edges use to reach the hub (localhost and loopback are added).
         #[arg(long = "name")]
         names: Vec<String>,
+        /// Days the hub's certificate is valid.
+        #[arg(long, default_value_t = crate::pki::DEFAULT_DAYS)]
+        days: u32,
     },
     /// Issue an edge's client certificate (CN = the edge id).
     Issue {
         /// Directory holding the CA.
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = crate::pki::DEFAULT_DAYS)]
+        days: u32,
         /// The edge id.
         name: String,
+    },
+    /// Revoke an edge's certificate: add it to `crl.pem`, which a running hub with
+    /// `crl_file` set there picks up within seconds (or at once on SIGHUP).
+    Revoke {
+        /// Directory holding the CA.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
+        /// The edge id.
+        name: String,
+    },
+    /// List the certificates issued, with their end dates and whether they are revoked.
+    List {
+        /// Directory holding the CA.
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
     },
 }
 
@@ -114,6 +153,30 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             )
         }
         Command::Pki { command } => pki(command),
+        Command::Acl {
+            format: AclFormat::Mosquitto,
+            hub_user,
+            config,
+        } => {
+            let cfg = match HubConfig::load(&config.path("hub")) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("hub: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let configured = match &cfg.broker {
+                Broker::External(b) => b.username.clone(),
+                Broker::Embedded(_) => None,
+            };
+            let Some(hub_user) = hub_user.or(configured) else {
+                eprintln!("hub: the config names no broker `username`: give --hub-user");
+                return ExitCode::from(2);
+            };
+            let legacy = cfg.legacy.republish.then_some(cfg.legacy.topic.as_str());
+            print!("{}", crate::acl::mosquitto(&hub_user, legacy));
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -133,23 +196,55 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(state) = cfg.inbox_dir.parent()
+        && let Err(e) = warren_daemon::files::secure_state(state)
+    {
+        eprintln!("hub: state directory {}: {e}", state.display());
+        return ExitCode::FAILURE;
+    }
     warren_daemon::run_until_signal("hub", |shutdown| crate::run(cfg, res, shutdown))
 }
 
 fn pki(command: PkiCommand) -> ExitCode {
     let result = match command {
-        PkiCommand::Init { dir, names } => crate::pki::init(&dir, &names).map(|hub| {
+        PkiCommand::Init { dir, names, days } => crate::pki::init(&dir, &names, days).map(|hub| {
             println!("CA:   {}", dir.join("ca.pem").display());
             println!("hub:  {} (key {})", hub.cert.display(), hub.key.display());
+            println!("CRL:  {} (for crl_file)", dir.join("crl.pem").display());
             println!("next: hub pki issue --dir {} EDGE_ID", dir.display());
         }),
-        PkiCommand::Issue { dir, name } => crate::pki::issue(&dir, &name).map(|edge| {
+        PkiCommand::Issue { dir, days, name } => crate::pki::issue(&dir, &name, days).map(|edge| {
             println!(
                 "{}: {} (key {})",
                 name,
                 edge.cert.display(),
                 edge.key.display()
             );
+        }),
+        PkiCommand::Revoke { dir, name } => crate::pki::revoke(&dir, &name).map(|serial| {
+            println!(
+                "{name}: certificate {serial} revoked in {}",
+                dir.join("crl.pem").display()
+            );
+        }),
+        PkiCommand::List { dir } => crate::pki::list(&dir).map(|listed| {
+            let now = i64::try_from(crate::now_ms() / 1000).unwrap_or(i64::MAX);
+            for l in listed {
+                let state = if l.revoked {
+                    "revoked".to_owned()
+                } else if l.facts.not_after <= now {
+                    "expired".to_owned()
+                } else {
+                    format!("valid, {} days left", (l.facts.not_after - now) / 86_400)
+                };
+                let until = chrono::DateTime::from_timestamp(l.facts.not_after, 0)
+                    .map(|t| t.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:<24} until {until}  {state:<24} serial {}",
+                    l.name, l.facts.serial
+                );
+            }
         }),
     };
     match result {

@@ -69,6 +69,17 @@ pub enum BrokerMode {
     External,
 }
 
+/// What clients of `listen_local` may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalAccess {
+    /// Subscribe to the legacy republish and presence.
+    #[default]
+    Read,
+    /// Also publish and subscribe outside `warren/`, as on a local mosquitto.
+    Bus,
+}
+
 /// `[broker]`, for both modes; `validate` checks that the keys fit the mode.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,8 +97,17 @@ pub struct RawBroker {
     pub key_file: Option<PathBuf>,
     /// Embedded: require client certificates signed by this CA (mutual TLS).
     pub client_ca_file: Option<PathBuf>,
-    /// Embedded: MQTT users, one `username password` per line; without it no password is asked.
+    /// Embedded: require client certificates that this revocation list (`hub pki revoke`)
+    /// does not name; re-read when it changes.
+    pub crl_file: Option<PathBuf>,
+    /// Embedded: MQTT users, as `mosquitto_passwd` writes them; without it no password is asked.
     pub users_file: Option<PathBuf>,
+    /// Embedded: let TLS clients in with neither client certificate nor password.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Embedded: what `listen_local` clients may do.
+    #[serde(default)]
+    pub local_access: LocalAccess,
     /// Embedded: most simultaneous connections.
     pub max_connections: Option<usize>,
     /// Embedded: a client that has not finished its TLS handshake by then is dropped.
@@ -214,6 +234,10 @@ pub struct EmbeddedBroker {
     pub listen_local: Option<SocketAddr>,
     /// MQTT users.
     pub users_file: Option<PathBuf>,
+    /// TLS clients may connect with neither certificate nor password.
+    pub allow_anonymous: bool,
+    /// What local tools may do.
+    pub local_access: LocalAccess,
     /// Connection cap.
     pub max_connections: usize,
     /// TLS handshake deadline.
@@ -231,6 +255,8 @@ pub struct TlsListener {
     pub key_file: PathBuf,
     /// CA for client certificates (mutual TLS).
     pub client_ca_file: Option<PathBuf>,
+    /// Revoked client certificates.
+    pub crl_file: Option<PathBuf>,
 }
 
 /// `[broker]` in `mode = "external"`.
@@ -394,12 +420,31 @@ impl RawBroker {
                 // Files only the TLS listener reads are refused without it: check-config
                 // would otherwise pass files that nothing ever opens.
                 let listen_tls = match (self.listen_tls, self.cert_file, self.key_file) {
-                    (Some(addr), Some(cert_file), Some(key_file)) => Some(TlsListener {
-                        addr,
-                        cert_file,
-                        key_file,
-                        client_ca_file: self.client_ca_file,
-                    }),
+                    (Some(addr), Some(cert_file), Some(key_file)) => {
+                        let open = self.client_ca_file.is_none() && self.users_file.is_none();
+                        if open && !self.allow_anonymous {
+                            return err(
+                                "broker.listen_tls",
+                                "would let anyone in: set client_ca_file or users_file (or allow_anonymous = true)",
+                            );
+                        }
+                        if !open && self.allow_anonymous {
+                            return err(
+                                "broker.allow_anonymous",
+                                "is only for a listen_tls without client_ca_file and users_file",
+                            );
+                        }
+                        if self.crl_file.is_some() && self.client_ca_file.is_none() {
+                            return err("broker.crl_file", "is only used with client_ca_file");
+                        }
+                        Some(TlsListener {
+                            addr,
+                            cert_file,
+                            key_file,
+                            client_ca_file: self.client_ca_file,
+                            crl_file: self.crl_file,
+                        })
+                    }
                     (Some(_), _, _) => {
                         return err(
                             "broker.cert_file",
@@ -411,6 +456,8 @@ impl RawBroker {
                             (cert.is_some(), "broker.cert_file"),
                             (key.is_some(), "broker.key_file"),
                             (self.client_ca_file.is_some(), "broker.client_ca_file"),
+                            (self.crl_file.is_some(), "broker.crl_file"),
+                            (self.allow_anonymous, "broker.allow_anonymous"),
                         ] {
                             if set {
                                 return err(key, "is only used with listen_tls");
@@ -423,6 +470,8 @@ impl RawBroker {
                     listen_tls,
                     listen_local: self.listen_local,
                     users_file: self.users_file,
+                    allow_anonymous: self.allow_anonymous,
+                    local_access: self.local_access,
                     max_connections: self.max_connections.unwrap_or(10_000),
                     handshake_timeout: self.handshake_timeout.unwrap_or(Duration::from_secs(10)),
                 }))
@@ -433,7 +482,13 @@ impl RawBroker {
                     (self.listen_local.is_some(), "broker.listen_local"),
                     (self.cert_file.is_some(), "broker.cert_file"),
                     (self.client_ca_file.is_some(), "broker.client_ca_file"),
+                    (self.crl_file.is_some(), "broker.crl_file"),
                     (self.users_file.is_some(), "broker.users_file"),
+                    (self.allow_anonymous, "broker.allow_anonymous"),
+                    (
+                        self.local_access != LocalAccess::Read,
+                        "broker.local_access",
+                    ),
                 ] {
                     if set {
                         return err(key, "is only for mode = \"embedded\"");

@@ -1,77 +1,39 @@
-//! The TLS front of the embedded broker: the only way in from outside. It terminates TLS
-//! (verifying client certificates when a client CA is configured), gives each handshake a
-//! deadline, caps connections, and relays the plain MQTT stream to rumqttd on loopback. Each
-//! connection is its own task, so a client that connects and says nothing delays no one.
+//! The embedded broker's front door, and the only one: the TLS listener for edges and the plain
+//! loopback listener for local tools. It terminates TLS (verifying client certificates against
+//! the CA and the revocation list), gives each handshake a deadline, caps connections, and
+//! hands each client to a [`session`](crate::session), which checks every packet before
+//! rumqttd sees it. Each connection is its own task, so a client that connects and says
+//! nothing delays no one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use warren_daemon::tls::CertFacts;
 
-/// A verifier of client certificates that chain to one of `cas`.
-///
-/// # Errors
-/// When a certificate cannot serve as a root (the caller names the file).
-pub fn client_verifier(
-    cas: Vec<CertificateDer<'static>>,
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let mut roots = RootCertStore::empty();
-    for ca in cas {
-        roots.add(ca).map_err(|e| e.to_string())?;
-    }
-    WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .map_err(|e| e.to_string())
-}
+use crate::session::{self, Gate, Via};
+use crate::trust::{Trust, TrustSource};
 
-/// The server side of TLS: the hub's certificate and key, and the verifier of the edges'
-/// certificates (none: no client certificate is asked for).
-///
-/// # Errors
-/// When the certificate and key cannot serve.
-pub fn acceptor(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    clients: Option<Arc<dyn ClientCertVerifier>>,
-) -> Result<TlsAcceptor, String> {
-    let builder = rustls::ServerConfig::builder();
-    let builder = match clients {
-        Some(verifier) => builder.with_client_cert_verifier(verifier),
-        None => builder.with_no_client_auth(),
-    };
-    let config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// A bound TLS listener, ready to relay edges to the broker.
+/// The bound listeners, ready to let clients in.
 pub struct Front {
-    /// The listener.
-    pub listener: TcpListener,
-    /// Its TLS set-up.
-    pub acceptor: TlsAcceptor,
-    /// Whether edges must present a certificate.
-    pub mutual: bool,
-    /// rumqttd's internal listener.
-    pub upstream: SocketAddr,
-    /// A client that has not finished its handshake by then is dropped.
+    /// TLS, for edges: the listener, what its set-up is built from, and the set-up.
+    pub tls: Option<(TcpListener, TrustSource, Trust)>,
+    /// Plain MQTT on loopback, for local tools.
+    pub local: Option<TcpListener>,
+    /// Who may connect and do what.
+    pub gate: Arc<Gate>,
+    /// A client that has not finished its TLS handshake by then is dropped.
     pub handshake_timeout: Duration,
-    /// Most connections at once.
+    /// Most connections at once, both listeners together.
     pub max_connections: usize,
 }
 
 impl Front {
-    /// Accepts edges until `stop`, but only once `bus_connected` says the hub's own client is
+    /// Lets clients in until `stop`, but only once `bus_connected` says the hub's own client is
     /// connected (and has sent its subscriptions): an edge's first events would otherwise
     /// reach no subscriber and wait for their resend. Early clients wait in the backlog.
     pub async fn run(self, mut bus_connected: watch::Receiver<bool>, stop: CancellationToken) {
@@ -79,38 +41,42 @@ impl Front {
             () = stop.cancelled() => return,
             r = bus_connected.wait_for(|c| *c) => if r.is_err() { return },
         }
-        let addr = self
-            .listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(%addr, mtls = self.mutual, "Listening for edges.");
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let connections = TaskTracker::new();
+        let listening = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let tls = self.tls.map(|(listener, source, trust)| {
+            tracing::info!(addr = %listening(&listener), mtls = trust.mutual, "Listening for edges.");
+            let (tx, rx) = watch::channel(trust);
+            connections.spawn(source.watch(tx, stop.clone()));
+            (listener, rx)
+        });
+        if let Some(l) = &self.local {
+            tracing::info!(addr = %listening(l), "Listening for local tools.");
+        }
         loop {
-            let (tcp, peer) = tokio::select! {
+            let (tcp, peer, via_tls) = tokio::select! {
                 () = stop.cancelled() => break,
-                r = self.listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(error) => {
-                        // EMFILE and the like: back off a little instead of spinning.
-                        tracing::warn!(%error, "TLS listener accept failed.");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
+                r = accept(tls.as_ref().map(|(l, _)| l)) => match r {
+                    Some(c) => (c.0, c.1, true),
+                    None => continue,
+                },
+                r = accept(self.local.as_ref()) => match r {
+                    Some(c) => (c.0, c.1, false),
+                    None => continue,
                 },
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, max_connections = self.max_connections, "Connection limit reached; refusing a client.");
                 continue;
             };
-            let (acceptor, stop) = (self.acceptor.clone(), stop.clone());
-            let (upstream, timeout) = (self.upstream, self.handshake_timeout);
+            let _ = tcp.set_nodelay(true);
+            let (gate, stop) = (self.gate.clone(), stop.clone());
+            let trust = tls.as_ref().map(|(_, t)| t.clone());
+            let timeout = self.handshake_timeout;
             connections.spawn(async move {
-                let _permit = permit;
                 tokio::select! {
                     () = stop.cancelled() => {}
-                    () = relay(tcp, peer, acceptor, upstream, timeout) => {}
+                    () = connection(tcp, peer, trust.filter(|_| via_tls), gate, timeout, permit) => {}
                 }
             });
         }
@@ -119,34 +85,57 @@ impl Front {
     }
 }
 
-async fn relay(
+/// The next client of `listener`; never, without one. A failed accept (EMFILE and the like) is
+/// logged and backed off from instead of spinning.
+async fn accept(listener: Option<&TcpListener>) -> Option<(TcpStream, SocketAddr)> {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    match listener.accept().await {
+        Ok(c) => Some(c),
+        Err(error) => {
+            tracing::warn!(%error, "Accepting a connection failed.");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
+async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    upstream: SocketAddr,
+    trust: Option<watch::Receiver<Trust>>,
+    gate: Arc<Gate>,
     handshake_timeout: Duration,
+    _permit: OwnedSemaphorePermit,
 ) {
-    let _ = tcp.set_nodelay(true);
-    let mut tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+    let Some(trust) = trust else {
+        return session::serve(tcp, peer, Via::Local, gate, None).await;
+    };
+    let acceptor = trust.borrow().acceptor.clone();
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
-            tracing::warn!(%peer, %error, "TLS handshake refused.");
+            gate.stats
+                .refused
+                .refuse("a TLS handshake", "tls_handshake", &peer, &error);
             return;
         }
         Err(_) => {
-            tracing::warn!(%peer, "TLS handshake timed out; dropped the client.");
+            gate.stats.refused.refuse(
+                "a TLS handshake",
+                "tls_timeout",
+                &peer,
+                &"no handshake in time",
+            );
             return;
         }
     };
-    let mut broker = match TcpStream::connect(upstream).await {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::error!(%error, "Cannot reach the embedded broker.");
-            return;
-        }
-    };
-    let _ = broker.set_nodelay(true);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut tls, &mut broker).await {
-        tracing::debug!(%peer, %error, "Connection ended.");
-    }
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| CertFacts::of(c).ok());
+    session::serve(tls, peer, Via::Tls(cert), gate, Some(trust)).await;
 }

@@ -6,6 +6,7 @@
 //! the [`inbox`] before acking them; one [`delivery`] task per notifier drains its outbox; the
 //! status socket answers `hub status`.
 
+pub mod acl;
 pub mod broker;
 pub mod bus;
 pub mod cli;
@@ -15,15 +16,19 @@ pub mod front;
 pub mod inbound;
 pub mod inbox;
 pub mod metrics;
+mod mqtt31;
 pub mod notify;
+pub mod passwd;
 pub mod pki;
 pub mod resources;
 pub mod router;
+pub mod session;
 pub mod stats;
 pub mod status;
 pub mod template;
 #[cfg(test)]
 mod testing;
+pub mod trust;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,11 +93,12 @@ pub async fn run(
 
     let (bus_opts, mode, listen) = match res.broker {
         BrokerSetup::Embedded(plan) => {
-            let started = broker::start(plan).await?;
+            let started = broker::start(plan, stats.clone()).await?;
             let listen = started
                 .front
                 .as_ref()
-                .and_then(|f| f.listener.local_addr().ok());
+                .and_then(|f| f.tls.as_ref())
+                .and_then(|(l, _, _)| l.local_addr().ok());
             if let Some(front) = started.front {
                 let connected = stats.bus_connected.subscribe();
                 tracker.spawn(front.run(connected, shutdown.child_token()));
@@ -144,6 +150,7 @@ pub async fn run(
         stats: stats.clone(),
         inbox: inbox.clone(),
         notifiers: names,
+        certificate: res.certificate,
     });
     if let Some(addr) = cfg.metrics.listen {
         let listener = tokio::net::TcpListener::bind(addr)

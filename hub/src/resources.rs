@@ -10,11 +10,14 @@ use warren_daemon::Secret;
 use warren_daemon::config::ConfigError;
 use warren_daemon::tls;
 
-use crate::broker::{self, Plan, TlsSetup};
+use warren_daemon::tls::CertFacts;
+
+use crate::broker::{Plan, TlsSetup};
 use crate::bus::BusOptions;
-use crate::config::{Broker, EmbeddedBroker, ExternalBroker, HubConfig};
-use crate::front;
+use crate::config::{Broker, EmbeddedBroker, ExternalBroker, HubConfig, LocalAccess};
 use crate::notify::{BuildContext, Notifier, NotifierName};
+use crate::passwd::Users;
+use crate::trust::TrustSource;
 
 /// What `hub run` needs besides its config.
 #[derive(Debug)]
@@ -23,6 +26,9 @@ pub struct Resources {
     pub broker: BrokerSetup,
     /// The notifiers, built.
     pub notifiers: Vec<(NotifierName, Notifier)>,
+    /// The hub's own certificate (server, or client of an external broker), to warn before
+    /// it ends.
+    pub certificate: Option<CertFacts>,
 }
 
 /// The broker, ready to start or to connect to.
@@ -42,9 +48,15 @@ impl Resources {
     pub fn load(cfg: &HubConfig) -> Result<Self, ConfigError> {
         // The TLS front's, rumqttc's and reqwest's rustls need a process-wide provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let broker = match &cfg.broker {
-            Broker::Embedded(b) => BrokerSetup::Embedded(embedded(&cfg.path, b)?),
-            Broker::External(b) => BrokerSetup::External(external(&cfg.path, b)?),
+        let (broker, certificate) = match &cfg.broker {
+            Broker::Embedded(b) => {
+                let (plan, cert) = embedded(cfg, b)?;
+                (BrokerSetup::Embedded(plan), cert)
+            }
+            Broker::External(b) => {
+                let (opts, cert) = external(&cfg.path, b)?;
+                (BrokerSetup::External(opts), cert)
+            }
         };
         let cx = BuildContext::new().map_err(|e| ConfigError::invalid(&cfg.path, "notifier", e))?;
         let notifiers = cfg
@@ -62,12 +74,18 @@ impl Resources {
                     })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { broker, notifiers })
+        Ok(Self {
+            broker,
+            notifiers,
+            certificate,
+        })
     }
 }
 
-fn embedded(config: &Path, b: &EmbeddedBroker) -> Result<Plan, ConfigError> {
+fn embedded(cfg: &HubConfig, b: &EmbeddedBroker) -> Result<(Plan, Option<CertFacts>), ConfigError> {
+    let config = &cfg.path;
     let bad = |key, file: &Path, e: &dyn std::fmt::Display| ConfigError::file(config, key, file, e);
+    let mut certificate = None;
     let listen_tls = match &b.listen_tls {
         Some(l) => {
             let pair = tls::load_pair(
@@ -75,22 +93,28 @@ fn embedded(config: &Path, b: &EmbeddedBroker) -> Result<Plan, ConfigError> {
                 ("broker.cert_file", &l.cert_file),
                 ("broker.key_file", &l.key_file),
             )?;
-            let clients = match &l.client_ca_file {
-                Some(ca) => {
-                    let cas = tls::load_certificates(config, "broker.client_ca_file", ca)?;
-                    let verifier = front::client_verifier(cas.certs)
-                        .map_err(|e| bad("broker.client_ca_file", ca, &e))?;
-                    Some(verifier)
-                }
-                None => None,
+            certificate = CertFacts::of(&pair.certs[0]).ok();
+            let client_cas = match &l.client_ca_file {
+                Some(ca) => tls::load_certificates(config, "broker.client_ca_file", ca)?.certs,
+                None => Vec::new(),
             };
-            let mutual = clients.is_some();
-            let acceptor = front::acceptor(pair.certs, pair.key, clients)
-                .map_err(|e| bad("broker.cert_file", &l.cert_file, &e))?;
+            let source = TrustSource {
+                certs: pair.certs,
+                key: pair.key,
+                client_cas,
+                crl_file: l.crl_file.clone(),
+            };
+            // Name the file most likely at fault: the list when there is one.
+            let (key, file) = match (&l.crl_file, &l.client_ca_file) {
+                (Some(crl), _) => ("broker.crl_file", crl),
+                (None, Some(ca)) => ("broker.client_ca_file", ca),
+                (None, None) => ("broker.cert_file", &l.cert_file),
+            };
+            let trust = source.build().map_err(|e| bad(key, file, &e))?;
             Some(TlsSetup {
                 addr: l.addr,
-                acceptor,
-                mutual,
+                source,
+                trust,
             })
         }
         None => None,
@@ -98,19 +122,27 @@ fn embedded(config: &Path, b: &EmbeddedBroker) -> Result<Plan, ConfigError> {
     let users = b
         .users_file
         .as_deref()
-        .map(|p| broker::read_users(p).map_err(|e| bad("broker.users_file", p, &e)))
+        .map(|p| Users::read(p).map_err(|e| bad("broker.users_file", p, &e)))
         .transpose()?;
-    Ok(Plan {
+    let plan = Plan {
         listen_tls,
         listen_local: b.listen_local,
         users,
+        anonymous: b.allow_anonymous,
+        local_bus: b.local_access == LocalAccess::Bus,
+        legacy_topic: cfg.legacy.topic.clone(),
         max_connections: b.max_connections,
         handshake_timeout: b.handshake_timeout,
-    })
+    };
+    Ok((plan, certificate))
 }
 
-fn external(config: &Path, b: &ExternalBroker) -> Result<BusOptions, ConfigError> {
+fn external(
+    config: &Path,
+    b: &ExternalBroker,
+) -> Result<(BusOptions, Option<CertFacts>), ConfigError> {
     let bad = |key, file: &Path, e: &dyn std::fmt::Display| ConfigError::file(config, key, file, e);
+    let mut certificate = None;
     let tls = match &b.tls {
         Some(t) => {
             let ca = tls::load_certificates(config, "broker.ca_file", &t.ca_file)?.pem;
@@ -121,6 +153,7 @@ fn external(config: &Path, b: &ExternalBroker) -> Result<BusOptions, ConfigError
                         ("broker.client_cert_file", c),
                         ("broker.key_file", k),
                     )?;
+                    certificate = CertFacts::of(&pair.certs[0]).ok();
                     Some((pair.cert_pem, pair.key_pem))
                 }
                 None => None,
@@ -138,7 +171,7 @@ fn external(config: &Path, b: &ExternalBroker) -> Result<BusOptions, ConfigError
         .as_deref()
         .map(|p| Secret::read(p).map_err(|e| bad("broker.password_file", p, &e)))
         .transpose()?;
-    Ok(BusOptions {
+    let opts = BusOptions {
         host: b.host.clone(),
         port: b.port,
         tls,
@@ -148,5 +181,6 @@ fn external(config: &Path, b: &ExternalBroker) -> Result<BusOptions, ConfigError
             .map(|u| (u, password.unwrap_or_else(|| Secret::new("")))),
         client_id: b.client_id.clone(),
         share_group: Some(b.share_group.clone()),
-    })
+    };
+    Ok((opts, certificate))
 }

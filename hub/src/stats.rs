@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use warren_daemon::refusals::Refusals;
 use warren_proto::{Presence, PresenceState};
 
 use crate::notify::NotifierName;
@@ -23,6 +24,8 @@ pub struct Stats {
     pub acked: AtomicU64,
     /// Logins republished on the legacy topic.
     pub republished: AtomicU64,
+    /// Clients, handshakes and packets the front turned away, by reason.
+    pub refused: Refusals,
     /// Whether the hub's MQTT client is connected to the broker and subscribed to events; the
     /// TLS front waits for it before it lets edges in.
     pub bus_connected: watch::Sender<bool>,
@@ -54,6 +57,9 @@ pub struct EdgeInfo {
     pub queue_depth: u64,
     /// Events received from it.
     pub events: u64,
+    /// When the certificate it last connected with ends, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<i64>,
 }
 
 impl Stats {
@@ -77,6 +83,14 @@ impl Stats {
         e.site = site.to_owned();
         e.last_seen_ms = now_ms;
         e.events += 1;
+    }
+
+    /// Records the end of the certificate `edge` connected with.
+    pub fn saw_certificate(&self, edge: &str, not_after: i64) {
+        lock(&self.edges)
+            .entry(edge.to_owned())
+            .or_default()
+            .cert_not_after = Some(not_after);
     }
 
     /// Applies a presence message; returns the previous online state, if the edge was known.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warren_daemon::nagios::{self, Metric, State};
+use warren_daemon::tls::{CertFacts, expiry_warning};
 
 use crate::inbox::{DeadLetter, Inbox};
 use crate::stats::{EdgeInfo, Stats};
@@ -62,6 +63,12 @@ pub struct HubStatus {
     pub dead_letters: u64,
     /// The newest dead letters.
     pub recent_dead_letters: Vec<DeadLetter>,
+    /// Clients, handshakes and packets the front turned away since start, by reason.
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
+    /// What needs attention before it fails: certificates that end within 30 days.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Builds snapshots.
@@ -77,6 +84,8 @@ pub struct Source {
     pub inbox: Arc<Inbox>,
     /// Configured notifier names (so idle ones show too).
     pub notifiers: Vec<String>,
+    /// The hub's own TLS certificate.
+    pub certificate: Option<CertFacts>,
 }
 
 impl Source {
@@ -103,13 +112,23 @@ impl Source {
                 )
             })
             .collect();
+        let edges = s.edges();
+        let now = i64::try_from(crate::now_ms() / 1000).unwrap_or(i64::MAX);
+        let own = self
+            .certificate
+            .as_ref()
+            .and_then(|c| expiry_warning("the hub's", c.not_after, now));
+        let of_edges = edges
+            .iter()
+            .filter_map(|(id, e)| expiry_warning(&format!("edge {id}'s"), e.cert_not_after?, now));
         HubStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             mode: self.mode.to_owned(),
             listen: self.listen.clone(),
             broker_connected: *s.bus_connected.borrow(),
-            edges: s.edges(),
+            warnings: own.into_iter().chain(of_edges).collect(),
+            edges,
             received: get(&s.received),
             duplicates: get(&s.duplicates),
             invalid: get(&s.invalid),
@@ -122,6 +141,7 @@ impl Source {
                 .inbox
                 .dead_letters(RECENT_DEAD_LETTERS)
                 .unwrap_or_default(),
+            refused: s.refused.counts(),
         }
     }
 }
@@ -181,10 +201,12 @@ pub fn check(status: Result<&HubStatus, &str>, t: &Thresholds) -> (State, String
     };
     let outbox = s.notifiers.values().map(|n| n.outbox).max().unwrap_or(0);
     let offline = s.edges.values().filter(|e| !e.online).count() as u64;
-    let floor = if s.broker_connected {
-        State::Ok
-    } else {
+    let floor = if !s.broker_connected {
         State::Critical
+    } else if !s.warnings.is_empty() {
+        State::Warning
+    } else {
+        State::Ok
     };
     let metrics = [
         Metric::new("dead_letters", s.dead_letters, "").thresholds(t.warn_dead, t.crit_dead),
@@ -194,7 +216,7 @@ pub fn check(status: Result<&HubStatus, &str>, t: &Thresholds) -> (State, String
         Metric::new("received", s.received, "c"),
         Metric::new("duplicates", s.duplicates, "c"),
     ];
-    let summary = format!(
+    let mut summary = format!(
         "{} edges ({offline} offline), outbox {outbox}, {} dead letters{}",
         s.edges.len(),
         s.dead_letters,
@@ -204,6 +226,10 @@ pub fn check(status: Result<&HubStatus, &str>, t: &Thresholds) -> (State, String
             ", not connected to the broker"
         }
     );
+    for w in &s.warnings {
+        summary += ", ";
+        summary += w;
+    }
     nagios::render("HUB", floor, &summary, &metrics)
 }
 
@@ -228,6 +254,13 @@ pub fn human(s: &HubStatus) -> String {
         "events: {} received, {} duplicates dropped, {} invalid, {} acked, {} ids remembered\n",
         s.received, s.duplicates, s.invalid, s.acked, s.seen_ids
     );
+    for w in &s.warnings {
+        out += &format!("WARNING: {w}\n");
+    }
+    if !s.refused.is_empty() {
+        let by_reason: Vec<String> = s.refused.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        out += &format!("refused: {}\n", by_reason.join(", "));
+    }
     out += &format!("edges ({}):\n", s.edges.len());
     for (id, e) in &s.edges {
         out += &format!(

@@ -5,7 +5,8 @@ use reqwest::StatusCode;
 use super::NotifyError;
 
 /// The HTTP client every sink shares (connection reuse). It has no total timeout of its own:
-/// the delivery loop bounds each attempt.
+/// the delivery loop bounds each attempt. It follows no redirect: a token or secret header
+/// must never go to a host the config does not name, so a 3xx is a failed delivery.
 ///
 /// # Errors
 /// When the TLS stack cannot be set up.
@@ -14,6 +15,7 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(concat!("warren-hub/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
 }
 
@@ -41,6 +43,10 @@ pub async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<(), No
 pub fn classify(status: StatusCode) -> Result<(), NotifyError> {
     if status.is_success() {
         Ok(())
+    } else if status.is_redirection() {
+        Err(NotifyError::Permanent(format!(
+            "HTTP {status}: redirects are not followed; configure the final URL"
+        )))
     } else if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS

@@ -17,7 +17,9 @@ use crate::template::Template;
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to POST.
-    pub url: String,
+    pub url: Option<String>,
+    /// A file holding the URL instead, for URLs that carry a token.
+    pub url_file: Option<PathBuf>,
     /// Extra headers (not secret: they may be logged).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -57,9 +59,22 @@ impl Sink for WebhookNotifier {
         cx: &BuildContext,
     ) -> Result<Self, BuildError> {
         let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
-        let url = reqwest::Url::parse(&c.url).map_err(|e| err("url", &e))?;
+        let (key, url) = match (&c.url, &c.url_file) {
+            (Some(url), None) => ("url", url.clone()),
+            (None, Some(path)) => (
+                "url_file",
+                warren_daemon::Secret::read(path)
+                    .map_err(|e| err("url_file", &format!("{}: {e}", path.display())))?
+                    .expose()
+                    .trim()
+                    .to_owned(),
+            ),
+            _ => return Err(err("url", &"give either url or url_file")),
+        };
+        // The parser's message never quotes the URL, so no token reaches a log.
+        let url = reqwest::Url::parse(&url).map_err(|e| err(key, &e))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(err("url", &"must be http or https"));
+            return Err(err(key, &"must be http or https"));
         }
         let mut headers = HeaderMap::new();
         let content_type = c.content_type.as_deref().unwrap_or(if c.body.is_some() {
@@ -183,6 +198,44 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_redirect_is_a_failure_and_the_secret_stays_home() {
+        let elsewhere = HttpServer::start(vec![Reply::Status(200)]);
+        for status in [301, 302, 307, 308] {
+            let server = HttpServer::start(vec![Reply::Redirect(status, elsewhere.port)]);
+            let n = notifier(&server.url("/hook"), "");
+            let err = n.send(&notification("dan")).await.unwrap_err();
+            assert!(
+                matches!(&err, NotifyError::Permanent(m) if m.contains("redirects are not followed")),
+                "{status}: {err:?}"
+            );
+            assert_eq!(server.requests().len(), 1);
+        }
+        assert!(
+            elsewhere.requests().is_empty(),
+            "the request, and its Authorization header, went on to the other host"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_url_can_come_from_a_file() {
+        let server = HttpServer::start(vec![Reply::Status(204)]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, format!("{}\n", server.url("/hook?token=s3cret"))).unwrap();
+        let c: WebhookConfig =
+            toml::from_str(&format!("url_file = \"{}\"", file.display())).unwrap();
+        let n = WebhookNotifier::build(
+            &NotifierName::try_from("hook".to_owned()).unwrap(),
+            &c,
+            &BuildContext::new().unwrap(),
+        )
+        .unwrap();
+        assert!(!format!("{n:?}").contains("s3cret"));
+        n.send(&notification("dan")).await.unwrap();
+        assert_eq!(server.requests()[0].path, "/hook?token=s3cret");
+    }
+
     #[test]
     fn build_errors_name_the_key() {
         let cx = BuildContext::new().unwrap();
@@ -198,6 +251,9 @@ mod tests {
                 "headers.bad header",
             ),
             ("url = \"http://x\"\nbody = \"{oops\"", "body"),
+            ("", "url"),
+            ("url = \"http://x\"\nurl_file = \"/u\"", "url"),
+            ("url_file = \"/nonexistent\"", "url_file"),
         ] {
             let c: WebhookConfig = toml::from_str(text).unwrap();
             let err = WebhookNotifier::build(&name, &c, &cx).unwrap_err();

@@ -13,7 +13,7 @@ pub mod process;
 pub mod program;
 pub mod proxy;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use daemon::{Edge, Hub};
@@ -66,6 +66,18 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|d| d.join(cmd))
         .find(|p| p.is_file())
+}
+
+/// A Python tool from the repository's virtual environment (`.venv/bin`, which `.ci/run`
+/// creates), or else from `PATH`.
+pub fn venv_tool(name: &str) -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.venv/bin")
+        .join(name);
+    if venv.is_file() {
+        return Some(venv);
+    }
+    which(name)
 }
 
 /// Polls `check` until it returns `Some`, or gives up after `timeout` with an error naming

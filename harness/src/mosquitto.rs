@@ -29,6 +29,14 @@ impl Mosquitto {
     /// # Panics
     /// When it does not start.
     pub fn start(dir: &Path, pki: Option<&Pki>, users: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, pki, users, "")
+    }
+
+    /// [`Mosquitto::start`] with `extra` lines in its config (an `acl_file`, …).
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn start_with(dir: &Path, pki: Option<&Pki>, users: &[(&str, &str)], extra: &str) -> Self {
         let passwords = dir.join("mosquitto.passwd");
         std::fs::write(&passwords, "").expect("password file");
         for (user, password) in users {
@@ -56,7 +64,7 @@ impl Mosquitto {
             std::fs::write(
                 &conf,
                 format!(
-                    "user root\npersistence false\nlistener {port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {}\nmax_queued_messages 100000\n",
+                    "user root\npersistence false\nlistener {port} 127.0.0.1\n{tls}allow_anonymous false\npassword_file {}\nmax_queued_messages 100000\n{extra}\n",
                     passwords.display()
                 ),
             )

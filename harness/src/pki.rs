@@ -42,6 +42,20 @@ impl Pki {
         self.dir.join("ca.pem")
     }
 
+    /// The revocation list, `crl.pem`.
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join("crl.pem")
+    }
+
+    /// `hub pki revoke NAME`.
+    ///
+    /// # Panics
+    /// When it fails.
+    pub fn revoke(&self, name: &str) {
+        self.run(&["revoke", name])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// The server certificate and key (`hub.pem`, `hub.key`).
     pub fn server(&self) -> (PathBuf, PathBuf) {
         (self.dir.join("hub.pem"), self.dir.join("hub.key"))

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use warren_harness::http::{HttpServer, Reply};
 use warren_harness::{Mosquitto, Pki, wait_for};
+use warren_hub::passwd;
 use warren_hub::status::HubStatus;
 use warren_proto::envelope::VERSION;
 use warren_proto::{Ack, Envelope, Event as WEvent, EventId, Kind, topic};
@@ -34,7 +36,11 @@ impl Setup {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(&dir.path().join("pki"));
-        std::fs::write(dir.path().join("users"), "gw gw-pw\ngw2 gw2-pw\n").unwrap();
+        let users: String = ["gw", "gw2"]
+            .iter()
+            .map(|u| format!("{u}:{}\n", passwd::hash(&format!("{u}-pw"), b"salt-of-12b")))
+            .collect();
+        std::fs::write(dir.path().join("users"), users).unwrap();
         Self { dir, pki }
     }
 
@@ -49,6 +55,7 @@ impl Setup {
             .replace("{cert}", &cert.display().to_string())
             .replace("{key}", &key.display().to_string())
             .replace("{ca}", &self.pki.ca().display().to_string())
+            .replace("{crl}", &self.pki.crl().display().to_string())
             .replace("{users}", &self.path("users").display().to_string());
         let hook = webhook.map_or(String::new(), |url| {
             format!("[notifier.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n[[route]]\nnotify = [\"hook\"]\n")
@@ -81,7 +88,7 @@ format = "User {{user}} logged into {{hostname}} from {{rhost}} at {{tstamp}}"
 
     fn embedded(&self, webhook: Option<&str>) -> PathBuf {
         self.config(
-            "listen_tls = \"127.0.0.1:0\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\nusers_file = \"{users}\"\nhandshake_timeout = \"30s\"",
+            "listen_tls = \"127.0.0.1:0\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\nclient_ca_file = \"{ca}\"\ncrl_file = \"{crl}\"\nusers_file = \"{users}\"\nhandshake_timeout = \"30s\"",
             webhook,
         )
     }
@@ -435,6 +442,176 @@ async fn external_mode_against_mosquitto() {
     assert_eq!(hub.status().duplicates, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_made_by_mosquitto_passwd_log_in_and_wrong_passwords_do_not() {
+    if !Mosquitto::available() {
+        return;
+    }
+    let s = Setup::new();
+    let users = s.path("mosquitto.users");
+    for (flags, user, password) in [
+        (&["-c", "-b"][..], "gw", "gw-pw"),
+        (&["-b"][..], "gw2", "gw2-pw"),
+    ] {
+        let status = Command::new("mosquitto_passwd")
+            .args(flags)
+            .arg(&users)
+            .args([user, password])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    // Passwords only: no client certificate is asked for.
+    let hub = Hub::start(&s.config(
+        &format!(
+            "listen_tls = \"127.0.0.1:0\"\ncert_file = \"{{cert}}\"\nkey_file = \"{{key}}\"\nusers_file = \"{}\"",
+            users.display()
+        ),
+        None,
+    ));
+    let ca = s.pki.ca();
+    let attempt = |id: &str, password: &str| {
+        let o = options(id, hub.port, &ca, None, Some(password));
+        async move {
+            let (_c, mut el) = AsyncClient::new(o, 10);
+            first_answer(&mut el).await
+        }
+    };
+    attempt("gw", "gw-pw").await.expect("gw's own password");
+    let wrong = attempt("gw", "gw2-pw").await;
+    assert!(wrong.is_err(), "another user's password: {wrong:?}");
+    let nobody = attempt("nobody", "x").await;
+    assert!(nobody.is_err(), "an unknown user: {nobody:?}");
+    let mut gw2 = TestEdge::connect(options("gw2", hub.port, &ca, None, Some("gw2-pw"))).await;
+    gw2.send(&envelope("gw2", "dan")).await;
+    wait_for("the notification", WAIT, || {
+        (s.lines().len() == 1).then_some(())
+    });
+    let refused = hub.status().refused;
+    assert_eq!(refused.get("bad_password"), Some(&2), "{refused:?}");
+}
+
+/// What one MQTT client receives, in the background.
+async fn listener(
+    o: MqttOptions,
+    filters: &[&str],
+) -> (AsyncClient, mpsc::UnboundedReceiver<String>) {
+    let (client, mut eventloop) = AsyncClient::new(o, 100);
+    first_answer(&mut eventloop).await.expect("connects");
+    for f in filters {
+        client.subscribe(*f, QoS::AtLeastOnce).await.unwrap();
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = ev {
+                let _ = tx.send(p.topic);
+            }
+        }
+    });
+    (client, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_mosquitto_the_generated_acl_keeps_each_edge_to_itself() {
+    if !Mosquitto::available() {
+        return;
+    }
+    let s = Setup::new();
+    std::fs::write(s.path("hub.pw"), "hub-pw\n").unwrap();
+    let config = |port: u16| {
+        s.config(
+            &format!(
+                "mode = \"external\"\naddress = \"127.0.0.1:{port}\"\nca_file = \"{{ca}}\"\nusername = \"hub\"\npassword_file = \"{}\"",
+                s.path("hub.pw").display()
+            ),
+            None,
+        )
+    };
+    let out = Command::new(HUB)
+        .args(["acl", "--format", "mosquitto", "-c"])
+        .arg(config(1))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acl = s.path("mosquitto.acl");
+    std::fs::write(&acl, &out.stdout).unwrap();
+    let broker = Mosquitto::start_with(
+        s.dir.path(),
+        Some(&s.pki),
+        &[("gw", "gw-pw"), ("gw2", "gw2-pw"), ("hub", "hub-pw")],
+        &format!("acl_file {}", acl.display()),
+    );
+    let hub = Hub::start(&config(broker.port));
+    let ca = s.pki.ca();
+    let opts = |id: &str, user: &str| {
+        let mut o = options(id, broker.port, &ca, None, None);
+        o.set_credentials(user, format!("{user}-pw"));
+        o
+    };
+    // gw's credentials, as an intruder on gw's host has them, under any client id.
+    let (spy, mut seen) = listener(
+        opts("spy", "gw"),
+        &[
+            "warren/v1/event/#",
+            "warren/v1/ack/gw2",
+            "warren/v1/ack/+",
+            "#",
+        ],
+    )
+    .await;
+    let mut gw2 = TestEdge::connect(opts("gw2", "gw2")).await;
+    let forged_ack = Ack {
+        v: VERSION,
+        ids: vec![envelope("gw2", "dan").id],
+    };
+    spy.publish(
+        topic::ack("gw2"),
+        QoS::AtLeastOnce,
+        false,
+        forged_ack.encode(),
+    )
+    .await
+    .unwrap();
+    let forged = envelope("gw2", "mallory");
+    spy.publish(
+        topic::event("home", "gw2"),
+        QoS::AtLeastOnce,
+        false,
+        forged.encode(),
+    )
+    .await
+    .unwrap();
+    for user in ["dan", "eve"] {
+        gw2.send(&envelope("gw2", user)).await;
+    }
+    wait_for("gw2's two lines", WAIT, || {
+        (s.lines().len() == 2).then_some(())
+    });
+    // The edge's own events pass; then nothing the intruder sent had any effect.
+    let mut own = TestEdge::connect(opts("gw", "gw")).await;
+    own.send(&envelope("gw", "frank")).await;
+    wait_for("gw's line", WAIT, || (s.lines().len() == 3).then_some(()));
+    let lines = s.lines();
+    assert!(
+        lines.iter().all(|l| !l.contains("mallory")),
+        "a forged event was notified: {lines:?}"
+    );
+    assert_eq!(hub.status().received, 3);
+    let mut leaked = Vec::new();
+    while let Ok(topic) = seen.try_recv() {
+        leaked.push(topic);
+    }
+    assert!(
+        leaked.iter().all(|t| t == &topic::ack("gw")),
+        "gw's credentials read other edges' traffic: {leaked:?}"
+    );
+}
+
 /// Runs `hub check-config FILE`: its exit code and standard error.
 fn check_config(path: &Path) -> (Option<i32>, String) {
     let out = Command::new(HUB)
@@ -487,10 +664,20 @@ fn check_config_reads_every_file_the_config_names() {
         &format!("url = \"http://127.0.0.1:9/hook\"\n{hook}"),
     );
     std::fs::write(&embedded, &text).unwrap();
+    let (code, err) = check_config(&embedded);
+    assert_eq!(code, Some(0), "the good config: {err}");
+    for exposed in [&users, &s.path("hook.auth")] {
+        assert!(
+            err.contains(&format!("file={} mode=644", show(exposed))),
+            "no warning for {}: {err}",
+            exposed.display()
+        );
+        std::fs::set_permissions(exposed, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     assert_eq!(
         check_config(&embedded),
         (Some(0), String::new()),
-        "the good config"
+        "the good config, secrets private"
     );
 
     let external = s.config(
@@ -561,6 +748,13 @@ fn check_config_reads_every_file_the_config_names() {
             users.clone(),
             "broker.client_ca_file",
             "no PEM",
+        ),
+        (
+            &text,
+            s.pki.crl(),
+            s.pki.ca(),
+            "broker.crl_file",
+            "no PEM revocation list",
         ),
         (
             &text,

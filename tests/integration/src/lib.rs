@@ -40,10 +40,11 @@ impl Topology {
         let pki = Pki::new(&dir.path().join("pki"));
         let (cert, key) = pki.server();
         let broker = format!(
-            "listen_tls = \"127.0.0.1:{{port}}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"",
+            "listen_tls = \"127.0.0.1:{{port}}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\ncrl_file = \"{}\"",
             cert.display(),
             key.display(),
-            pki.ca().display()
+            pki.ca().display(),
+            pki.crl().display()
         );
         let (hub, local_port) = start_hub(dir.path(), &broker);
         Self {

@@ -213,6 +213,8 @@ pub struct Secrets {
     pub client: Option<(Vec<u8>, Vec<u8>)>,
     /// MQTT password.
     pub password: Option<warren_daemon::Secret>,
+    /// When the client certificate ends, seconds since the epoch.
+    pub cert_not_after: Option<i64>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -222,6 +224,7 @@ impl std::fmt::Debug for Secrets {
             .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
             .field("client", &self.client.as_ref().map(|_| "<pem>"))
             .field("password", &self.password)
+            .field("cert_not_after", &self.cert_not_after)
             .finish()
     }
 }
@@ -266,6 +269,7 @@ impl EdgeConfig {
         }
         if let Some((c, k)) = &self.client_cert {
             let pair = tls::load_pair(&self.path, ("hub.cert_file", c), ("hub.key_file", k))?;
+            s.cert_not_after = tls::CertFacts::of(&pair.certs[0]).ok().map(|f| f.not_after);
             s.client = Some((pair.cert_pem, pair.key_pem));
         }
         if let Some(p) = &self.password_file {

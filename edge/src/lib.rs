@@ -68,6 +68,7 @@ pub async fn run(
     // rumqttc's TLS needs a process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = Arc::new(cfg);
+    let cert_not_after = secrets.cert_not_after;
     let (dir, max, when_full) = (cfg.queue_dir.clone(), cfg.max_bytes, cfg.when_full);
     let (queue, report) =
         tokio::task::spawn_blocking(move || Queue::open(&dir, max, when_full)).await??;
@@ -147,6 +148,7 @@ pub async fn run(
         queue: queue.clone(),
         stats: stats.clone(),
         max_bytes: cfg.max_bytes,
+        cert_not_after,
     });
     tracker.spawn(warren_daemon::serve_status(
         status_listener,

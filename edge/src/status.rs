@@ -39,6 +39,9 @@ pub struct EdgeStatus {
     pub in_flight: u64,
     /// Counters since start.
     pub counters: Counters,
+    /// What needs attention before it fails: a client certificate that ends within 30 days.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// What the daemon needs to answer status queries.
@@ -56,6 +59,8 @@ pub struct Source {
     pub stats: Arc<Stats>,
     /// Byte budget.
     pub max_bytes: u64,
+    /// When the client certificate ends.
+    pub cert_not_after: Option<i64>,
 }
 
 impl Source {
@@ -78,6 +83,14 @@ impl Source {
                 .in_flight
                 .load(std::sync::atomic::Ordering::Relaxed),
             counters: self.stats.counters(),
+            warnings: self
+                .cert_not_after
+                .and_then(|t| {
+                    let now = i64::try_from(crate::now_ms() / 1000).unwrap_or(i64::MAX);
+                    warren_daemon::tls::expiry_warning("the edge's", t, now)
+                })
+                .into_iter()
+                .collect(),
         }
     }
 }
@@ -140,11 +153,20 @@ pub fn check(status: Result<&EdgeStatus, &str>, t: &Thresholds) -> (State, Strin
     } else {
         "disconnected"
     };
-    let summary = format!(
+    let mut summary = format!(
         "{} {link}, {} queued, oldest {age_s}s",
         s.edge_id, s.queue_depth
     );
-    nagios::render("EDGE", State::Ok, &summary, &metrics)
+    for w in &s.warnings {
+        summary += ", ";
+        summary += w;
+    }
+    let floor = if s.warnings.is_empty() {
+        State::Ok
+    } else {
+        State::Warning
+    };
+    nagios::render("EDGE", floor, &summary, &metrics)
 }
 
 /// The human summary.
@@ -161,6 +183,9 @@ pub fn human(s: &EdgeStatus) -> String {
         "edge {} (site {}), warren {}, pid {}\nhub: {link}\n",
         s.edge_id, s.site, s.version, s.pid
     );
+    for w in &s.warnings {
+        out += &format!("WARNING: {w}\n");
+    }
     if let (false, Some(e)) = (s.link.connected, &s.link.last_error) {
         out += &format!("last error: {e}\n");
     }

@@ -403,3 +403,45 @@ fn mqttwarn_with_its_default_protocol_writes_the_republished_logins() {
         "mqttwarn was disconnected:\n{stderr}"
     );
 }
+
+#[test]
+fn certificates_near_their_end_are_warned_about() {
+    let t = Topology::new();
+    let issued = Command::new(warren_harness::bin("hub"))
+        .args(["pki", "issue", "--days", "10", "--dir"])
+        .arg(&t.pki.dir)
+        .arg("short")
+        .output()
+        .unwrap();
+    assert!(issued.status.success());
+    let edge = t.edge("short", None);
+    wait_for("the edge to connect", WAIT, || {
+        edge.status().link.connected.then_some(())
+    });
+    let warned = |warnings: &[String], whose: &str| {
+        warnings
+            .iter()
+            .any(|w| w.starts_with(&format!("{whose} certificate expires in")))
+    };
+    assert!(warned(&edge.status().warnings, "the edge's"));
+    assert!(warned(&t.hub.status().warnings, "edge short's"));
+    // As a monitoring check, both say WARNING (exit 1).
+    for (program, socket) in [("edge", &edge.socket), ("hub", &t.hub.socket)] {
+        let threshold = if program == "edge" {
+            "--warn-depth"
+        } else {
+            "--warn-dead"
+        };
+        let out = Command::new(warren_harness::bin(program))
+            .args(["status", threshold, "1000", "--socket"])
+            .arg(socket)
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{program}: {line}");
+        assert!(
+            line.contains("WARNING") && line.contains("certificate expires in"),
+            "{line}"
+        );
+    }
+}

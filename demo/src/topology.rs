@@ -97,10 +97,11 @@ pub fn run(o: &Options) -> Result<(), String> {
 state_dir = "{state}"
 [broker]
 listen_tls = "{tls}"
-listen_local = "127.0.0.1:{local_port}"   # plain MQTT for local tools (mosquitto_sub, mqttwarn)
+listen_local = "127.0.0.1:{local_port}"   # plain MQTT for local tools (mosquitto_sub, mqttwarn); read-only
 cert_file = "{pki}/hub.pem"
 key_file = "{pki}/hub.key"
 client_ca_file = "{pki}/ca.pem"            # edges must present a certificate from this CA
+crl_file = "{pki}/crl.pem"                 # `hub pki revoke EDGE_ID` cuts an edge off
 [legacy]
 republish = true                          # hared format on logging/hare
 [notifier.console]

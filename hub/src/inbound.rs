@@ -102,13 +102,19 @@ impl Pipeline {
                     Some((e, true))
                 }
                 Ok(e) => {
-                    Stats::add(&self.stats.invalid, 1);
-                    tracing::warn!(topic_edge = %edge, envelope_edge = %e.edge, "Envelope does not match its topic; dropped.");
+                    let detail = format!(
+                        "envelope of {}/{} on the topic of {site}/{edge}",
+                        e.site, e.edge
+                    );
+                    self.stats
+                        .invalid
+                        .refuse("an envelope", "topic_mismatch", &edge, &detail);
                     None
                 }
                 Err(error) => {
-                    Stats::add(&self.stats.invalid, 1);
-                    tracing::warn!(%edge, %error, "Invalid envelope dropped.");
+                    self.stats
+                        .invalid
+                        .refuse("an envelope", "invalid", &edge, &error);
                     None
                 }
             },

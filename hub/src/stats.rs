@@ -19,7 +19,7 @@ pub struct Stats {
     /// Envelopes dropped as duplicates.
     pub duplicates: AtomicU64,
     /// Payloads that were not valid envelopes.
-    pub invalid: AtomicU64,
+    pub invalid: Refusals,
     /// Event ids acked to edges.
     pub acked: AtomicU64,
     /// Logins republished on the legacy topic.

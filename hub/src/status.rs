@@ -131,7 +131,7 @@ impl Source {
             edges,
             received: get(&s.received),
             duplicates: get(&s.duplicates),
-            invalid: get(&s.invalid),
+            invalid: s.invalid.counts().values().sum(),
             acked: get(&s.acked),
             republished: get(&s.republished),
             seen_ids: self.inbox.seen_count(),

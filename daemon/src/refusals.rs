@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 /// At most one log line per reason per this interval.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// What is logged of a refusal's details (client ids and topics are the sender's choice).
+const MAX_DETAIL: usize = 200;
 
 /// Refusals by reason, and when each reason was last logged.
 #[derive(Debug, Default)]
@@ -37,7 +39,10 @@ impl Refusals {
             }
             entry => {
                 let suppressed = entry.map_or(0, |(_, s)| *s);
-                tracing::warn!(reason, %from, %detail, suppressed, "Refused {what}.");
+                // Debug-quoted, so control characters in what a sender chose are escaped.
+                let from: String = from.to_string().chars().take(MAX_DETAIL).collect();
+                let detail: String = detail.to_string().chars().take(MAX_DETAIL).collect();
+                tracing::warn!(reason, ?from, ?detail, suppressed, "Refused {what}.");
                 gate.insert(reason, (now, 0));
             }
         }

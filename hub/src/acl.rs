@@ -50,10 +50,13 @@ impl Access {
 }
 
 /// Whether every topic `name` (a topic or a filter) can match lies outside warren's own tree and
-/// the broker's `$` topics: its first level is neither a wildcard nor `warren`.
+/// the broker's `$` topics: its first level is neither a wildcard nor `warren`. Only printable
+/// ASCII: rumqttd slices topics by byte and would panic on some multi-byte characters.
 fn outside_warren(name: &str) -> bool {
     let first = name.split('/').next().unwrap_or_default();
-    !matches!(first, "warren" | "+" | "#") && !first.starts_with('$')
+    !matches!(first, "warren" | "+" | "#")
+        && !first.starts_with('$')
+        && name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
 /// The rules above as a mosquitto `acl_file`. Edges are told apart by their user name (`%u`):
@@ -145,5 +148,7 @@ mod tests {
         assert!(!bus.may_subscribe("+/v1/event/+/+"));
         assert!(!bus.may_subscribe("#"));
         assert!(!bus.may_subscribe("$SYS/#"));
+        assert!(!bus.may_publish("é/x"), "rumqttd panics on it");
+        assert!(!bus.may_subscribe("é/#"));
     }
 }

@@ -14,12 +14,11 @@ use std::time::Duration;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use thiserror::Error;
 use warren_daemon::Secret;
-use warren_proto::envelope::MAX_PAYLOAD;
 
 use crate::bus::BusOptions;
 use crate::front::Front;
 use crate::passwd::{HUB_CLIENT_ID, Users};
-use crate::session::Gate;
+use crate::session::{Gate, MAX_PACKET};
 use crate::stats::Stats;
 use crate::trust::{Trust, TrustSource};
 
@@ -85,8 +84,8 @@ pub struct Started {
 /// # Errors
 /// When a port cannot be had or the thread not started.
 pub async fn start(plan: Plan, stats: Arc<Stats>) -> Result<Started, BrokerError> {
-    let hub = (HUB_CLIENT_ID.to_owned(), per_start_secret());
-    let front = ("warren-front".to_owned(), per_start_secret());
+    let hub = (HUB_CLIENT_ID.to_owned(), per_start_secret()?);
+    let front = ("warren-front".to_owned(), per_start_secret()?);
     let internal = spawn(plan.max_connections, [&hub, &front])?;
     let bind = |what: &'static str, addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
@@ -129,12 +128,13 @@ pub async fn start(plan: Plan, stats: Arc<Stats>) -> Result<Started, BrokerError
     Ok(Started { bus, front })
 }
 
-fn per_start_secret() -> Secret {
-    Secret::new(format!(
-        "{}{}",
-        warren_proto::EventId::generate(),
-        warren_proto::EventId::generate()
-    ))
+/// 256 bits from the system's random source; no fallback: a guessable login would open
+/// rumqttd to any local user.
+fn per_start_secret() -> Result<Secret, BrokerError> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| BrokerError::Setup("no randomness for the broker's logins".into()))?;
+    Ok(Secret::new(warren_daemon::tls::hex(&bytes)))
 }
 
 /// Starts rumqttd on its own thread, taking only `logins`; returns its internal listener.
@@ -159,7 +159,7 @@ fn spawn(
         next_connection_delay_ms: 0,
         connections: ConnectionSettings {
             connection_timeout_ms: 10_000,
-            max_payload_size: MAX_PAYLOAD,
+            max_payload_size: MAX_PACKET,
             max_inflight_count: 100,
             auth: Some(auth),
             external_auth: None,
@@ -170,8 +170,8 @@ fn spawn(
     let config = Config {
         id: 0,
         router: RouterConfig {
-            // Edges plus the hub itself and local tools.
-            max_connections: max_connections + 16,
+            // Edges, local tools, the hub itself.
+            max_connections: max_connections + crate::front::MAX_LOCAL + 1,
             max_outgoing_packet_count: 200,
             // Small segments: rumqttd keeps every message in memory, and the edges' queues,
             // not the broker, are where a backlog belongs.

@@ -87,6 +87,9 @@ enum PkiCommand {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = crate::pki::DEFAULT_DAYS)]
         days: u32,
+        /// Revoke the edge's current certificate and issue a new one.
+        #[arg(long)]
+        replace: bool,
         /// The edge id.
         name: String,
     },
@@ -213,7 +216,12 @@ fn pki(command: PkiCommand) -> ExitCode {
             println!("CRL:  {} (for crl_file)", dir.join("crl.pem").display());
             println!("next: hub pki issue --dir {} EDGE_ID", dir.display());
         }),
-        PkiCommand::Issue { dir, days, name } => crate::pki::issue(&dir, &name, days).map(|edge| {
+        PkiCommand::Issue {
+            dir,
+            days,
+            replace,
+            name,
+        } => crate::pki::issue(&dir, &name, days, replace).map(|edge| {
             println!(
                 "{}: {} (key {})",
                 name,

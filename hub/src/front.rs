@@ -18,6 +18,9 @@ use warren_daemon::tls::CertFacts;
 use crate::session::{self, Gate, Via};
 use crate::trust::{Trust, TrustSource};
 
+/// Most local tools connected at once.
+pub const MAX_LOCAL: usize = 64;
+
 /// The bound listeners, ready to let clients in.
 pub struct Front {
     /// TLS, for edges: the listener, what its set-up is built from, and the set-up.
@@ -28,7 +31,7 @@ pub struct Front {
     pub gate: Arc<Gate>,
     /// A client that has not finished its TLS handshake by then is dropped.
     pub handshake_timeout: Duration,
-    /// Most connections at once, both listeners together.
+    /// Most edges connected at once (local tools have their own limit).
     pub max_connections: usize,
 }
 
@@ -42,6 +45,7 @@ impl Front {
             r = bus_connected.wait_for(|c| *c) => if r.is_err() { return },
         }
         let permits = Arc::new(Semaphore::new(self.max_connections));
+        let local_permits = Arc::new(Semaphore::new(MAX_LOCAL));
         let connections = TaskTracker::new();
         let listening = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let tls = self.tls.map(|(listener, source, trust)| {
@@ -65,8 +69,21 @@ impl Front {
                     None => continue,
                 },
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, max_connections = self.max_connections, "Connection limit reached; refusing a client.");
+            // Local tools have their own few places, so that neither side can crowd out the other.
+            let pool = if via_tls { &permits } else { &local_permits };
+            let Ok(permit) = pool.clone().try_acquire_owned() else {
+                let detail = format!(
+                    "{} connections at once",
+                    if via_tls {
+                        self.max_connections
+                    } else {
+                        MAX_LOCAL
+                    }
+                );
+                self.gate
+                    .stats
+                    .refused
+                    .refuse("a connection", "connection_limit", &peer, &detail);
                 continue;
             };
             let _ = tcp.set_nodelay(true);
@@ -131,11 +148,18 @@ async fn connection(
             return;
         }
     };
-    let cert = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| CertFacts::of(c).ok());
+    let cert = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(der) => match CertFacts::of(der) {
+            Ok(facts) => Some(facts),
+            Err(error) => {
+                // Verified, yet unreadable: never fall back to "no certificate".
+                gate.stats
+                    .refused
+                    .refuse("a TLS handshake", "certificate", &peer, &error);
+                return;
+            }
+        },
+        None => None,
+    };
     session::serve(tls, peer, Via::Tls(cert), gate, Some(trust)).await;
 }

@@ -96,6 +96,16 @@ impl Pipeline {
                 edge,
                 payload,
             } => match Envelope::decode(&payload) {
+                Ok(e) if HUB_KINDS.contains(&e.event.kind().as_str()) => {
+                    let detail = format!(
+                        "an event of kind {}, which only the hub makes",
+                        e.event.kind().as_str()
+                    );
+                    self.stats
+                        .invalid
+                        .refuse("an envelope", "hub_kind", &edge, &detail);
+                    None
+                }
                 Ok(e) if e.site == site && e.edge == edge => {
                     Stats::add(&self.stats.received, 1);
                     self.stats.saw_event(&edge, &site, now);
@@ -131,7 +141,8 @@ impl Pipeline {
                 };
                 let before = self.stats.saw_presence(&p, now);
                 let changed = before.is_some_and(|was| was != (p.state == PresenceState::Online));
-                (self.cfg.presence.events && changed).then(|| (presence_event(&p, now), false))
+                (self.cfg.presence.events && changed)
+                    .then(|| (presence_event(&p, now, self.inbox.salt()), false))
             }
         }
     }
@@ -179,7 +190,10 @@ impl Pipeline {
     }
 }
 
-fn presence_event(p: &Presence, now_ms: u64) -> Envelope {
+/// The kinds of events the hub makes itself; an edge that sends one is refused.
+const HUB_KINDS: [&str; 2] = ["edge_offline", "edge_online"];
+
+fn presence_event(p: &Presence, now_ms: u64, salt: &str) -> Envelope {
     let kind = if p.state == PresenceState::Online {
         "edge_online"
     } else {
@@ -213,8 +227,12 @@ fn presence_event(p: &Presence, now_ms: u64) -> Envelope {
         .set("queue_depth", p.queue_depth.into());
     Envelope {
         v: VERSION,
-        // One id per transition instant: a repeated presence message is a duplicate.
-        id: EventId::derive_legacy([Some(kind), Some(&p.edge), Some(&p.site), None, None], tst),
+        // One id per transition instant: a repeated presence message is a duplicate. The salt
+        // keeps it unpredictable to edges.
+        id: EventId::derive_legacy(
+            [Some(kind), Some(&p.edge), Some(&p.site), Some(salt), None],
+            tst,
+        ),
         site: p.site.clone(),
         edge: p.edge.clone(),
         received: now_ms,

@@ -28,6 +28,8 @@ const SEEN: u8 = b's';
 const SEEN_BY_TIME: u8 = b't';
 const OUTBOX: u8 = b'o';
 const DEAD: u8 = b'd';
+/// The installation's secret salt for the ids of events the hub makes itself.
+const SALT: &[u8] = b"m:salt";
 /// sled's background flush interval: the window in which an attempt count can be lost.
 const FLUSH_EVERY_MS: u64 = 200;
 /// How often ids past the dedup window are forgotten.
@@ -94,6 +96,7 @@ struct Counts {
 /// The store. Every method blocks on disk: call from `spawn_blocking` in async code.
 #[derive(Debug)]
 pub struct Inbox {
+    salt: String,
     db: sled::Db,
     file: File,
     counts: Mutex<Counts>,
@@ -132,11 +135,31 @@ impl Inbox {
             }
         }
         counts.seen = db.scan_prefix([SEEN]).count() as u64;
+        let salt = match db.get(SALT)? {
+            Some(s) => warren_daemon::tls::hex(&s),
+            None => {
+                let mut s = [0u8; 16];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
+                    .map_err(|_| InboxError::Sync(std::io::Error::other("no randomness")))?;
+                db.insert(SALT, &s)?;
+                db.flush()?;
+                warren_daemon::tls::hex(&s)
+            }
+        };
         Ok(Self {
             db,
             file,
             counts: Mutex::new(counts),
+            salt,
         })
+    }
+
+    /// A secret of this installation, kept in the inbox: the ids of events the hub makes
+    /// itself (edge offline, back online) are derived with it, so that no edge can send an
+    /// event with such an id ahead of time and have the hub's own alert dropped as its
+    /// duplicate.
+    pub fn salt(&self) -> &str {
+        &self.salt
     }
 
     /// Records `envelopes` not seen inside `window_ms` of `now_ms`, with the deliveries `route`

@@ -46,6 +46,11 @@ pub enum PkiError {
         /// Why.
         source: std::io::Error,
     },
+    /// `issue` would overwrite a certificate that may still be in use.
+    #[error(
+        "{0} exists; `hub pki issue --replace` revokes it and issues a new one (or `hub pki revoke` it first)"
+    )]
+    Issued(PathBuf),
     /// `init` would overwrite an existing CA.
     #[error(
         "{0} already exists; remove it to start a new CA (every issued certificate becomes invalid)"
@@ -126,11 +131,27 @@ pub fn init(dir: &Path, names: &[String], days: u32) -> Result<Issued, PkiError>
 }
 
 /// Issues a client certificate for edge `name` (its CN) in `dir`, signed by the CA there.
+/// A certificate already issued to `name` is never silently overwritten (it would stay valid,
+/// and out of reach of `revoke`): with `replace` it is revoked first, otherwise refused —
+/// unless it is revoked already.
 ///
 /// # Errors
-/// [`PkiError::BadName`], a missing CA, I/O or generation errors.
-pub fn issue(dir: &Path, name: &str, days: u32) -> Result<Issued, PkiError> {
+/// [`PkiError::BadName`], [`PkiError::Issued`], a missing CA, I/O or generation errors.
+pub fn issue(dir: &Path, name: &str, days: u32, replace: bool) -> Result<Issued, PkiError> {
     check_name(name)?;
+    let existing = dir.join(format!("{name}.pem"));
+    if existing.exists() {
+        let serial = cert_facts(&existing)?.serial;
+        let revoked = revoked_entries(dir)?
+            .iter()
+            .any(|r| tls::hex(r.serial_number.as_ref()) == serial);
+        if !revoked && !replace {
+            return Err(PkiError::Issued(existing));
+        }
+        if !revoked {
+            revoke(dir, name)?;
+        }
+    }
     leaf(
         dir,
         name,
@@ -359,7 +380,7 @@ mod tests {
             init(dir.path(), &[], DEFAULT_DAYS),
             Err(PkiError::Exists(_))
         ));
-        let edge = issue(dir.path(), "gw-1", 10).unwrap();
+        let edge = issue(dir.path(), "gw-1", 10, false).unwrap();
         assert!(
             std::fs::read_to_string(edge.cert)
                 .unwrap()
@@ -367,7 +388,7 @@ mod tests {
         );
         for bad in ["a/b", "hub", "crl", "warren-hub", "warren-hub-x"] {
             assert!(
-                matches!(issue(dir.path(), bad, 10), Err(PkiError::BadName(_))),
+                matches!(issue(dir.path(), bad, 10, false), Err(PkiError::BadName(_))),
                 "{bad}"
             );
         }
@@ -377,8 +398,8 @@ mod tests {
     fn validity_revocation_and_list() {
         let dir = tempfile::tempdir().unwrap();
         init(dir.path(), &[], DEFAULT_DAYS).unwrap();
-        issue(dir.path(), "gw-1", 10).unwrap();
-        issue(dir.path(), "gw-2", DEFAULT_DAYS).unwrap();
+        issue(dir.path(), "gw-1", 10, false).unwrap();
+        issue(dir.path(), "gw-2", DEFAULT_DAYS, false).unwrap();
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let listed = list(dir.path()).unwrap();
         let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
@@ -404,5 +425,24 @@ mod tests {
             revoke(dir.path(), "nobody"),
             Err(PkiError::Io { .. })
         ));
+
+        // A live certificate is never overwritten silently; --replace revokes it first.
+        assert!(matches!(
+            issue(dir.path(), "gw-2", 10, false),
+            Err(PkiError::Issued(_))
+        ));
+        let old = listed[1].facts.serial.clone();
+        issue(dir.path(), "gw-2", 10, true).unwrap();
+        let listed = list(dir.path()).unwrap();
+        assert_ne!(listed[1].facts.serial, old);
+        assert!(!listed[1].revoked);
+        let (_, revoked) =
+            crate::trust::read_crls(&std::fs::read(dir.path().join("crl.pem")).unwrap()).unwrap();
+        assert!(
+            revoked.contains(&old),
+            "the replaced certificate is revoked"
+        );
+        // A revoked one may be reissued without --replace.
+        issue(dir.path(), "gw-1", 10, false).unwrap();
     }
 }

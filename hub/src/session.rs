@@ -28,8 +28,8 @@ use crate::passwd::{HUB_CLIENT_ID, Users};
 use crate::stats::Stats;
 use crate::trust::Trust;
 
-/// The largest packet a client may send: an envelope and its topic.
-const MAX_PACKET: usize = MAX_PAYLOAD + 1024;
+/// The largest packet a client may send: an envelope and its topic. rumqttd is given the same.
+pub const MAX_PACKET: usize = MAX_PAYLOAD + 1024;
 
 /// Who may connect, and how the front logs into rumqttd.
 pub struct Gate {
@@ -361,6 +361,18 @@ impl Gate {
 /// Whether `access` lets `packet` through.
 fn check(access: &Access, packet: &Packet) -> Verdict {
     match packet {
+        // rumqttd holds every QoS 2 message until its PUBREL, without bound; warren uses QoS 1.
+        Packet::Publish(p) if p.qos == QoS::ExactlyOnce => Verdict::Close(Refusal::packet(
+            "qos2",
+            format!("QoS 2 publish on `{}`", p.topic),
+        )),
+        // A retained event would be replayed to the hub at every resubscribe, and kept.
+        Packet::Publish(p) if p.retain && warren_proto::topic::parse_event(&p.topic).is_some() => {
+            Verdict::Close(Refusal::packet(
+                "retained_event",
+                format!("retained event on `{}`", p.topic),
+            ))
+        }
         Packet::Publish(p) if !access.may_publish(&p.topic) => {
             let r = Refusal::packet("publish_denied", format!("publish on `{}`", p.topic));
             match access {

@@ -82,8 +82,13 @@ impl TrustSource {
     /// `stop`. A list that cannot be read is logged and the one in force kept.
     pub async fn watch(self, tx: watch::Sender<Trust>, stop: CancellationToken) {
         let path = self.crl_file.clone().unwrap_or_default();
-        let modified = || std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        let mut seen: Option<SystemTime> = modified();
+        // Size too: two revocations within the file system's time granularity differ in it.
+        let modified = || {
+            std::fs::metadata(&path)
+                .and_then(|m| Ok((m.modified()?, m.len())))
+                .ok()
+        };
+        let mut seen: Option<(SystemTime, u64)> = modified();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(POLL);
         loop {

@@ -150,6 +150,22 @@ async fn an_edge_with_a_valid_certificate_cannot_silence_read_or_forge_another()
         closed(&mut el, attack).await;
     }
 
+    let qos2 = forged_envelope("intruder", "x");
+    for (qos, retain, attack) in [
+        (
+            QoS::ExactlyOnce,
+            false,
+            "QoS 2, which rumqttd would hold without bound",
+        ),
+        (QoS::AtLeastOnce, true, "a retained event"),
+    ] {
+        let (c, mut el) = tls_client(&t, "intruder", "intruder");
+        connack(&mut el).await.unwrap();
+        let topic = topic::event("site-intruder", "intruder");
+        c.publish(topic, qos, retain, qos2.encode()).await.unwrap();
+        closed(&mut el, attack).await;
+    }
+
     // The victim's events all arrive, once, with their own content.
     t.assert_each_once(&expected);
     assert!(t.lines().iter().all(|l| !l.contains("nobody-logged-in")));
@@ -162,6 +178,8 @@ async fn an_edge_with_a_valid_certificate_cannot_silence_read_or_forge_another()
         ("client_id", 2),
         ("subscribe_denied", 4),
         ("publish_denied", 5),
+        ("qos2", 1),
+        ("retained_event", 1),
     ] {
         assert!(
             refused.get(reason).copied().unwrap_or(0) >= at_least,
@@ -197,6 +215,23 @@ async fn an_edge_with_a_valid_certificate_cannot_silence_read_or_forge_another()
     tokio::time::timeout(WAIT, acked)
         .await
         .expect("its own event acked");
+
+    // Its own topic cannot carry the alerts only the hub makes: "victim is offline".
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let mut fake = forged_envelope("intruder", "offline");
+    fake.site = "site-intruder".into();
+    fake.event = warren_proto::Event::new(warren_proto::Kind::Other("edge_offline".into()), 1);
+    c.publish(
+        topic::event(&fake.site, "intruder"),
+        QoS::AtLeastOnce,
+        false,
+        fake.encode(),
+    )
+    .await
+    .unwrap();
+    wait_for("the fake presence alert refused", WAIT, || {
+        (t.hub.status().invalid >= 1).then_some(())
+    });
 }
 
 /// The TCP ports `pid` listens on, from /proc.

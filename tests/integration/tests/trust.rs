@@ -82,7 +82,8 @@ fn forged_envelope(victim: &str, user: &str) -> Envelope {
 async fn an_edge_with_a_valid_certificate_cannot_silence_read_or_forge_another() {
     let t = Topology::new();
     let victim = t.edge("victim", None);
-    let _intruder_edge = t.edge("intruder", None);
+    // The intruder holds edge `intruder`'s certificate; that edge's own daemon is not running
+    // (it would take its session back from the test's connections).
     let expected = users("v", 16);
     let ids: Vec<_> = expected
         .iter()

@@ -87,6 +87,7 @@ pub async fn start(plan: Plan, stats: Arc<Stats>) -> Result<Started, BrokerError
     let hub = (HUB_CLIENT_ID.to_owned(), per_start_secret()?);
     let front = ("warren-front".to_owned(), per_start_secret()?);
     let internal = spawn(plan.max_connections, [&hub, &front])?;
+    owned_listener(internal.port()).await?;
     let bind = |what: &'static str, addr: SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -126,6 +127,55 @@ pub async fn start(plan: Plan, stats: Arc<Stats>) -> Result<Started, BrokerError
         share_group: None,
     };
     Ok(Started { bus, front })
+}
+
+/// Waits until rumqttd listens on `port`, and makes sure the listener is this process's: the
+/// port was free when chosen, but another local process could have bound it before rumqttd
+/// did, and would then be sent both logins. Linux only (it reads /proc); elsewhere it waits for
+/// the port and trusts it.
+async fn owned_listener(port: u16) -> Result<(), BrokerError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match listener_owner(port) {
+            Some(true) => return Ok(()),
+            Some(false) => {
+                return Err(BrokerError::Setup(format!(
+                    "another process listens on the embedded broker's port 127.0.0.1:{port}"
+                )));
+            }
+            None if tokio::time::Instant::now() > deadline => {
+                return Err(BrokerError::Setup(format!(
+                    "the embedded broker did not listen on 127.0.0.1:{port}"
+                )));
+            }
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Whether the socket listening on 127.0.0.1:`port` is this process's; `None` while nothing
+/// listens there.
+#[cfg(target_os = "linux")]
+fn listener_owner(port: u16) -> Option<bool> {
+    let local = format!("0100007F:{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")).then(|| f.get(9).copied())?
+    })?;
+    let socket = std::path::PathBuf::from(format!("socket:[{inode}]"));
+    let ours = std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .filter_map(Result::ok)
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == socket));
+    Some(ours)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn listener_owner(port: u16) -> Option<bool> {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .is_ok()
+        .then_some(true)
 }
 
 /// 256 bits from the system's random source; no fallback: a guessable login would open
@@ -200,4 +250,36 @@ fn spawn(
         })
         .map_err(|e| BrokerError::Setup(format!("starting the broker thread: {e}")))?;
     Ok(internal)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn a_listener_of_another_process_is_told_apart() {
+        let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = ours.local_addr().unwrap().port();
+        assert_eq!(listener_owner(port), Some(true));
+        drop(ours);
+        assert_eq!(listener_owner(port), None);
+
+        // Another local process listening: a squatter on the broker's port.
+        let mut squatter = Command::new("python3")
+            .args(["-c", "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(squatter.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        assert_eq!(listener_owner(port), Some(false));
+        squatter.kill().unwrap();
+        squatter.wait().unwrap();
+    }
 }

@@ -13,6 +13,9 @@ use ring::pbkdf2;
 use subtle::ConstantTimeEq;
 use warren_proto::topic::valid_name;
 
+/// `mosquitto_passwd`'s PBKDF2 iteration count.
+const MOSQUITTO_ITERATIONS: u32 = 101;
+
 /// A user name the hub keeps for itself: its own client on the embedded broker.
 pub const HUB_CLIENT_ID: &str = "warren-hub";
 
@@ -71,9 +74,21 @@ impl Users {
         Ok(Self(users))
     }
 
-    /// Whether `user` exists and `password` is theirs. Constant-time in the password.
+    /// Whether `user` exists and `password` is theirs. Constant-time in the password, and an
+    /// unknown user costs the same work, so timing does not tell which users exist.
     pub fn check(&self, user: &str, password: &[u8]) -> bool {
-        self.0.get(user).is_some_and(|h| h.verify(password))
+        match self.0.get(user) {
+            Some(h) => h.verify(password),
+            None => {
+                let unknown = Hash::Pbkdf2 {
+                    iterations: NonZeroU32::new(MOSQUITTO_ITERATIONS).unwrap_or(NonZeroU32::MIN),
+                    salt: vec![0; 12],
+                    hash: vec![0; 64],
+                };
+                let _ = unknown.verify(password);
+                false
+            }
+        }
     }
 
     /// How many users there are.
@@ -144,17 +159,16 @@ impl Hash {
 /// A `$7$` line's hash of `password`, as `mosquitto_passwd` makes it (101 iterations, 12
 /// bytes of salt), for tests and tools.
 pub fn hash(password: &str, salt: &[u8]) -> String {
-    const ITERATIONS: u32 = 101;
     let mut out = [0u8; 64];
     pbkdf2::derive(
         pbkdf2::PBKDF2_HMAC_SHA512,
-        NonZeroU32::new(ITERATIONS).unwrap_or(NonZeroU32::MIN),
+        NonZeroU32::new(MOSQUITTO_ITERATIONS).unwrap_or(NonZeroU32::MIN),
         salt,
         password.as_bytes(),
         &mut out,
     );
     format!(
-        "$7${ITERATIONS}${}${}",
+        "$7${MOSQUITTO_ITERATIONS}${}${}",
         STANDARD.encode(salt),
         STANDARD.encode(out)
     )
@@ -163,6 +177,17 @@ pub fn hash(password: &str, salt: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_is_mosquitto_passwds() {
+        // mosquitto_passwd 2.0.11's line for alice/secret, its salt fixed to bytes 0..12.
+        let line = "alice:$7$101$AAECAwQFBgcICQoL$Xr99N9ym9ys8TWxis5ajETJq6EVYzmc6nb8t3pUYnPBbCAbICS4xejTltonXWCtJNBvA+By+TXUqU6qCblO00w==";
+        let salt: Vec<u8> = (0..12).collect();
+        assert_eq!(format!("alice:{}", hash("secret", &salt)), line);
+        let users = Users::parse(line).unwrap();
+        assert!(users.check("alice", b"secret"));
+        assert!(!users.check("alice", b"Secret"));
+    }
 
     #[test]
     fn hashed_users_check_and_plain_ones_are_refused() {

@@ -1,9 +1,9 @@
 //! `type = "exec"`: runs a program (no shell) with the notification as JSON on stdin.
 //!
 //! Exit 0 is delivered; any other exit is retried; a program that cannot be started at all
-//! is a permanent failure, unless the system is only short of resources (no file
-//! descriptors, processes or memory for now). A run that outlives the attempt timeout is
-//! killed.
+//! is a permanent failure, unless that is only for now: the system is short of resources (file
+//! descriptors, processes, memory), or the program file is being written (an upgrade). A run
+//! that outlives the attempt timeout is killed.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -61,7 +61,7 @@ impl Sink for ExecNotifier {
             .spawn()
             .map_err(|e| {
                 let why = format!("{}: {e}", self.program.display());
-                if short_of_resources(&e) {
+                if for_now(&e) {
                     NotifyError::Transient(why)
                 } else {
                     NotifyError::Permanent(why)
@@ -89,17 +89,20 @@ impl Sink for ExecNotifier {
     }
 }
 
-/// EAGAIN, ENOMEM, ENFILE, EMFILE: the program exists, the system is only short of something.
-fn short_of_resources(e: &std::io::Error) -> bool {
-    // ENOMEM, ENFILE and EMFILE have the same numbers on Linux and the BSDs; EAGAIN differs,
-    // and std reports it as WouldBlock on both.
+/// EAGAIN, ENOMEM, ENFILE, EMFILE: the program exists, the system is only short of something;
+/// ETXTBSY: the program file is open for writing — being upgraded, or, for an instant, held by
+/// a process another thread forked while writing it.
+fn for_now(e: &std::io::Error) -> bool {
+    // ENOMEM, ENFILE, EMFILE and ETXTBSY have the same numbers on Linux and the BSDs; EAGAIN
+    // differs, and std reports it as WouldBlock on both.
     const ENOMEM: i32 = 12;
     const ENFILE: i32 = 23;
     const EMFILE: i32 = 24;
+    const ETXTBSY: i32 = 26;
     matches!(
         e.kind(),
         std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::WouldBlock
-    ) || matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE))
+    ) || matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ETXTBSY))
 }
 
 #[cfg(test)]
@@ -144,10 +147,30 @@ mod tests {
 
     #[test]
     fn resource_shortage_is_transient() {
-        assert!(short_of_resources(&std::io::Error::from_raw_os_error(24)));
-        assert!(!short_of_resources(&std::io::Error::from(
+        assert!(for_now(&std::io::Error::from_raw_os_error(24)));
+        assert!(!for_now(&std::io::Error::from(
             std::io::ErrorKind::NotFound
         )));
+    }
+
+    #[tokio::test]
+    async fn a_program_being_written_is_retried_not_given_up() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upgrading.sh");
+        let mut writing = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o755)
+            .open(&path)
+            .unwrap();
+        writing.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        let n = notifier(&[path.to_str().unwrap()]).unwrap();
+        let err = n.send(&notification("dan")).await.unwrap_err();
+        assert!(matches!(err, NotifyError::Transient(_)), "{err}");
+        drop(writing);
+        n.send(&notification("dan")).await.unwrap();
     }
 
     /// A script whose behaviour a file sets; rejecting is the script being gone. The script

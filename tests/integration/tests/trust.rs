@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -292,8 +293,22 @@ async fn a_local_user_gets_nothing_from_the_brokers_loopback_ports() {
         assert!(r.is_err(), "{id} with {login:?}: {r:?}");
     }
 
-    // The plain local listener lets a local tool read the legacy topic, never write anything.
+    // Nor from their files: state directories are the daemons' alone, their files private.
     let edge = t.edge("gw", None);
+    for state in [t.path("hub-state"), t.path("gw-state")] {
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700, "{}", state.display());
+        let db = std::fs::read_dir(&state)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.path().is_dir())
+            .unwrap()
+            .path()
+            .join("db");
+        assert_eq!(mode(&db), 0o600, "{}", db.display());
+    }
+
+    // The plain local listener lets a local tool read the legacy topic, never write anything.
     let (reader, mut el) =
         AsyncClient::new(MqttOptions::new("reader", "127.0.0.1", t.local_port), 10);
     connack(&mut el).await.unwrap();
@@ -345,6 +360,9 @@ fn a_revoked_edge_is_cut_off_while_the_hub_runs() {
     gone.send_confirmed(&logins(&users("before", 2)));
     t.assert_each_once(&users("before", 2));
 
+    // SIGHUP re-reads the (unchanged) list; it does not stop the hub.
+    t.hub.proc.signal("HUP");
+    assert_eq!(t.hub.status().refused.get("revoked"), None);
     t.pki.revoke("gone");
     wait_for("the revoked edge's session closed", WAIT, || {
         (t.hub.status().refused.get("revoked") == Some(&1)).then_some(())

@@ -161,7 +161,7 @@ mod tests {
         let path = dir.path().join("upgrading.sh");
         let mut writing = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
+            .create_new(true)
             .mode(0o755)
             .open(&path)
             .unwrap();

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod files;
 pub mod nagios;
+#[cfg(target_os = "linux")]
+pub mod procfs;
 pub mod refusals;
 mod secret;
 #[cfg(any(test, feature = "testing"))]

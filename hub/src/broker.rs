@@ -108,14 +108,13 @@ pub async fn start(plan: Plan, stats: Arc<Stats>) -> Result<Started, BrokerError
         legacy_topic: plan.legacy_topic,
         upstream: internal,
         login: front,
-        connect_timeout: plan.handshake_timeout,
+        handshake_timeout: plan.handshake_timeout,
         stats,
     };
     let front = (tls.is_some() || local.is_some()).then(|| Front {
         tls,
         local,
         gate: Arc::new(gate),
-        handshake_timeout: plan.handshake_timeout,
         max_connections: plan.max_connections,
     });
     let bus = BusOptions {
@@ -157,18 +156,12 @@ async fn owned_listener(port: u16) -> Result<(), BrokerError> {
 /// listens there.
 #[cfg(target_os = "linux")]
 fn listener_owner(port: u16) -> Option<bool> {
-    let local = format!("0100007F:{port:04X}");
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    let inode = table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")).then(|| f.get(9).copied())?
-    })?;
-    let socket = std::path::PathBuf::from(format!("socket:[{inode}]"));
-    let ours = std::fs::read_dir("/proc/self/fd")
-        .ok()?
-        .filter_map(Result::ok)
-        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == socket));
-    Some(ours)
+    use warren_daemon::procfs;
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+    let (_, inode) = procfs::tcp_listeners()
+        .into_iter()
+        .find(|(a, _)| *a == addr)?;
+    Some(procfs::socket_inodes("self").contains(&inode))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -29,8 +29,6 @@ pub struct Front {
     pub local: Option<TcpListener>,
     /// Who may connect and do what.
     pub gate: Arc<Gate>,
-    /// A client that has not finished its TLS handshake by then is dropped.
-    pub handshake_timeout: Duration,
     /// Most edges connected at once (local tools have their own limit).
     pub max_connections: usize,
 }
@@ -89,11 +87,10 @@ impl Front {
             let _ = tcp.set_nodelay(true);
             let (gate, stop) = (self.gate.clone(), stop.clone());
             let trust = tls.as_ref().map(|(_, t)| t.clone());
-            let timeout = self.handshake_timeout;
             connections.spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => {}
-                    () = connection(tcp, peer, trust.filter(|_| via_tls), gate, timeout, permit) => {}
+                    () = connection(tcp, peer, trust.filter(|_| via_tls), gate, permit) => {}
                 }
             });
         }
@@ -123,14 +120,13 @@ async fn connection(
     peer: SocketAddr,
     trust: Option<watch::Receiver<Trust>>,
     gate: Arc<Gate>,
-    handshake_timeout: Duration,
     _permit: OwnedSemaphorePermit,
 ) {
     let Some(trust) = trust else {
         return session::serve(tcp, peer, Via::Local, gate, None).await;
     };
     let acceptor = trust.borrow().acceptor.clone();
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(gate.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             gate.stats

@@ -45,8 +45,9 @@ pub struct Gate {
     pub upstream: SocketAddr,
     /// The front's login there, made at start.
     pub login: (String, Secret),
-    /// A client that has not sent its CONNECT by then is dropped.
-    pub connect_timeout: Duration,
+    /// A client that has not finished its TLS handshake by then, or then sent its CONNECT
+    /// within as long again, is dropped.
+    pub handshake_timeout: Duration,
     /// Refusals and the edges' certificates.
     pub stats: Arc<Stats>,
 }
@@ -110,7 +111,7 @@ pub async fn serve<S>(
         _ => None,
     };
     let connect =
-        match tokio::time::timeout(gate.connect_timeout, read_connect(&mut rd, &mut buf)).await {
+        match tokio::time::timeout(gate.handshake_timeout, read_connect(&mut rd, &mut buf)).await {
             Ok(Ok(c)) => c,
             Ok(Err(r)) => return gate.refused(peer, "", &r),
             Err(_) => {

@@ -81,7 +81,17 @@ impl TrustSource {
     /// Rebuilds the set-up when the revocation list's file changes or SIGHUP arrives, until
     /// `stop`. A list that cannot be read is logged and the one in force kept.
     pub async fn watch(self, tx: watch::Sender<Trust>, stop: CancellationToken) {
-        let path = self.crl_file.clone().unwrap_or_default();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let Some(path) = self.crl_file.clone() else {
+            // Nothing to reload; SIGHUP must still not end the hub.
+            while tokio::select! {
+                () = stop.cancelled() => false,
+                Some(()) = async { hup.as_mut()?.recv().await } => true,
+            } {
+                tracing::info!("SIGHUP: no revocation list is configured; nothing to reload.");
+            }
+            return;
+        };
         // Size too: two revocations within the file system's time granularity differ in it.
         let modified = || {
             std::fs::metadata(&path)
@@ -89,7 +99,6 @@ impl TrustSource {
                 .ok()
         };
         let mut seen: Option<(SystemTime, u64)> = modified();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(POLL);
         loop {
             let forced = tokio::select! {
@@ -97,12 +106,6 @@ impl TrustSource {
                 _ = tick.tick() => false,
                 Some(()) = async { hup.as_mut()?.recv().await } => true,
             };
-            if self.crl_file.is_none() {
-                if forced {
-                    tracing::info!("SIGHUP: no revocation list is configured; nothing to reload.");
-                }
-                continue;
-            }
             let now = modified();
             if !forced && now == seen {
                 continue;

@@ -124,7 +124,8 @@ fn envelope(edge: &str, user: &str) -> Envelope {
 /// An edge as the hub sees it: an MQTT client that publishes envelopes and collects acks.
 struct TestEdge {
     client: AsyncClient,
-    acks: mpsc::UnboundedReceiver<EventId>,
+    /// What arrives on its ack topic.
+    acks: mpsc::UnboundedReceiver<rumqttc::Publish>,
 }
 
 fn options(
@@ -161,25 +162,11 @@ async fn first_answer(eventloop: &mut EventLoop) -> Result<(), String> {
 impl TestEdge {
     async fn connect(o: MqttOptions) -> Self {
         let edge = o.client_id();
-        let (client, mut eventloop) = AsyncClient::new(o, 1000);
-        first_answer(&mut eventloop).await.expect("edge connects");
-        client
-            .subscribe(topic::ack(&edge), QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        let (tx, acks) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(ev) = eventloop.poll().await {
-                if let Event::Incoming(Packet::Publish(p)) = ev
-                    && let Ok(ack) = Ack::decode(&p.payload)
-                {
-                    for id in ack.ids {
-                        let _ = tx.send(id);
-                    }
-                }
-            }
-        });
-        Self { client, acks }
+        let (client, received) = listener(o, &[&topic::ack(&edge)]).await;
+        Self {
+            client,
+            acks: received,
+        }
     }
 
     async fn publish(&self, e: &Envelope) {
@@ -200,7 +187,7 @@ impl TestEdge {
                 .await
                 .expect("an ack in time")
                 .unwrap();
-            if got == id {
+            if Ack::decode(&got.payload).is_ok_and(|a| a.ids.contains(&id)) {
                 return;
             }
         }
@@ -491,11 +478,11 @@ async fn users_made_by_mosquitto_passwd_log_in_and_wrong_passwords_do_not() {
     assert_eq!(refused.get("bad_password"), Some(&2), "{refused:?}");
 }
 
-/// What one MQTT client receives, in the background.
+/// An MQTT client subscribed to `filters`, and what it receives, read in the background.
 async fn listener(
     o: MqttOptions,
     filters: &[&str],
-) -> (AsyncClient, mpsc::UnboundedReceiver<String>) {
+) -> (AsyncClient, mpsc::UnboundedReceiver<rumqttc::Publish>) {
     let (client, mut eventloop) = AsyncClient::new(o, 100);
     first_answer(&mut eventloop).await.expect("connects");
     for f in filters {
@@ -505,7 +492,7 @@ async fn listener(
     tokio::spawn(async move {
         while let Ok(ev) = eventloop.poll().await {
             if let Event::Incoming(Packet::Publish(p)) = ev {
-                let _ = tx.send(p.topic);
+                let _ = tx.send(p);
             }
         }
     });
@@ -603,8 +590,8 @@ async fn behind_mosquitto_the_generated_acl_keeps_each_edge_to_itself() {
     );
     assert_eq!(hub.status().received, 3);
     let mut leaked = Vec::new();
-    while let Ok(topic) = seen.try_recv() {
-        leaked.push(topic);
+    while let Ok(p) = seen.try_recv() {
+        leaked.push(p.topic);
     }
     assert!(
         leaked.iter().all(|t| t == &topic::ack("gw")),

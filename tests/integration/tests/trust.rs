@@ -13,6 +13,7 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration,
     Transport,
 };
+use warren_daemon::procfs;
 use warren_harness::{Proc, WAIT, require, venv_tool, wait_for, wait_until};
 use warren_integration_tests::{Topology, login, logins, users};
 use warren_proto::envelope::VERSION;
@@ -195,8 +196,7 @@ async fn an_edge_with_a_valid_certificate_cannot_silence_read_or_forge_another()
     c.subscribe(topic::ack("intruder"), QoS::AtLeastOnce)
         .await
         .unwrap();
-    let mut own = forged_envelope("intruder", "itself");
-    own.site = "site-intruder".into();
+    let own = forged_envelope("intruder", "itself");
     c.publish(
         topic::event(&own.site, "intruder"),
         QoS::AtLeastOnce,
@@ -221,7 +221,6 @@ async fn an_edge_with_a_valid_certificate_cannot_silence_read_or_forge_another()
     // Its own topic cannot carry the alerts only the hub makes: "victim is offline".
     tokio::spawn(async move { while el.poll().await.is_ok() {} });
     let mut fake = forged_envelope("intruder", "offline");
-    fake.site = "site-intruder".into();
     fake.event = warren_proto::Event::new(warren_proto::Kind::Other("edge_offline".into()), 1);
     c.publish(
         topic::event(&fake.site, "intruder"),
@@ -236,26 +235,13 @@ async fn an_edge_with_a_valid_certificate_cannot_silence_read_or_forge_another()
     });
 }
 
-/// The TCP ports `pid` listens on, from /proc.
+/// The TCP ports `pid` listens on.
 fn listening_ports(pid: u32) -> BTreeSet<u16> {
-    let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_string_lossy().into_owned();
-            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-        })
-        .collect();
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let listening = f.get(3) == Some(&"0A");
-            let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
-            (listening && inodes.contains(*f.get(9)?)).then_some(port)
-        })
+    let ours = procfs::socket_inodes(&pid.to_string());
+    procfs::tcp_listeners()
+        .into_iter()
+        .filter(|(_, inode)| ours.contains(inode))
+        .map(|(addr, _)| addr.port())
         .collect()
 }
 
@@ -279,17 +265,7 @@ async fn a_local_user_gets_nothing_from_the_brokers_loopback_ports() {
             o.set_credentials(u, p);
         }
         let (_c, mut el) = AsyncClient::new(o, 10);
-        let r = tokio::time::timeout(WAIT, async {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(a))) => return Ok(a),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        })
-        .await
-        .expect("an answer");
+        let r = connack(&mut el).await;
         assert!(r.is_err(), "{id} with {login:?}: {r:?}");
     }
 

@@ -6,10 +6,12 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 /// How to answer one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// This status, empty body.
     Status(u16),
+    /// This status, with these headers and this body.
+    Full(u16, Vec<(String, String)>, String),
     /// Never answer (until the client gives up).
     Hang,
     /// This 3xx status, with `Location: http://127.0.0.1:<port>/elsewhere`.
@@ -129,15 +131,29 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 .script
                 .get(s.served)
                 .or(s.script.last())
-                .copied()
+                .cloned()
                 .unwrap_or(Reply::Status(200));
             s.served += 1;
-            s.requests.push(Request { reply, ..req });
+            s.requests.push(Request {
+                reply: reply.clone(),
+                ..req
+            });
             reply
         };
         match reply {
             Reply::Status(code) => {
                 let head = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n");
+                if out.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Reply::Full(code, headers, body) => {
+                let mut head = format!("HTTP/1.1 {code} X\r\ncontent-length: {}\r\n", body.len());
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                head.push_str(&body);
                 if out.write_all(head.as_bytes()).is_err() {
                     return;
                 }

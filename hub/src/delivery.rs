@@ -119,7 +119,10 @@ pub async fn run(
                     .await?;
                     continue;
                 }
-                let delay = backoff.next_backoff().unwrap_or(policy.max_backoff);
+                let mut delay = backoff.next_backoff().unwrap_or(policy.max_backoff);
+                if let NotifyError::Throttled(_, wait) = &error {
+                    delay = delay.max(*wait);
+                }
                 tracing::warn!(notifier = %name, %id, attempts = entry.attempts, %error, retry_in = ?delay, "Delivery failed, will retry.");
                 entry.last_error = Some(error.to_string());
                 blocking(&inbox, {

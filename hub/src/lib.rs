@@ -120,6 +120,7 @@ pub async fn run(
     );
 
     let (client, eventloop) = bus::connect(&bus_opts);
+    let _ = res.hub_bus.set(client.clone());
     let (tx, rx) = mpsc::channel(INBOUND_CHANNEL);
     tracker.spawn(bus::drive(
         eventloop,

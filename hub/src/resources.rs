@@ -4,6 +4,7 @@
 //! config that starts. Each error names the config key and the file.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use rumqttc::TlsConfiguration;
 use warren_daemon::Secret;
@@ -26,6 +27,8 @@ pub struct Resources {
     pub broker: BrokerSetup,
     /// The notifiers, built.
     pub notifiers: Vec<(NotifierName, Notifier)>,
+    /// Where the notifiers that publish on the hub's broker find its client, once it exists.
+    pub hub_bus: Arc<OnceLock<rumqttc::AsyncClient>>,
     /// The hub's own certificate (server, or client of an external broker), to warn before
     /// it ends.
     pub certificate: Option<CertFacts>,
@@ -77,6 +80,7 @@ impl Resources {
         Ok(Self {
             broker,
             notifiers,
+            hub_bus: cx.hub_bus,
             certificate,
         })
     }

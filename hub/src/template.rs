@@ -85,17 +85,95 @@ impl Template {
         now: DateTime<Utc>,
         extra: &[(&str, &str)],
     ) -> String {
+        self.render_escaped(envelope, now, extra, Escape::None)
+    }
+
+    /// Renders with `extra` fields, each inserted value escaped for `escape`: the template's
+    /// own text is markup (or JSON), what an event brings is only ever text.
+    pub fn render_escaped(
+        &self,
+        envelope: &Envelope,
+        now: DateTime<Utc>,
+        extra: &[(&str, &str)],
+        escape: Escape,
+    ) -> String {
         let mut out = String::new();
+        let mut value = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Field(name) => match extra.iter().find(|(k, _)| k == name) {
-                    Some((_, v)) => out.push_str(v),
-                    None => field(&mut out, name, envelope, now),
-                },
+                Part::Field(name) => {
+                    value.clear();
+                    match extra.iter().find(|(k, _)| k == name) {
+                        Some((_, v)) => value.push_str(v),
+                        None => field(&mut value, name, envelope, now),
+                    }
+                    escape.push(&value, &mut out);
+                }
             }
         }
         out
+    }
+}
+
+/// How inserted values are escaped for the format a template produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Escape {
+    /// Plain text: as is.
+    #[default]
+    None,
+    /// The inside of a JSON string.
+    Json,
+    /// HTML text and attribute values.
+    Html,
+    /// Markdown (CommonMark): every ASCII punctuation character that could start markup
+    /// gets a backslash.
+    Markdown,
+    /// Telegram's MarkdownV2, whose list of characters to escape is its own.
+    TelegramMarkdownV2,
+}
+
+impl Escape {
+    /// Appends `s` to `out`, escaped.
+    pub fn push(self, s: &str, out: &mut String) {
+        match self {
+            Self::None => out.push_str(s),
+            Self::Json => {
+                let quoted = serde_json::Value::from(s).to_string();
+                out.push_str(&quoted[1..quoted.len() - 1]);
+            }
+            Self::Html => {
+                for c in s.chars() {
+                    match c {
+                        '&' => out.push_str("&amp;"),
+                        '<' => out.push_str("&lt;"),
+                        '>' => out.push_str("&gt;"),
+                        '"' => out.push_str("&quot;"),
+                        '\'' => out.push_str("&#39;"),
+                        c => out.push(c),
+                    }
+                }
+            }
+            Self::Markdown => backslash(s, "\\`*_{}[]<>()#+-.!|~", out),
+            // https://core.telegram.org/bots/api#markdownv2-style
+            Self::TelegramMarkdownV2 => backslash(s, "\\_*[]()~`>#+-=|{}.!", out),
+        }
+    }
+
+    /// `s` escaped.
+    pub fn apply(self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        self.push(s, &mut out);
+        out
+    }
+}
+
+fn backslash(s: &str, special: &str, out: &mut String) {
+    for c in s.chars() {
+        if special.contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
     }
 }
 
@@ -176,6 +254,36 @@ mod tests {
             "1795708600 2026-11-26T15:56:40.000000Z"
         );
         assert_eq!(render("{kind}"), "login");
+    }
+
+    #[test]
+    fn inserted_values_are_escaped_the_template_is_not() {
+        let mut e = envelope();
+        e.event
+            .set_str("user", Some("<b>\"x\"</b>_*[1].\\"))
+            .set_str("hostname", Some("a&b"));
+        let now = Utc.timestamp_opt(0, 0).unwrap();
+        let render = |t: &str, esc| {
+            Template::parse(t)
+                .unwrap()
+                .render_escaped(&e, now, &[], esc)
+        };
+        assert_eq!(
+            render("<i>{user}</i> {hostname}", Escape::Html),
+            "<i>&lt;b&gt;&quot;x&quot;&lt;/b&gt;_*[1].\\</i> a&amp;b"
+        );
+        let json = render("{{\"u\": \"{user}\"}}", Escape::Json);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["u"], "<b>\"x\"</b>_*[1].\\");
+        assert_eq!(
+            render("*{user}*", Escape::TelegramMarkdownV2),
+            "*<b\\>\"x\"</b\\>\\_\\*\\[1\\]\\.\\\\*"
+        );
+        assert_eq!(
+            render("**{hostname}** {user}", Escape::Markdown),
+            "**a&b** \\<b\\>\"x\"\\</b\\>\\_\\*\\[1\\]\\.\\\\"
+        );
+        assert_eq!(render("{user}", Escape::None), "<b>\"x\"</b>_*[1].\\");
     }
 
     #[test]

@@ -57,7 +57,12 @@ impl Endpoint for HttpServer {
     fn delivered(&self) -> usize {
         self.requests()
             .iter()
-            .filter(|r| matches!(r.reply, Reply::Status(200..=299)))
+            .filter(|r| {
+                matches!(
+                    r.reply,
+                    Reply::Status(200..=299) | Reply::Full(200..=299, ..)
+                )
+            })
             .count()
     }
 }

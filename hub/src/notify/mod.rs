@@ -17,6 +17,8 @@ pub mod conformance;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -151,6 +153,9 @@ impl fmt::Display for NotifierName {
 pub struct BuildContext {
     /// One HTTP client for every HTTP-based notifier.
     pub http: reqwest::Client,
+    /// The hub's own client of its broker, set by `run` once it exists (notifiers are built
+    /// before it, and by `check-config`, which never connects).
+    pub hub_bus: Arc<OnceLock<rumqttc::AsyncClient>>,
 }
 
 impl BuildContext {
@@ -161,6 +166,7 @@ impl BuildContext {
     pub fn new() -> Result<Self, String> {
         Ok(Self {
             http: http::client().map_err(|e| format!("building the HTTP client: {e}"))?,
+            hub_bus: Arc::default(),
         })
     }
 }
@@ -194,6 +200,10 @@ pub enum NotifyError {
     /// Worth retrying: a timeout, a refused connection, a 5xx.
     #[error("{0}")]
     Transient(String),
+    /// The service asked to be left alone for a while (a 429 with Retry-After): retried, but
+    /// not before then.
+    #[error("{0} (retry after {wait})", wait = humantime::format_duration(*.1))]
+    Throttled(String, Duration),
     /// Will never work: a 4xx, a program that cannot be run.
     #[error("{0}")]
     Permanent(String),

@@ -10,7 +10,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError, Sink};
-use crate::template::Template;
+use crate::template::{Escape, Template};
 
 /// `[notifier.NAME] type = "webhook"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +39,7 @@ pub struct WebhookNotifier {
     url: reqwest::Url,
     headers: HeaderMap,
     body: Option<Template>,
+    escape: Escape,
 }
 
 impl std::fmt::Debug for WebhookNotifier {
@@ -110,21 +111,30 @@ impl Sink for WebhookNotifier {
             .map(Template::parse)
             .transpose()
             .map_err(|e| err("body", &e))?;
+        // A JSON body template gets JSON-escaped values, so an event cannot break out of its
+        // strings.
+        let escape = if content_type.contains("json") {
+            Escape::Json
+        } else {
+            Escape::None
+        };
         Ok(Self {
             http: cx.http.clone(),
             url,
             headers,
             body,
+            escape,
         })
     }
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let body = match &self.body {
             Some(t) => t
-                .render_with(
+                .render_escaped(
                     &n.envelope,
                     chrono::Utc::now(),
                     &[("title", &n.title), ("message", &n.message)],
+                    self.escape,
                 )
                 .into_bytes(),
             None => serde_json::to_vec(&serde_json::json!({
@@ -140,7 +150,9 @@ impl Sink for WebhookNotifier {
             .post(self.url.clone())
             .headers(self.headers.clone())
             .body(body);
-        super::http::send(request, self.url.host_str().unwrap_or("webhook")).await
+        super::http::send(request, self.url.host_str().unwrap_or("webhook"))
+            .await
+            .map(drop)
     }
 }
 
@@ -196,6 +208,21 @@ mod tests {
             req.header("content-type"),
             Some("text/plain; charset=utf-8")
         );
+    }
+
+    #[tokio::test]
+    async fn a_json_body_template_escapes_what_it_inserts() {
+        let server = HttpServer::start(vec![Reply::Status(200)]);
+        let n = notifier(
+            &server.url("/t"),
+            "content_type = \"application/json\"\nbody = '{{\"text\": \"{user}\", \"admin\": false}}'",
+        );
+        n.send(&notification("\", \"admin\": true, \"x\": \""))
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
+        assert_eq!(body["admin"], false, "{body}");
+        assert_eq!(body["text"], "\", \"admin\": true, \"x\": \"");
     }
 
     #[tokio::test]

@@ -83,15 +83,12 @@ pub fn status<T: Serialize + DeserializeOwned>(
     plugin: Option<PluginCheck<'_, T>>,
     human: &dyn Fn(&T) -> String,
 ) -> ExitCode {
-    let socket = match &args.socket {
-        Some(s) => s.clone(),
-        None => match socket_in(&args.config.path(daemon)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{daemon}: {e}");
-                return ExitCode::from(3);
-            }
-        },
+    let socket = match socket(daemon, args, socket_in) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{daemon}: {e}");
+            return ExitCode::from(3);
+        }
     };
     let snapshot = crate::query_status::<T>(&socket, daemon);
     if let Some(check) = plugin {
@@ -112,5 +109,20 @@ pub fn status<T: Serialize + DeserializeOwned>(
             eprintln!("{daemon}: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The status socket `args` name: `--socket`, or the one the config names.
+///
+/// # Errors
+/// When the config cannot be read.
+pub fn socket(
+    daemon: &str,
+    args: &StatusArgs,
+    socket_in: impl FnOnce(&Path) -> Result<PathBuf, String>,
+) -> Result<PathBuf, String> {
+    match &args.socket {
+        Some(s) => Ok(s.clone()),
+        None => socket_in(&args.config.path(daemon)),
     }
 }

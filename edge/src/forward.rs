@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backoff::backoff::Backoff;
 use rumqttc::{
     AsyncClient, ClientError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     TlsConfiguration, Transport,
@@ -330,7 +329,8 @@ async fn drive(
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) {
-    let mut backoff = warren_daemon::retry_backoff(Duration::from_millis(200), cfg.max_backoff);
+    let mut backoff =
+        warren_daemon::retry::RetrySchedule::new(Duration::from_millis(200), cfg.max_backoff);
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -359,7 +359,7 @@ async fn drive(
             Err(error) => {
                 let was_up = stats.link().connected;
                 stats.set_link(false, Some(error.to_string()));
-                let delay = backoff.next_backoff().unwrap_or(cfg.max_backoff);
+                let delay = backoff.next_delay();
                 if was_up {
                     tracing::warn!(%error, "Lost the hub; events stay queued.");
                 } else {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
@@ -102,8 +101,10 @@ pub async fn drive(
         Some(group) => topic::shared(group, topic::EVENT_FILTER),
         None => topic::EVENT_FILTER.to_owned(),
     };
-    let mut backoff =
-        warren_daemon::retry_backoff(Duration::from_millis(100), Duration::from_secs(10));
+    let mut backoff = warren_daemon::retry::RetrySchedule::new(
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    );
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -147,7 +148,7 @@ pub async fn drive(
             Ok(_) => {}
             Err(error) => {
                 let was = stats.bus_connected.send_replace(false);
-                let delay = backoff.next_backoff().unwrap_or(Duration::from_secs(10));
+                let delay = backoff.next_delay();
                 if was {
                     tracing::warn!(%error, "Lost the broker; reconnecting.");
                 } else {

@@ -1,4 +1,4 @@
-//! The command line: `hub run | check-config | status | pki | acl`.
+//! The command line: `hub run | check-config | status | dead-letters | pki | acl`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +8,8 @@ use warren_daemon::cli::{ConfigArg, StatusArgs};
 use warren_daemon::config::ConfigError;
 
 use crate::config::{Broker, HubConfig};
+use crate::control::{Command as Control, Reply};
+use crate::inbox::Selection;
 use crate::resources::Resources;
 use crate::status::{self, Thresholds};
 
@@ -40,6 +42,12 @@ enum Command {
         #[command(flatten)]
         thresholds: Thresholds,
     },
+    /// Deliveries given up on (kept for `[delivery] keep_dead_letters`): list them, send
+    /// them again once the cause is fixed, or drop them.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// A small CA for this installation.
     Pki {
         #[command(subcommand)]
@@ -57,6 +65,56 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// List them, newest first.
+    List {
+        #[command(flatten)]
+        target: StatusArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put them back in their notifiers' outboxes, to be delivered at once, with a new
+    /// retry budget (after fixing a token, say).
+    Retry {
+        #[command(flatten)]
+        target: StatusArgs,
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Forget them.
+    Drop {
+        #[command(flatten)]
+        target: StatusArgs,
+        #[command(flatten)]
+        which: Which,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true)]
+struct Which {
+    /// Their numbers, as `list` shows them.
+    seqs: Vec<u64>,
+    /// Every one.
+    #[arg(long, conflicts_with = "seqs")]
+    all: bool,
+    /// Every one of this notifier.
+    #[arg(long, conflicts_with = "seqs")]
+    notifier: Option<String>,
+}
+
+impl Which {
+    fn selection(self) -> Selection {
+        if self.all || self.notifier.is_some() {
+            Selection::All(self.notifier)
+        } else {
+            Selection::Seqs(self.seqs)
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -155,6 +213,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 &status::human,
             )
         }
+        Command::DeadLetters { command } => dead_letters(command),
         Command::Pki { command } => pki(command),
         Command::Acl {
             format: AclFormat::Mosquitto,
@@ -206,6 +265,72 @@ fn run(path: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     }
     warren_daemon::run_until_signal("hub", |shutdown| crate::run(cfg, res, shutdown))
+}
+
+fn dead_letters(command: DeadLetterCommand) -> ExitCode {
+    let (target, command) = match command {
+        DeadLetterCommand::List { target, limit } => (target, Control::ListDeadLetters { limit }),
+        DeadLetterCommand::Retry { target, which } => (
+            target,
+            Control::RetryDeadLetters {
+                which: which.selection(),
+            },
+        ),
+        DeadLetterCommand::Drop { target, which } => (
+            target,
+            Control::DropDeadLetters {
+                which: which.selection(),
+            },
+        ),
+    };
+    let answer = warren_daemon::cli::socket("hub", &target, |config| {
+        HubConfig::load(config)
+            .map(|c| c.status_socket)
+            .map_err(|e| e.to_string())
+    })
+    .and_then(|socket| {
+        let body = serde_json::to_vec(&command).unwrap_or_default();
+        warren_daemon::control::request::<Reply>(&socket, "hub", &body)
+    })
+    .and_then(|r| match r.error {
+        Some(e) => Err(e),
+        None => Ok(r),
+    });
+    let reply = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Control::ListDeadLetters { .. } if target.json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reply.dead_letters).unwrap_or_default()
+            );
+        }
+        Control::ListDeadLetters { .. } => {
+            for d in &reply.dead_letters {
+                let at =
+                    chrono::DateTime::from_timestamp_millis(i64::try_from(d.at_ms).unwrap_or(0))
+                        .map(|t| {
+                            t.with_timezone(&chrono::Local)
+                                .format("%Y-%m-%d %H:%M:%S")
+                                .to_string()
+                        })
+                        .unwrap_or_default();
+                println!(
+                    "#{:<6} {at}  {:<12} {} attempts  {:?}  {}  event {}",
+                    d.seq, d.notifier, d.attempts, d.title, d.error, d.id
+                );
+            }
+        }
+        Control::RetryDeadLetters { .. } => println!("{} put back for delivery", reply.changed),
+        Control::DropDeadLetters { .. } => println!("{} dropped", reply.changed),
+        Control::Status => {}
+    }
+    ExitCode::SUCCESS
 }
 
 fn pki(command: PkiCommand) -> ExitCode {

@@ -52,7 +52,7 @@ pub struct RawHubConfig {
     pub metrics: MetricsConfig,
     /// Notifiers by name.
     #[serde(default, rename = "notifier")]
-    pub notifiers: BTreeMap<NotifierName, NotifierConfig>,
+    pub notifiers: BTreeMap<NotifierName, NotifierSpec>,
     /// Routes, in order.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -152,9 +152,10 @@ impl Default for DedupConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Attempts per (event, notifier) before it becomes a dead letter.
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
+    /// How long a failing delivery is retried, from its first failure, before it becomes a
+    /// dead letter: long enough to outlast an internet link down for the night.
+    #[serde(default = "default_give_up_after", with = "humantime_serde")]
+    pub give_up_after: Duration,
     /// First retry delay.
     #[serde(default = "default_initial_backoff", with = "humantime_serde")]
     pub initial_backoff: Duration,
@@ -164,16 +165,53 @@ pub struct DeliveryConfig {
     /// One attempt's time limit (HTTP request, program run).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How long dead letters are kept for `hub dead-letters retry`.
+    #[serde(default = "default_keep_dead_letters", with = "humantime_serde")]
+    pub keep_dead_letters: Duration,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            max_attempts: default_attempts(),
+            give_up_after: default_give_up_after(),
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
             timeout: default_timeout(),
+            keep_dead_letters: default_keep_dead_letters(),
         }
+    }
+}
+
+/// `[notifier.NAME]`: its `type` and that type's keys, plus the keys every notifier has.
+///
+/// Read through a table because serde cannot both flatten the type's keys in and still
+/// refuse unknown ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Table")]
+pub struct NotifierSpec {
+    /// The notifier that gets a delivery this one gives up on.
+    pub fallback: Option<NotifierName>,
+    /// The type and its keys.
+    pub config: NotifierConfig,
+}
+
+impl TryFrom<toml::Table> for NotifierSpec {
+    type Error = String;
+
+    fn try_from(mut t: toml::Table) -> Result<Self, String> {
+        let fallback = match t.remove("fallback") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(NotifierName::try_from(s)?),
+            Some(other) => {
+                return Err(format!(
+                    "`fallback` must be a notifier name, not a {}",
+                    other.type_str()
+                ));
+            }
+        };
+        let config =
+            NotifierConfig::deserialize(toml::Value::Table(t)).map_err(|e| e.to_string())?;
+        Ok(Self { fallback, config })
     }
 }
 
@@ -311,7 +349,7 @@ pub struct HubConfig {
     /// Metrics listener.
     pub metrics: MetricsConfig,
     /// Notifiers.
-    pub notifiers: BTreeMap<NotifierName, NotifierConfig>,
+    pub notifiers: BTreeMap<NotifierName, NotifierSpec>,
     /// Routes.
     pub routes: Vec<Route>,
 }
@@ -355,13 +393,31 @@ impl RawHubConfig {
                     .map_err(|(k, reason)| invalid(&format!("route[{i}].{k}"), &reason))?,
             );
         }
-        for name in self.notifiers.keys() {
-            if !routes.iter().any(|r| r.notify.contains(name)) {
+        for (name, spec) in &self.notifiers {
+            if let Some(to) = &spec.fallback {
+                if to == name {
+                    return Err(invalid(
+                        &format!("notifier.{name}.fallback"),
+                        "names the notifier itself",
+                    ));
+                }
+                if !self.notifiers.contains_key(to) {
+                    return Err(invalid(
+                        &format!("notifier.{name}.fallback"),
+                        &format!("no notifier named `{to}`"),
+                    ));
+                }
+            }
+            let is_fallback = self
+                .notifiers
+                .values()
+                .any(|s| s.fallback.as_ref() == Some(name));
+            if !is_fallback && !routes.iter().any(|r| r.notify.contains(name)) {
                 tracing::warn!(notifier = %name, "Notifier is not used by any route.");
             }
         }
-        if self.delivery.max_attempts == 0 {
-            return Err(invalid("delivery.max_attempts", "must be at least 1"));
+        if self.delivery.give_up_after.is_zero() {
+            return Err(invalid("delivery.give_up_after", "must be more than 0"));
         }
         if self.legacy.republish && warren_proto::topic::parse_event(&self.legacy.topic).is_some() {
             return Err(invalid("legacy.topic", "must not be a warren event topic"));
@@ -563,8 +619,11 @@ fn default_grace() -> Duration {
 fn default_dedup_window() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
-fn default_attempts() -> u32 {
-    10
+fn default_give_up_after() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_keep_dead_letters() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 fn default_initial_backoff() -> Duration {
     Duration::from_secs(1)

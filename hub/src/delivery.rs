@@ -1,51 +1,74 @@
-//! One delivery task per notifier drains that notifier's part of the outbox, oldest first:
-//! each attempt is bounded by `[delivery] timeout`; transient failures are retried with capped,
-//! jittered exponential backoff up to the attempt budget; permanent failures and exhausted
-//! budgets become dead letters. Each notifier has its own task, so a slow or dead one never
-//! delays another.
+//! One delivery task per notifier drains that notifier's part of the outbox, oldest first.
+//!
+//! Each attempt is bounded by `[delivery] timeout`. A transient failure is retried after a
+//! delay that starts at `initial_backoff` and doubles up to `max_backoff` (longer if the
+//! service said `Retry-After`), for as long as `give_up_after` from the delivery's first
+//! failure — a duration, so an outage of a known length is outlasted whatever the backoff.
+//! A permanent failure or a spent budget makes a dead letter, and hands the notification to
+//! the notifier's `fallback`, if it has one, in the same atomic write. Each notifier has its
+//! own task, so a slow or dead one never delays another.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use warren_daemon::retry::RetrySchedule;
 
 use crate::config::DeliveryConfig;
 use crate::inbox::{Inbox, InboxError};
 use crate::notify::{Notifier, NotifierName, NotifyError};
 use crate::stats::Stats;
 
+/// The wake-up of each notifier's task, to be notified when its outbox grows.
+pub type Wakes = HashMap<NotifierName, Arc<Notify>>;
+
+/// A notifier and where its failures go.
+#[derive(Debug)]
+pub struct Task {
+    /// Its name.
+    pub name: NotifierName,
+    /// The sink.
+    pub notifier: Notifier,
+    /// The notifier that gets what this one gives up on.
+    pub fallback: Option<NotifierName>,
+}
+
 /// Starts one delivery task per notifier on `tracker`; they stop at `stop`, each finishing
-/// the attempt it has begun. Returns the wake-up of each, to be notified when its outbox
-/// grows.
+/// the attempt it has begun.
 pub fn spawn(
     tracker: &TaskTracker,
-    notifiers: Vec<(NotifierName, Notifier)>,
+    tasks: Vec<Task>,
     inbox: &Arc<Inbox>,
     policy: &DeliveryConfig,
     stats: &Arc<Stats>,
     stop: &CancellationToken,
-) -> HashMap<NotifierName, Arc<Notify>> {
-    let mut wakes = HashMap::new();
-    for (name, notifier) in notifiers {
-        let wake = Arc::new(Notify::new());
+) -> Arc<Wakes> {
+    let wakes: Arc<Wakes> = Arc::new(
+        tasks
+            .iter()
+            .map(|t| (t.name.clone(), Arc::new(Notify::new())))
+            .collect(),
+    );
+    for task in tasks {
         // Entries left from a previous run are delivered at once.
-        wake.notify_one();
-        wakes.insert(name.clone(), wake.clone());
-        let task = run(
-            name.clone(),
-            notifier,
+        if let Some(w) = wakes.get(&task.name) {
+            w.notify_one();
+        }
+        let name = task.name.clone();
+        let run = run(
+            task,
             inbox.clone(),
             policy.clone(),
-            wake,
+            wakes.clone(),
             stats.clone(),
             stop.clone(),
         );
         tracker.spawn(async move {
-            if let Err(error) = task.await {
+            if let Err(error) = run.await {
                 tracing::error!(notifier = %name, %error, "Delivery task failed.");
             }
         });
@@ -59,15 +82,21 @@ pub fn spawn(
 /// # Errors
 /// When the inbox fails.
 pub async fn run(
-    name: NotifierName,
-    notifier: Notifier,
+    task: Task,
     inbox: Arc<Inbox>,
     policy: DeliveryConfig,
-    wake: Arc<Notify>,
+    wakes: Arc<Wakes>,
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) -> Result<(), InboxError> {
-    let mut backoff = warren_daemon::retry_backoff(policy.initial_backoff, policy.max_backoff);
+    let Task {
+        name,
+        notifier,
+        fallback,
+    } = task;
+    let wake = wakes.get(&name).cloned().unwrap_or_default();
+    let budget_ms = u64::try_from(policy.give_up_after.as_millis()).unwrap_or(u64::MAX);
+    let mut schedule = RetrySchedule::new(policy.initial_backoff, policy.max_backoff);
     let counters = stats.notifier(&name);
     while !stop.is_cancelled() {
         let next = blocking(&inbox, {
@@ -92,49 +121,66 @@ pub async fn run(
                 )))
             });
         let id = entry.notification.envelope.id;
+        let now = crate::now_ms();
         entry.attempts += 1;
-        match result {
+        let error = match result {
             Ok(()) => {
-                backoff.reset();
+                schedule.reset();
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
+                counters.set_last_error(None);
                 tracing::debug!(notifier = %name, %id, attempts = entry.attempts, "Delivered.");
                 blocking(&inbox, {
                     let name = name.clone();
                     move |i| i.done(&name, seq)
                 })
                 .await?;
+                continue;
             }
-            Err(error) => {
-                counters.failures.fetch_add(1, Ordering::Relaxed);
-                let permanent = matches!(error, NotifyError::Permanent(_));
-                if permanent || entry.attempts >= policy.max_attempts {
-                    tracing::error!(notifier = %name, %id, attempts = entry.attempts, %error, "Delivery failed for good; kept as a dead letter.");
-                    counters.dead.fetch_add(1, Ordering::Relaxed);
-                    let now = crate::now_ms();
-                    let msg = error.to_string();
-                    blocking(&inbox, {
-                        let name = name.clone();
-                        move |i| i.give_up(&name, seq, &entry, &msg, now)
-                    })
-                    .await?;
-                    continue;
+            Err(error) => error,
+        };
+        counters.failures.fetch_add(1, Ordering::Relaxed);
+        counters.set_last_error(Some(error.to_string()));
+        let failing_for = now.saturating_sub(*entry.first_failure_ms.get_or_insert(now));
+        if matches!(error, NotifyError::Permanent(_)) || failing_for >= budget_ms {
+            // A fallback's own failure stops here: one fallback, never a chain or a loop.
+            let to = fallback.clone().filter(|_| entry.fallback_of.is_none());
+            match &to {
+                Some(to) => {
+                    tracing::error!(notifier = %name, %id, attempts = entry.attempts, %error, fallback = %to, "Delivery failed for good; kept as a dead letter and handed to the fallback.")
                 }
-                let mut delay = backoff.next_backoff().unwrap_or(policy.max_backoff);
-                if let NotifyError::Throttled(_, wait) = &error {
-                    delay = delay.max(*wait);
-                }
-                tracing::warn!(notifier = %name, %id, attempts = entry.attempts, %error, retry_in = ?delay, "Delivery failed, will retry.");
-                entry.last_error = Some(error.to_string());
-                blocking(&inbox, {
-                    let name = name.clone();
-                    move |i| i.retry(&name, seq, &entry)
-                })
-                .await?;
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => break,
+                None => {
+                    tracing::error!(notifier = %name, %id, attempts = entry.attempts, %error, "Delivery failed for good; kept as a dead letter.")
                 }
             }
+            counters.dead.fetch_add(1, Ordering::Relaxed);
+            let msg = error.to_string();
+            blocking(&inbox, {
+                let (name, to) = (name.clone(), to.clone());
+                move |i| i.give_up(&name, seq, &entry, &msg, now, to.as_ref())
+            })
+            .await?;
+            if let Some(w) = to.as_ref().and_then(|to| wakes.get(to)) {
+                w.notify_one();
+            }
+            continue;
+        }
+        let left = Duration::from_millis(budget_ms - failing_for);
+        let mut delay = schedule.next_delay();
+        if let NotifyError::Throttled(_, wait) = &error {
+            delay = delay.max(*wait);
+        }
+        // One last attempt when the budget ends, rather than a dead letter an hour late.
+        let delay = delay.min(left);
+        tracing::warn!(notifier = %name, %id, attempts = entry.attempts, %error, retry_in = ?delay, "Delivery failed, will retry.");
+        entry.last_error = Some(error.to_string());
+        blocking(&inbox, {
+            let name = name.clone();
+            move |i| i.retry(&name, seq, &entry)
+        })
+        .await?;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => break,
         }
     }
     Ok(())

@@ -6,18 +6,18 @@
 //! clean stop) or back online becomes an event of kind `edge_offline` / `edge_online`, routed
 //! like any other: "the power has gone off at paris-dc".
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rumqttc::{AsyncClient, QoS};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use warren_proto::envelope::VERSION;
 use warren_proto::{Ack, Envelope, Event, EventId, Kind, Presence, PresenceState, topic};
 
 use crate::bus::Inbound;
 use crate::config::HubConfig;
+use crate::delivery::Wakes;
 use crate::inbox::{Inbox, InboxError};
-use crate::notify::NotifierName;
 use crate::router::{self, Route};
 use crate::stats::Stats;
 
@@ -37,7 +37,7 @@ pub struct Pipeline {
     /// Counters and the edge table.
     pub stats: Arc<Stats>,
     /// One wake-up per notifier.
-    pub wakes: HashMap<NotifierName, Arc<Notify>>,
+    pub wakes: Arc<Wakes>,
     /// Config.
     pub cfg: Arc<HubConfig>,
 }

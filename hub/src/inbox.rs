@@ -55,11 +55,33 @@ pub struct OutboxEntry {
     pub attempts: u32,
     /// The last attempt's error.
     pub last_error: Option<String>,
+    /// When the first attempt failed, ms since the epoch: the retry budget runs from there.
+    #[serde(default)]
+    pub first_failure_ms: Option<u64>,
+    /// The notifier this delivery is the fallback of; a fallback does not fall back again.
+    #[serde(default)]
+    pub fallback_of: Option<String>,
+}
+
+impl OutboxEntry {
+    /// A delivery not yet attempted.
+    pub fn new(notification: Notification) -> Self {
+        Self {
+            notification,
+            attempts: 0,
+            last_error: None,
+            first_failure_ms: None,
+            fallback_of: None,
+        }
+    }
 }
 
 /// A delivery given up on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
+    /// Its number, for `hub dead-letters retry|drop`.
+    #[serde(default)]
+    pub seq: u64,
     /// The notifier.
     pub notifier: String,
     /// The event id.
@@ -72,6 +94,34 @@ pub struct DeadLetter {
     pub error: String,
     /// When, ms since the epoch.
     pub at_ms: u64,
+}
+
+/// A dead letter as stored: with what it would have delivered, so it can be sent again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeadRecord {
+    #[serde(flatten)]
+    letter: DeadLetter,
+    notification: Option<Notification>,
+}
+
+/// Which dead letters a `retry` or `drop` is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// These numbers.
+    Seqs(Vec<u64>),
+    /// Every one, or every one of this notifier.
+    All(Option<String>),
+}
+
+impl Selection {
+    fn wants(&self, d: &DeadLetter) -> bool {
+        match self {
+            Self::Seqs(seqs) => seqs.contains(&d.seq),
+            Self::All(None) => true,
+            Self::All(Some(n)) => *n == d.notifier,
+        }
+    }
 }
 
 /// What a commit did.
@@ -126,11 +176,7 @@ impl Inbox {
         for item in db.scan_prefix([DEAD]) {
             let (key, _) = item?;
             counts.dead += 1;
-            if let Some(seq) = key
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-            {
+            if let Some(seq) = dead_seq(&key) {
                 counts.next_seq = counts.next_seq.max(seq + 1);
             }
         }
@@ -198,11 +244,7 @@ impl Inbox {
             batch.insert(&seen_key(&e.id), &now_ms.to_be_bytes());
             batch.insert(time_key(now_ms, &e.id).as_slice(), &[]);
             for (name, notification) in route(e) {
-                let entry = OutboxEntry {
-                    notification,
-                    attempts: 0,
-                    last_error: None,
-                };
+                let entry = OutboxEntry::new(notification);
                 batch.insert(
                     outbox_key(&name, seq),
                     serde_json::to_vec(&entry).unwrap_or_default(),
@@ -280,7 +322,8 @@ impl Inbox {
         Ok(())
     }
 
-    /// Moves a delivery to the dead letters.
+    /// Moves a delivery to the dead letters and, if `fallback` is given, hands it to that
+    /// notifier in the same atomic batch (so it falls back exactly once, crash or not).
     ///
     /// # Errors
     /// When sled fails.
@@ -291,24 +334,49 @@ impl Inbox {
         entry: &OutboxEntry,
         error: &str,
         now_ms: u64,
+        fallback: Option<&NotifierName>,
     ) -> Result<(), InboxError> {
-        let dead = DeadLetter {
-            notifier: notifier.to_string(),
-            id: entry.notification.envelope.id,
-            title: entry.notification.title.clone(),
-            attempts: entry.attempts,
-            error: error.to_owned(),
-            at_ms: now_ms,
+        let dead = DeadRecord {
+            letter: DeadLetter {
+                seq,
+                notifier: notifier.to_string(),
+                id: entry.notification.envelope.id,
+                title: entry.notification.title.clone(),
+                attempts: entry.attempts,
+                error: error.to_owned(),
+                at_ms: now_ms,
+            },
+            notification: Some(entry.notification.clone()),
         };
+        let mut counts = self.lock();
         let mut batch = sled::Batch::default();
         batch.remove(outbox_key(notifier, seq));
         batch.insert(
             &dead_key(seq),
             serde_json::to_vec(&dead).unwrap_or_default(),
         );
+        let fallback_seq = counts.next_seq;
+        if let Some(to) = fallback {
+            let handed = OutboxEntry {
+                fallback_of: Some(notifier.to_string()),
+                ..OutboxEntry::new(entry.notification.clone())
+            };
+            batch.insert(
+                outbox_key(to, fallback_seq),
+                serde_json::to_vec(&handed).unwrap_or_default(),
+            );
+        }
         self.db.apply_batch(batch)?;
+        if let Some(to) = fallback {
+            // The fallback must not be lost to a crash that keeps the dead letter.
+            self.db.flush()?;
+            self.file.sync_all()?;
+            counts.next_seq += 1;
+            *counts.outbox.entry(to.as_str().to_owned()).or_default() += 1;
+        }
+        counts.dead += 1;
+        drop(counts);
         self.bump_outbox(notifier, -1);
-        self.lock().dead += 1;
         Ok(())
     }
 
@@ -319,12 +387,100 @@ impl Inbox {
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, InboxError> {
         let mut out = Vec::new();
         for item in self.db.scan_prefix([DEAD]).rev().take(limit) {
-            let (_, value) = item?;
-            if let Ok(d) = serde_json::from_slice(&value) {
-                out.push(d);
+            let (key, value) = item?;
+            if let Ok(mut d) = serde_json::from_slice::<DeadRecord>(&value) {
+                d.letter.seq = dead_seq(&key).unwrap_or_default();
+                out.push(d.letter);
             }
         }
         Ok(out)
+    }
+
+    /// Puts the selected dead letters back in their notifiers' outboxes, as new deliveries
+    /// (their attempts and retry budget start again). Those of notifiers not in `known`, or
+    /// kept by an older version without their notification, stay. Returns the notifiers to
+    /// wake, and how many were put back.
+    ///
+    /// # Errors
+    /// When sled or the fsync fails.
+    pub fn retry_dead(
+        &self,
+        which: &Selection,
+        known: &[NotifierName],
+    ) -> Result<(Vec<NotifierName>, u64), InboxError> {
+        let mut batch = sled::Batch::default();
+        let mut woken: Vec<NotifierName> = Vec::new();
+        let mut moved: Vec<NotifierName> = Vec::new();
+        for item in self.db.scan_prefix([DEAD]) {
+            let (key, value) = item?;
+            let Ok(mut d) = serde_json::from_slice::<DeadRecord>(&value) else {
+                continue;
+            };
+            d.letter.seq = dead_seq(&key).unwrap_or_default();
+            let Some(name) = known.iter().find(|n| n.as_str() == d.letter.notifier) else {
+                continue;
+            };
+            let Some(notification) = d.notification.filter(|_| which.wants(&d.letter)) else {
+                continue;
+            };
+            batch.remove(key);
+            batch.insert(
+                outbox_key(name, d.letter.seq),
+                serde_json::to_vec(&OutboxEntry::new(notification)).unwrap_or_default(),
+            );
+            if !woken.contains(name) {
+                woken.push(name.clone());
+            }
+            moved.push(name.clone());
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        self.file.sync_all()?;
+        let n = moved.len() as u64;
+        for name in &moved {
+            self.bump_outbox(name, 1);
+        }
+        let mut counts = self.lock();
+        counts.dead = counts.dead.saturating_sub(n);
+        Ok((woken, n))
+    }
+
+    /// Forgets the selected dead letters; returns how many.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn drop_dead(&self, which: &Selection) -> Result<u64, InboxError> {
+        self.remove_dead(|d| which.wants(d))
+    }
+
+    /// Forgets dead letters given up before `before_ms`; returns how many.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn prune_dead(&self, before_ms: u64) -> Result<u64, InboxError> {
+        self.remove_dead(|d| d.at_ms < before_ms)
+    }
+
+    fn remove_dead(&self, doomed: impl Fn(&DeadLetter) -> bool) -> Result<u64, InboxError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.db.scan_prefix([DEAD]) {
+            let (key, value) = item?;
+            let letter = serde_json::from_slice::<DeadRecord>(&value).map(|mut d| {
+                d.letter.seq = dead_seq(&key).unwrap_or_default();
+                d.letter
+            });
+            // An unreadable one can only be disk damage: it goes too.
+            if letter.as_ref().is_ok_and(|d| !doomed(d)) {
+                continue;
+            }
+            batch.remove(key);
+            n += 1;
+        }
+        self.db.apply_batch(batch)?;
+        let mut counts = self.lock();
+        counts.dead = counts.dead.saturating_sub(n);
+        Ok(n)
     }
 
     /// Forgets ids recorded before `before_ms`; returns how many.
@@ -391,21 +547,34 @@ impl Inbox {
         Ok(())
     }
 
-    /// Forgets, every [`PRUNE_EVERY`] until `stop`, the ids recorded longer than `window` ago.
-    pub async fn prune_expired(self: Arc<Self>, window: Duration, stop: CancellationToken) {
+    /// Forgets, every [`PRUNE_EVERY`] until `stop`, the ids recorded longer than `window`
+    /// ago and the dead letters older than `keep_dead`.
+    pub async fn prune_expired(
+        self: Arc<Self>,
+        window: Duration,
+        keep_dead: Duration,
+        stop: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
+        let ago = |d: Duration| {
+            crate::now_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let before = crate::now_ms()
-                .saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+            let (ids_before, dead_before) = (ago(window), ago(keep_dead));
             let inbox = self.clone();
-            match tokio::task::spawn_blocking(move || inbox.prune(before)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::debug!(forgotten = n, "Pruned the dedup window."),
-                Ok(Err(error)) => tracing::error!(%error, "Pruning the dedup window failed."),
+            let pruned = tokio::task::spawn_blocking(move || {
+                Ok::<_, InboxError>((inbox.prune(ids_before)?, inbox.prune_dead(dead_before)?))
+            });
+            match pruned.await {
+                Ok(Ok((0, 0))) => {}
+                Ok(Ok((ids, dead))) => {
+                    tracing::debug!(ids, dead_letters = dead, "Pruned expired records.");
+                }
+                Ok(Err(error)) => tracing::error!(%error, "Pruning expired records failed."),
                 Err(error) => tracing::error!(%error, "Pruning task failed."),
             }
         }
@@ -458,6 +627,10 @@ fn split_outbox_key(key: &[u8]) -> Option<(&str, u64)> {
     let nul = rest.iter().position(|&b| b == 0)?;
     let seq = u64::from_be_bytes(rest.get(nul + 1..nul + 9)?.try_into().ok()?);
     Some((std::str::from_utf8(&rest[..nul]).ok()?, seq))
+}
+
+fn dead_seq(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
 fn dead_key(seq: u64) -> [u8; 9] {
@@ -565,12 +738,63 @@ mod tests {
             Some("b")
         );
         let (seq, entry) = inbox.next(&w).unwrap().unwrap();
-        inbox.give_up(&w, seq, &entry, "HTTP 400", 5).unwrap();
+        inbox.give_up(&w, seq, &entry, "HTTP 400", 5, None).unwrap();
         assert_eq!(inbox.dead_count(), 1);
         assert_eq!(inbox.dead_letters(10).unwrap()[0].error, "HTTP 400");
         assert_eq!(
             inbox.outbox_depths(),
             BTreeMap::from([("f".into(), 1), ("w".into(), 1)])
+        );
+    }
+
+    #[test]
+    fn fallback_retry_and_drop_of_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, w, mail) = (name("f"), name("w"), name("mail"));
+        {
+            let inbox = open(dir.path());
+            let envs = [notification("a").envelope, notification("b").envelope];
+            inbox.commit(&envs, 1, 10, route_to(&["f"])).unwrap();
+            let (seq, entry) = inbox.next(&f).unwrap().unwrap();
+            inbox
+                .give_up(&f, seq, &entry, "HTTP 401", 5, Some(&mail))
+                .unwrap();
+            let (_, handed) = inbox.next(&mail).unwrap().unwrap();
+            assert_eq!(handed.fallback_of.as_deref(), Some("f"));
+            assert_eq!(handed.notification, entry.notification);
+            let (seq, entry) = inbox.next(&f).unwrap().unwrap();
+            inbox.give_up(&f, seq, &entry, "HTTP 401", 6, None).unwrap();
+        }
+        let inbox = open(dir.path());
+        assert_eq!(
+            inbox.outbox_depths()["mail"],
+            1,
+            "the fallback survives a restart"
+        );
+        let dead = inbox.dead_letters(10).unwrap();
+        assert_eq!(dead.len(), 2);
+        let (newest, oldest) = (dead[0].seq, dead[1].seq);
+        assert_ne!(newest, oldest);
+        let (woken, n) = inbox
+            .retry_dead(&Selection::Seqs(vec![oldest]), &[w.clone()])
+            .unwrap();
+        assert_eq!((woken.len(), n), (0, 0), "f is no longer configured");
+        let (woken, n) = inbox
+            .retry_dead(&Selection::Seqs(vec![oldest]), &[f.clone()])
+            .unwrap();
+        assert_eq!((woken, n), (vec![f.clone()], 1));
+        let (_, again) = inbox.next(&f).unwrap().unwrap();
+        assert_eq!(again.attempts, 0);
+        assert_eq!(again.notification.envelope.event.get_str("user"), Some("a"));
+        assert_eq!(inbox.dead_count(), 1);
+        assert_eq!(inbox.prune_dead(6).unwrap(), 0, "given up at 6, kept");
+        assert_eq!(
+            inbox.drop_dead(&Selection::All(Some("f".into()))).unwrap(),
+            1
+        );
+        assert_eq!(
+            (inbox.dead_count(), inbox.dead_letters(10).unwrap().len()),
+            (0, 0)
         );
     }
 }

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod front;
 pub mod inbound;
@@ -110,9 +111,18 @@ pub async fn run(
 
     let names = res.notifiers.iter().map(|(n, _)| n.to_string()).collect();
     let stop_delivery = CancellationToken::new();
+    let tasks = res
+        .notifiers
+        .into_iter()
+        .map(|(name, notifier)| delivery::Task {
+            fallback: cfg.notifiers.get(&name).and_then(|s| s.fallback.clone()),
+            name,
+            notifier,
+        })
+        .collect();
     let wakes = delivery::spawn(
         &tracker,
-        res.notifiers,
+        tasks,
         &inbox,
         &cfg.delivery,
         &stats,
@@ -135,15 +145,15 @@ pub async fn run(
         routes: Arc::new(cfg.routes.clone()),
         client: client.clone(),
         stats: stats.clone(),
-        wakes,
+        wakes: wakes.clone(),
         cfg: cfg.clone(),
     };
     let mut inbound = tracker.spawn(inbound::run(rx, pipeline));
-    tracker.spawn(
-        inbox
-            .clone()
-            .prune_expired(cfg.dedup.window, shutdown.child_token()),
-    );
+    tracker.spawn(inbox.clone().prune_expired(
+        cfg.dedup.window,
+        cfg.delivery.keep_dead_letters,
+        shutdown.child_token(),
+    ));
 
     let source = Arc::new(status::Source {
         mode,
@@ -174,9 +184,14 @@ pub async fn run(
             addr: cfg.status_socket.display().to_string(),
             source,
         })?;
-    tracker.spawn(warren_daemon::serve_status(
+    let control = control::Control {
+        source,
+        inbox: inbox.clone(),
+        wakes: wakes.clone(),
+    };
+    tracker.spawn(warren_daemon::control::serve(
         status,
-        move || source.snapshot(),
+        move |r| control.answer(&r),
         shutdown.child_token(),
     ));
     tracker.close();

@@ -66,7 +66,7 @@ impl Resources {
             .notifiers
             .iter()
             .map(|(name, c)| {
-                Notifier::build(name, c, &cx)
+                Notifier::build(name, &c.config, &cx)
                     .map(|n| (name.clone(), n))
                     .map_err(|e| {
                         ConfigError::invalid(

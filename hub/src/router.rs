@@ -13,7 +13,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use warren_proto::Envelope;
 
-use crate::notify::{Notification, NotifierConfig, NotifierName};
+use crate::config::NotifierSpec;
+use crate::notify::{Notification, NotifierName};
 use crate::template::Template;
 
 const DEFAULT_TITLE: &str = "{kind} on {hostname}";
@@ -108,7 +109,7 @@ impl RouteConfig {
     /// `(key, reason)` for the first problem.
     pub fn validate(
         self,
-        notifiers: &BTreeMap<NotifierName, NotifierConfig>,
+        notifiers: &BTreeMap<NotifierName, NotifierSpec>,
     ) -> Result<Route, (String, String)> {
         if self.notify.is_empty() {
             return Err(("notify".into(), "names no notifier".into()));

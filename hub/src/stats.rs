@@ -42,6 +42,20 @@ pub struct NotifierCounters {
     pub failures: AtomicU64,
     /// Deliveries given up on.
     pub dead: AtomicU64,
+    /// The last attempt's error, while it is failing.
+    last_error: Mutex<Option<String>>,
+}
+
+impl NotifierCounters {
+    /// Records the last attempt's error, or that it succeeded.
+    pub fn set_last_error(&self, error: Option<String>) {
+        *lock(&self.last_error) = error;
+    }
+
+    /// The last attempt's error, if it failed.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
 }
 
 /// What the hub knows of one edge.
@@ -111,18 +125,9 @@ impl Stats {
         lock(&self.edges).clone()
     }
 
-    /// Per-notifier counters as plain numbers: (delivered, failures, dead).
-    pub fn notifier_counts(&self) -> BTreeMap<String, (u64, u64, u64)> {
-        lock(&self.notifiers)
-            .iter()
-            .map(|(k, c)| {
-                let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-                (
-                    k.clone(),
-                    (get(&c.delivered), get(&c.failures), get(&c.dead)),
-                )
-            })
-            .collect()
+    /// Per-notifier counters.
+    pub fn notifiers(&self) -> BTreeMap<String, Arc<NotifierCounters>> {
+        lock(&self.notifiers).clone()
     }
 }
 

@@ -28,6 +28,9 @@ pub struct NotifierStatus {
     pub failures: u64,
     /// Deliveries given up since start.
     pub dead: u64,
+    /// The last attempt's error, while it keeps failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// What `hub status --json` prints.
@@ -94,22 +97,23 @@ impl Source {
         let s = &self.stats;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let depths = self.inbox.outbox_depths();
-        let counts = s.notifier_counts();
+        let counters = s.notifiers();
         let notifiers = self
             .notifiers
             .iter()
             .map(|n| {
-                let (delivered, failures, dead) = counts.get(n).copied().unwrap_or_default();
-                let outbox = depths.get(n).copied().unwrap_or_default();
-                (
-                    n.clone(),
-                    NotifierStatus {
-                        outbox,
-                        delivered,
-                        failures,
-                        dead,
-                    },
-                )
+                let mut status =
+                    counters
+                        .get(n)
+                        .map_or_else(NotifierStatus::default, |c| NotifierStatus {
+                            delivered: get(&c.delivered),
+                            failures: get(&c.failures),
+                            dead: get(&c.dead),
+                            last_error: c.last_error(),
+                            ..NotifierStatus::default()
+                        });
+                status.outbox = depths.get(n).copied().unwrap_or_default();
+                (n.clone(), status)
             })
             .collect();
         let edges = s.edges();

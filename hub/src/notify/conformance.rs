@@ -84,17 +84,22 @@ pub async fn run(notifier: Notifier, endpoint: &impl Endpoint) {
     let wake = Arc::new(Notify::new());
     let stop = CancellationToken::new();
     let policy = DeliveryConfig {
-        max_attempts: 1000,
+        give_up_after: Duration::from_secs(3600),
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
         timeout: ATTEMPT_TIMEOUT,
+        ..DeliveryConfig::default()
     };
+    let wakes = Arc::new(crate::delivery::Wakes::from([(name.clone(), wake.clone())]));
     let task = tokio::spawn(crate::delivery::run(
-        name.clone(),
-        notifier,
+        crate::delivery::Task {
+            name: name.clone(),
+            notifier,
+            fallback: None,
+        },
         inbox.clone(),
         policy,
-        wake.clone(),
+        wakes,
         stats.clone(),
         stop.clone(),
     ));

@@ -1,0 +1,132 @@
+//! The operator's commands the status socket answers besides the status itself:
+//! `hub dead-letters list | retry | drop`. The request is one JSON [`Command`]; an empty one
+//! is the status. Commands that change state are refused to anyone but the hub's own user
+//! and root.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use warren_daemon::control::Request;
+
+use crate::delivery::Wakes;
+use crate::inbox::{DeadLetter, Inbox, InboxError, Selection};
+use crate::notify::NotifierName;
+use crate::status::Source;
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// The status document.
+    Status,
+    /// Dead letters, newest first.
+    ListDeadLetters {
+        /// At most this many.
+        limit: usize,
+    },
+    /// Put dead letters back in their outboxes.
+    RetryDeadLetters {
+        /// Which.
+        which: Selection,
+    },
+    /// Forget dead letters.
+    DropDeadLetters {
+        /// Which.
+        which: Selection,
+    },
+}
+
+/// The answer to a command other than the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Why it was not done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Listed dead letters.
+    #[serde(default)]
+    pub dead_letters: Vec<DeadLetter>,
+    /// How many were put back or dropped.
+    #[serde(default)]
+    pub changed: u64,
+}
+
+/// Answers requests on the status socket.
+#[derive(Debug, Clone)]
+pub struct Control {
+    /// Status snapshots.
+    pub source: Arc<Source>,
+    /// The store.
+    pub inbox: Arc<Inbox>,
+    /// The notifiers' wake-ups: a retried dead letter is delivered at once.
+    pub wakes: Arc<Wakes>,
+}
+
+impl Control {
+    /// The answer to `r` (blocking: it reads the store).
+    pub fn answer(&self, r: &Request) -> Vec<u8> {
+        let command = if r.body.iter().all(u8::is_ascii_whitespace) {
+            Command::Status
+        } else {
+            match serde_json::from_slice(&r.body) {
+                Ok(c) => c,
+                Err(e) => return reply(Err(format!("unreadable request: {e}"))),
+            }
+        };
+        let changes = matches!(
+            command,
+            Command::RetryDeadLetters { .. } | Command::DropDeadLetters { .. }
+        );
+        if changes && !r.trusted {
+            return reply(Err(
+                "only the hub's own user or root may change dead letters".into(),
+            ));
+        }
+        let store = |e: InboxError| e.to_string();
+        match command {
+            Command::Status => serde_json::to_vec(&self.source.snapshot()).unwrap_or_default(),
+            Command::ListDeadLetters { limit } => reply(
+                self.inbox
+                    .dead_letters(limit)
+                    .map(|dead_letters| Reply {
+                        dead_letters,
+                        ..Reply::default()
+                    })
+                    .map_err(store),
+            ),
+            Command::RetryDeadLetters { which } => {
+                let known: Vec<NotifierName> = self.wakes.keys().cloned().collect();
+                reply(self.inbox.retry_dead(&which, &known).map_err(store).map(
+                    |(woken, changed)| {
+                        for name in &woken {
+                            if let Some(w) = self.wakes.get(name) {
+                                w.notify_one();
+                            }
+                        }
+                        tracing::info!(changed, "Dead letters put back in their outboxes.");
+                        Reply {
+                            changed,
+                            ..Reply::default()
+                        }
+                    },
+                ))
+            }
+            Command::DropDeadLetters { which } => {
+                reply(self.inbox.drop_dead(&which).map_err(store).map(|changed| {
+                    tracing::info!(changed, "Dead letters dropped.");
+                    Reply {
+                        changed,
+                        ..Reply::default()
+                    }
+                }))
+            }
+        }
+    }
+}
+
+fn reply(r: Result<Reply, String>) -> Vec<u8> {
+    let r = r.unwrap_or_else(|error| Reply {
+        error: Some(error),
+        ..Reply::default()
+    });
+    serde_json::to_vec(&r).unwrap_or_default()
+}

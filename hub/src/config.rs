@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 pub use warren_daemon::config::ConfigError;
 
+use crate::known::KnownSourcesConfig;
 use crate::notify::{NotifierConfig, NotifierName};
 use crate::router::{Route, RouteConfig};
 
@@ -47,6 +48,9 @@ pub struct RawHubConfig {
     /// Edges that go silent.
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// The sources each user logs in from.
+    #[serde(default)]
+    pub known_sources: KnownSourcesConfig,
     /// Prometheus metrics.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -236,14 +240,33 @@ impl Default for LegacyConfig {
     }
 }
 
-/// `[presence]`: an edge whose presence turns offline (its last-will fires) or back online
-/// becomes an event of kind `edge_offline` / `edge_online`, routed like any other.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[presence]`: which edges are reporting ([`crate::presence`]); with `events`, an edge
+/// that goes offline or comes back becomes an event of kind `edge_offline` / `edge_online`,
+/// routed like any other: "the power has gone off at paris-dc".
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceConfig {
     /// Turn presence changes into events.
     #[serde(default)]
     pub events: bool,
+    /// An edge not heard from for this long is offline: no presence refresh (edges send one
+    /// every `status_interval`, 1 min by default) and no event.
+    #[serde(default = "default_silent_after", with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// A change is announced once it has lasted this long: a reconnect or a flapping link
+    /// makes no alert per blip.
+    #[serde(default = "default_presence_grace", with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            events: false,
+            silent_after: default_silent_after(),
+            grace: default_presence_grace(),
+        }
+    }
 }
 
 /// `[metrics]`.
@@ -346,6 +369,8 @@ pub struct HubConfig {
     pub legacy: LegacyConfig,
     /// Presence events.
     pub presence: PresenceConfig,
+    /// Known sources.
+    pub known_sources: KnownSourcesConfig,
     /// Metrics listener.
     pub metrics: MetricsConfig,
     /// Notifiers.
@@ -416,6 +441,9 @@ impl RawHubConfig {
                 tracing::warn!(notifier = %name, "Notifier is not used by any route.");
             }
         }
+        self.known_sources
+            .validate()
+            .map_err(|(k, r)| invalid(k, &r))?;
         if self.delivery.give_up_after.is_zero() {
             return Err(invalid("delivery.give_up_after", "must be more than 0"));
         }
@@ -435,6 +463,7 @@ impl RawHubConfig {
             delivery: self.delivery,
             legacy: self.legacy,
             presence: self.presence,
+            known_sources: self.known_sources,
             metrics: self.metrics,
             notifiers: self.notifiers,
             routes,
@@ -618,6 +647,12 @@ fn default_grace() -> Duration {
 }
 fn default_dedup_window() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
+}
+fn default_silent_after() -> Duration {
+    Duration::from_secs(180)
+}
+fn default_presence_grace() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_give_up_after() -> Duration {
     Duration::from_secs(24 * 3600)

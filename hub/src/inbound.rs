@@ -2,36 +2,42 @@
 //! deliveries durable, then acks every event to its edge (duplicates too: the edge must stop
 //! resending them), republishes new logins in the hared format, and wakes the notifiers.
 //!
-//! With `[presence] events = true`, an edge whose presence turns offline (its last-will, or a
-//! clean stop) or back online becomes an event of kind `edge_offline` / `edge_online`, routed
-//! like any other: "the power has gone off at paris-dc".
+//! It also keeps the hub's own clock-driven work in the same transactions: edges announced
+//! offline or back ([`crate::presence`], with `[presence] events = true`) and the digests of
+//! throttle intervals that have ended ([`crate::throttle`]), checked every [`TICK`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
 use warren_proto::envelope::VERSION;
-use warren_proto::{Ack, Envelope, Event, EventId, Kind, Presence, PresenceState, topic};
+use warren_proto::{Ack, Envelope, EventId, Kind, Presence, topic};
 
 use crate::bus::Inbound;
 use crate::config::HubConfig;
 use crate::delivery::Wakes;
 use crate::inbox::{Inbox, InboxError};
-use crate::router::{self, Route};
+use crate::presence::{HUB_KINDS, Tracker};
+use crate::router::Router;
 use crate::stats::Stats;
 
 /// The most messages one commit takes.
 const MAX_BATCH: usize = 2048;
 /// Ids per ack message, well inside the packet size limit.
 const MAX_ACK_IDS: usize = 500;
+/// How often silent edges and ended throttle intervals are looked for.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Everything the inbox task uses.
 pub struct Pipeline {
     /// The store.
     pub inbox: Arc<Inbox>,
     /// Routes.
-    pub routes: Arc<Vec<Route>>,
+    pub router: Arc<Router>,
+    /// Edges' presence.
+    pub presence: Arc<Mutex<Tracker>>,
     /// To publish acks and the legacy republish.
     pub client: AsyncClient,
     /// Counters and the edge table.
@@ -48,48 +54,83 @@ pub struct Pipeline {
 /// When the inbox fails: the hub can then no longer make events durable and must stop.
 pub async fn run(mut rx: mpsc::Receiver<Inbound>, p: Pipeline) -> Result<(), InboxError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let now = crate::now_ms();
-        let (envelopes, from_edge): (Vec<Envelope>, Vec<bool>) =
-            batch.drain(..).filter_map(|m| p.accept(m, now)).unzip();
-        if envelopes.is_empty() {
-            continue;
-        }
-        let (inbox, routes) = (p.inbox.clone(), p.routes.clone());
-        let window_ms = u64::try_from(p.cfg.dedup.window.as_millis()).unwrap_or(u64::MAX);
-        let (committed, envelopes) = tokio::task::spawn_blocking(move || {
-            let received = chrono::Utc::now();
-            let c = inbox.commit(&envelopes, now, window_ms, |e| {
-                router::route(&routes, e, received)
-            });
-            (c, envelopes)
-        })
-        .await
-        .map_err(|e| InboxError::Sync(std::io::Error::other(e)))?;
-        let committed = committed?;
-        Stats::add(&p.stats.duplicates, committed.duplicates);
-        p.ack(
-            envelopes
-                .iter()
-                .zip(from_edge)
-                .filter_map(|(e, from_edge)| from_edge.then_some(e)),
-        );
-        for &i in &committed.new {
-            p.republish(&envelopes[i]);
-        }
-        for name in &committed.woken {
-            if let Some(w) = p.wakes.get(name) {
-                w.notify_one();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ticked = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                false
             }
-        }
+            _ = tick.tick() => true,
+        };
+        p.process(&mut batch, ticked).await?;
     }
     Ok(())
 }
 
 impl Pipeline {
-    /// The envelope a message carries, if it is a valid event, and whether it came from an edge
-    /// (to be acked); presence is recorded, and may itself become an event.
-    fn accept(&self, m: Inbound, now: u64) -> Option<(Envelope, bool)> {
+    async fn process(&self, batch: &mut Vec<Inbound>, ticked: bool) -> Result<(), InboxError> {
+        let now = crate::now_ms();
+        let mut envelopes: Vec<Envelope> = batch
+            .drain(..)
+            .filter_map(|m| self.accept(m, now))
+            .collect();
+        // Those from edges come first, and are acked; the hub's own follow.
+        let from_edges = envelopes.len();
+        let transitions = lock(&self.presence).due(now);
+        for t in transitions {
+            self.stats.set_online(&t.edge, t.online);
+            tracing::warn!(edge = %t.edge, site = %t.site, online = t.online, why = %t.why, "Edge presence changed.");
+            if self.cfg.presence.events {
+                envelopes.push(t.event(now, self.inbox.salt()));
+            }
+        }
+        if envelopes.is_empty() && !ticked && !lock(&self.presence).is_dirty() {
+            return Ok(());
+        }
+        let (inbox, router, presence) = (
+            self.inbox.clone(),
+            self.router.clone(),
+            self.presence.clone(),
+        );
+        let window_ms = u64::try_from(self.cfg.dedup.window.as_millis()).unwrap_or(u64::MAX);
+        let (committed, envelopes) = tokio::task::spawn_blocking(move || {
+            let received = chrono::Utc::now();
+            let c = inbox.transact(|tx| {
+                lock(&presence).store(tx);
+                let c = tx.record(&envelopes, now, window_ms, |e, tx| {
+                    router.route(e, received, tx)
+                })?;
+                if ticked {
+                    for (name, n) in router.close_intervals(received, tx)? {
+                        tx.enqueue(name, n);
+                    }
+                }
+                Ok(c)
+            });
+            (c, envelopes)
+        })
+        .await
+        .map_err(|e| InboxError::Sync(std::io::Error::other(e)))?;
+        let (committed, woken) = committed?;
+        Stats::add(&self.stats.duplicates, committed.duplicates);
+        self.ack(&envelopes[..from_edges]);
+        for &i in &committed.new {
+            self.republish(&envelopes[i]);
+        }
+        for name in &woken {
+            if let Some(w) = self.wakes.get(name) {
+                w.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// The envelope a message carries, if it is a valid event; presence is recorded.
+    fn accept(&self, m: Inbound, now: u64) -> Option<Envelope> {
         match m {
             Inbound::Event {
                 site,
@@ -109,7 +150,8 @@ impl Pipeline {
                 Ok(e) if e.site == site && e.edge == edge => {
                     Stats::add(&self.stats.received, 1);
                     self.stats.saw_event(&edge, &site, now);
-                    Some((e, true))
+                    lock(&self.presence).heard_event(&edge, &site, now);
+                    Some(e)
                 }
                 Ok(e) => {
                     let detail = format!(
@@ -132,23 +174,22 @@ impl Pipeline {
                 if payload.is_empty() {
                     return None; // a retained status being cleared
                 }
-                let p = match Presence::decode(&payload) {
-                    Ok(p) if p.edge == edge => p,
+                match Presence::decode(&payload) {
+                    Ok(p) if p.edge == edge => {
+                        self.stats.saw_presence(&p, now);
+                        lock(&self.presence).heard_presence(&p, now);
+                    }
                     Ok(_) | Err(_) => {
                         tracing::debug!(%edge, "Ignoring an unreadable presence message.");
-                        return None;
                     }
-                };
-                let before = self.stats.saw_presence(&p, now);
-                let changed = before.is_some_and(|was| was != (p.state == PresenceState::Online));
-                (self.cfg.presence.events && changed)
-                    .then(|| (presence_event(&p, now, self.inbox.salt()), false))
+                }
+                None
             }
         }
     }
 
     /// Acks every envelope to its edge, in batches.
-    fn ack<'a>(&self, envelopes: impl Iterator<Item = &'a Envelope>) {
+    fn ack(&self, envelopes: &[Envelope]) {
         let mut by_edge: BTreeMap<&str, Vec<EventId>> = BTreeMap::new();
         for e in envelopes {
             by_edge.entry(&e.edge).or_default().push(e.id);
@@ -190,54 +231,6 @@ impl Pipeline {
     }
 }
 
-/// The kinds of events the hub makes itself; an edge that sends one is refused.
-const HUB_KINDS: [&str; 2] = ["edge_offline", "edge_online"];
-
-fn presence_event(p: &Presence, now_ms: u64, salt: &str) -> Envelope {
-    let kind = if p.state == PresenceState::Online {
-        "edge_online"
-    } else {
-        "edge_offline"
-    };
-    let tst = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-    let mut event = Event::new(Kind::Other(kind.to_owned()), tst);
-    event
-        .set_str("hostname", Some(&p.edge))
-        .set_str(
-            "title",
-            Some(&format!(
-                "{} is {}",
-                p.edge,
-                if kind == "edge_online" {
-                    "back online"
-                } else {
-                    "offline"
-                }
-            )),
-        )
-        .set_str(
-            "message",
-            Some(&format!(
-                "Edge {} at site {} went {}.",
-                p.edge,
-                p.site,
-                &kind[5..]
-            )),
-        )
-        .set("queue_depth", p.queue_depth.into());
-    Envelope {
-        v: VERSION,
-        // One id per transition instant: a repeated presence message is a duplicate. The salt
-        // keeps it unpredictable to edges.
-        id: EventId::derive_legacy(
-            [Some(kind), Some(&p.edge), Some(&p.site), Some(salt), None],
-            tst,
-        ),
-        site: p.site.clone(),
-        edge: p.edge.clone(),
-        received: now_ms,
-        remote: String::new(),
-        signed: false,
-        event,
-    }
+fn lock(m: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

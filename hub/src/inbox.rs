@@ -1,17 +1,19 @@
 //! The hub's durable state: the only module that touches sled.
 //!
-//! One tree, four key spaces, so every commit is one atomic batch:
+//! One tree, several key spaces, so every commit is one atomic batch:
 //! - `s` + event id → received-ms: ids seen inside the dedup window;
 //! - `t` + received-ms + event id: the same, in time order, for pruning;
 //! - `o` + notifier + `\0` + seq → [`OutboxEntry`]: deliveries still to make;
-//! - `d` + seq → [`DeadLetter`]: deliveries given up on.
+//! - `d` + seq → a dead letter: deliveries given up on;
+//! - the [`Space`]s other modules keep their state in (known sources, throttles, presence),
+//!   written through a [`Tx`] in the same batch as the events that change them.
 //!
 //! [`Inbox::commit`] records new events and their deliveries and makes them durable (sled
 //! flush, then fsync of its file) before the caller acks them to the edge. A finished delivery
 //! is made durable at once too, so only a crash between a send and its record repeats it;
 //! attempt counts and dead letters ride on sled's background flush (`FLUSH_EVERY_MS`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use warren_proto::{Envelope, EventId};
 
+use crate::known::KnownSourcesConfig;
 use crate::notify::{Notification, NotifierName};
 
 const SEEN: u8 = b's';
@@ -124,6 +127,139 @@ impl Selection {
     }
 }
 
+/// The deliveries an event causes: at most one per notifier.
+pub type Deliveries = Vec<(NotifierName, Notification)>;
+
+/// The key spaces the hub's other parts keep durable state in, through a [`Tx`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Space {
+    /// The (user, source network) pairs seen per host or site.
+    Known = b'k',
+    /// Throttled routes' current intervals and what they folded.
+    Throttle = b'g',
+    /// What was last announced about each edge.
+    Presence = b'p',
+}
+
+/// One atomic, durable write to the store ([`Inbox::transact`]): reads see its own writes.
+pub struct Tx<'a> {
+    db: &'a sled::Db,
+    batch: sled::Batch,
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    next_seq: u64,
+    added: BTreeMap<String, u64>,
+    new_seen: u64,
+    woken: Vec<NotifierName>,
+}
+
+impl Tx<'_> {
+    /// The record `key` of `space`.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
+        self.raw_get(&spaced(space, key))
+    }
+
+    /// Writes the record `key` of `space`.
+    pub fn put(&mut self, space: Space, key: &[u8], value: Vec<u8>) {
+        self.raw_put(spaced(space, key), value);
+    }
+
+    /// Removes the record `key` of `space`.
+    pub fn remove(&mut self, space: Space, key: &[u8]) {
+        let k = spaced(space, key);
+        self.batch.remove(k.as_slice());
+        self.overlay.insert(k, None);
+    }
+
+    /// Adds a delivery to `notifier`'s outbox.
+    pub fn enqueue(&mut self, notifier: NotifierName, notification: Notification) {
+        let entry = OutboxEntry::new(notification);
+        self.raw_put(
+            outbox_key(&notifier, self.next_seq),
+            serde_json::to_vec(&entry).unwrap_or_default(),
+        );
+        self.next_seq += 1;
+        *self.added.entry(notifier.as_str().to_owned()).or_default() += 1;
+        if !self.woken.contains(&notifier) {
+            self.woken.push(notifier);
+        }
+    }
+
+    /// Records `envelopes` not seen inside `window_ms` of `now_ms`, with the deliveries `route`
+    /// gives each. Duplicates are only counted.
+    ///
+    /// # Errors
+    /// When sled or `route` fails.
+    pub fn record(
+        &mut self,
+        envelopes: &[Envelope],
+        now_ms: u64,
+        window_ms: u64,
+        mut route: impl FnMut(&Envelope, &mut Self) -> Result<Deliveries, InboxError>,
+    ) -> Result<Committed, InboxError> {
+        let mut out = Committed::default();
+        for (i, e) in envelopes.iter().enumerate() {
+            let seen_at = self
+                .raw_get(&seen_key(&e.id))?
+                .and_then(|v| v.as_slice().try_into().ok())
+                .map(u64::from_be_bytes);
+            if seen_at.is_some_and(|t| t.saturating_add(window_ms) >= now_ms) {
+                out.duplicates += 1;
+                continue;
+            }
+            if seen_at.is_none() {
+                self.new_seen += 1;
+            }
+            self.raw_put(seen_key(&e.id).to_vec(), now_ms.to_be_bytes().to_vec());
+            self.raw_put(time_key(now_ms, &e.id).to_vec(), Vec::new());
+            for (name, notification) in route(e, self)? {
+                self.enqueue(name, notification);
+            }
+            out.new.push(i);
+        }
+        Ok(out)
+    }
+
+    /// Every record of `space` as stored before this transaction, in key order.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn scan(&self, space: Space) -> Result<Vec<(Vec<u8>, Vec<u8>)>, InboxError> {
+        scan(&self.db, space)
+    }
+
+    fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.db.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    fn raw_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.insert(key.as_slice(), value.as_slice());
+        self.overlay.insert(key, Some(value));
+    }
+}
+
+fn scan(db: &sled::Db, space: Space) -> Result<Vec<(Vec<u8>, Vec<u8>)>, InboxError> {
+    let mut out = Vec::new();
+    for item in db.scan_prefix([space as u8]) {
+        let (k, v) = item?;
+        out.push((k[1..].to_vec(), v.to_vec()));
+    }
+    Ok(out)
+}
+
+fn spaced(space: Space, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(space as u8);
+    k.extend_from_slice(key);
+    k
+}
+
 /// What a commit did.
 #[derive(Debug, Default)]
 pub struct Committed {
@@ -218,54 +354,88 @@ impl Inbox {
         envelopes: &[Envelope],
         now_ms: u64,
         window_ms: u64,
-        route: impl Fn(&Envelope) -> Vec<(NotifierName, Notification)>,
+        route: impl FnMut(&Envelope, &mut Tx<'_>) -> Result<Deliveries, InboxError>,
     ) -> Result<Committed, InboxError> {
+        let (mut c, woken) = self.transact(|tx| tx.record(envelopes, now_ms, window_ms, route))?;
+        c.woken = woken;
+        Ok(c)
+    }
+
+    /// Runs `f` on a transaction and makes what it wrote durable as one atomic batch (nothing
+    /// is written if `f` fails). Returns its result and the notifiers it gave deliveries.
+    ///
+    /// # Errors
+    /// When `f`, sled or the fsync fails.
+    pub fn transact<R>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<R, InboxError>,
+    ) -> Result<(R, Vec<NotifierName>), InboxError> {
         let mut counts = self.lock();
-        let mut batch = sled::Batch::default();
-        let mut out = Committed::default();
-        let mut in_batch = std::collections::HashSet::new();
-        let mut added: BTreeMap<String, u64> = BTreeMap::new();
-        let mut seq = counts.next_seq;
-        let mut new_seen = 0;
-        for (i, e) in envelopes.iter().enumerate() {
-            let seen_at = self
-                .db
-                .get(seen_key(&e.id))?
-                .and_then(|v| v.as_ref().try_into().ok())
-                .map(u64::from_be_bytes);
-            let fresh = seen_at.is_none_or(|t| t.saturating_add(window_ms) < now_ms);
-            if !fresh || !in_batch.insert(e.id) {
-                out.duplicates += 1;
-                continue;
-            }
-            if seen_at.is_none() {
-                new_seen += 1;
-            }
-            batch.insert(&seen_key(&e.id), &now_ms.to_be_bytes());
-            batch.insert(time_key(now_ms, &e.id).as_slice(), &[]);
-            for (name, notification) in route(e) {
-                let entry = OutboxEntry::new(notification);
-                batch.insert(
-                    outbox_key(&name, seq),
-                    serde_json::to_vec(&entry).unwrap_or_default(),
-                );
-                seq += 1;
-                *added.entry(name.as_str().to_owned()).or_default() += 1;
-                if !out.woken.contains(&name) {
-                    out.woken.push(name);
-                }
-            }
-            out.new.push(i);
+        let mut tx = Tx {
+            db: &self.db,
+            batch: sled::Batch::default(),
+            overlay: HashMap::new(),
+            next_seq: counts.next_seq,
+            added: BTreeMap::new(),
+            new_seen: 0,
+            woken: Vec::new(),
+        };
+        let r = f(&mut tx)?;
+        let Tx {
+            batch,
+            overlay,
+            next_seq,
+            added,
+            new_seen,
+            woken,
+            ..
+        } = tx;
+        if !overlay.is_empty() {
+            self.db.apply_batch(batch)?;
+            self.db.flush()?;
+            self.file.sync_all()?;
         }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        self.file.sync_all()?;
-        counts.next_seq = seq;
+        counts.next_seq = next_seq;
         counts.seen += new_seen;
         for (name, n) in added {
             *counts.outbox.entry(name).or_default() += n;
         }
-        Ok(out)
+        Ok((r, woken))
+    }
+
+    /// Every record of `space`, in key order.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn scan(&self, space: Space) -> Result<Vec<(Vec<u8>, Vec<u8>)>, InboxError> {
+        scan(&self.db, space)
+    }
+
+    /// Records in `space`.
+    pub fn count(&self, space: Space) -> u64 {
+        self.db.scan_prefix([space as u8]).count() as u64
+    }
+
+    /// Removes the records of `space` for which `expired` holds; returns how many.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn prune_space(
+        &self,
+        space: Space,
+        expired: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<u64, InboxError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self.db.scan_prefix([space as u8]) {
+            let (k, v) = item?;
+            if expired(&k[1..], &v) {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(n)
     }
 
     /// The oldest pending delivery for `notifier`.
@@ -548,11 +718,13 @@ impl Inbox {
     }
 
     /// Forgets, every [`PRUNE_EVERY`] until `stop`, the ids recorded longer than `window`
-    /// ago and the dead letters older than `keep_dead`.
+    /// ago, the dead letters older than `keep_dead`, and the sources not seen for `known`'s
+    /// time.
     pub async fn prune_expired(
         self: Arc<Self>,
         window: Duration,
         keep_dead: Duration,
+        known: KnownSourcesConfig,
         stop: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
@@ -565,14 +737,18 @@ impl Inbox {
                 _ = tick.tick() => {}
             }
             let (ids_before, dead_before) = (ago(window), ago(keep_dead));
-            let inbox = self.clone();
+            let (inbox, known) = (self.clone(), known.clone());
             let pruned = tokio::task::spawn_blocking(move || {
-                Ok::<_, InboxError>((inbox.prune(ids_before)?, inbox.prune_dead(dead_before)?))
+                Ok::<_, InboxError>((
+                    inbox.prune(ids_before)?,
+                    inbox.prune_dead(dead_before)?,
+                    known.prune(&inbox, crate::now_ms())?,
+                ))
             });
             match pruned.await {
-                Ok(Ok((0, 0))) => {}
-                Ok(Ok((ids, dead))) => {
-                    tracing::debug!(ids, dead_letters = dead, "Pruned expired records.");
+                Ok(Ok((0, 0, 0))) => {}
+                Ok(Ok((ids, dead, sources))) => {
+                    tracing::debug!(ids, dead_letters = dead, sources, "Pruned expired records.");
                 }
                 Ok(Err(error)) => tracing::error!(%error, "Pruning expired records failed."),
                 Err(error) => tracing::error!(%error, "Pruning task failed."),
@@ -662,9 +838,9 @@ mod tests {
 
     fn route_to(
         names: &'static [&'static str],
-    ) -> impl Fn(&Envelope) -> Vec<(NotifierName, Notification)> {
-        move |e| {
-            names
+    ) -> impl FnMut(&Envelope, &mut Tx<'_>) -> Result<Deliveries, InboxError> {
+        move |e, _| {
+            Ok(names
                 .iter()
                 .map(|n| {
                     (
@@ -675,7 +851,7 @@ mod tests {
                         },
                     )
                 })
-                .collect()
+                .collect())
         }
     }
 

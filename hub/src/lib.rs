@@ -16,11 +16,13 @@ pub mod delivery;
 pub mod front;
 pub mod inbound;
 pub mod inbox;
+pub mod known;
 pub mod metrics;
 mod mqtt31;
 pub mod notify;
 pub mod passwd;
 pub mod pki;
+pub mod presence;
 pub mod resources;
 pub mod router;
 pub mod session;
@@ -29,6 +31,7 @@ pub mod status;
 pub mod template;
 #[cfg(test)]
 mod testing;
+pub mod throttle;
 pub mod trust;
 
 use std::sync::Arc;
@@ -140,9 +143,21 @@ pub async fn run(
         stats.clone(),
         shutdown.child_token(),
     ));
+    let presence = {
+        let (inbox, presence) = (inbox.clone(), cfg.presence.clone());
+        tokio::task::spawn_blocking(move || presence::Tracker::load(&inbox, &presence, now_ms()))
+            .await??
+    };
+    let router = router::Router::new(
+        cfg.routes.clone(),
+        cfg.known_sources.clone(),
+        inbox.salt().to_owned(),
+        stats.clone(),
+    );
     let pipeline = inbound::Pipeline {
         inbox: inbox.clone(),
-        routes: Arc::new(cfg.routes.clone()),
+        router: Arc::new(router),
+        presence: Arc::new(std::sync::Mutex::new(presence)),
         client: client.clone(),
         stats: stats.clone(),
         wakes: wakes.clone(),
@@ -152,6 +167,7 @@ pub async fn run(
     tracker.spawn(inbox.clone().prune_expired(
         cfg.dedup.window,
         cfg.delivery.keep_dead_letters,
+        cfg.known_sources.clone(),
         shutdown.child_token(),
     ));
 

@@ -3,10 +3,13 @@
 //! A route fires when every key of `match` matches (each key takes a value or a list, any of
 //! which may match) and no key of `unless` does. Every route that fires contributes its
 //! notifiers, as in mqttwarn, but a notifier receives an event at most once: the first route
-//! that names it decides its title and message.
+//! that names it decides its title and message. A route with a `throttle` may fold an event
+//! into a later digest instead ([`crate::throttle`]); `first_seen` is what
+//! [`crate::known`] says of the login's source.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -14,8 +17,12 @@ use serde::Deserialize;
 use warren_proto::Envelope;
 
 use crate::config::NotifierSpec;
+use crate::inbox::{Deliveries, InboxError, Tx};
+use crate::known::KnownSourcesConfig;
 use crate::notify::{Notification, NotifierName};
+use crate::stats::Stats;
 use crate::template::Template;
+use crate::throttle::{self, Digest, Throttle, ThrottleConfig};
 
 const DEFAULT_TITLE: &str = "{kind} on {hostname}";
 const DEFAULT_FORMAT: &str =
@@ -62,6 +69,8 @@ pub struct ConditionsConfig {
     pub rhost: Option<OneOrMany>,
     /// Remote host, inside one of these networks.
     pub rhost_cidr: Option<Vec<IpNet>>,
+    /// A login from a source network never seen for this user (on this host or site).
+    pub first_seen: Option<bool>,
 }
 
 /// A route as written.
@@ -81,6 +90,8 @@ pub struct RouteConfig {
     pub format: Option<String>,
     /// Priority template (rendered, then read as an integer; empty means none).
     pub priority: Option<String>,
+    /// At most `max` per `per` for each `key`, the rest folded into a digest.
+    pub throttle: Option<ThrottleConfig>,
 }
 
 /// Parsed conditions.
@@ -88,6 +99,7 @@ pub struct RouteConfig {
 pub struct Conditions {
     fields: Vec<(&'static str, Vec<String>)>,
     rhost_cidr: Vec<IpNet>,
+    first_seen: Option<bool>,
 }
 
 /// A validated route.
@@ -100,6 +112,7 @@ pub struct Route {
     title: Template,
     format: Template,
     priority: Option<Template>,
+    throttle: Option<Throttle>,
 }
 
 impl RouteConfig {
@@ -134,6 +147,7 @@ impl RouteConfig {
                 .as_deref()
                 .map(|p| template("priority", Some(p), ""))
                 .transpose()?,
+            throttle: self.throttle.map(ThrottleConfig::validate).transpose()?,
             matches: self.matches.into(),
             unless: self.unless.map(Into::into),
             notify: self.notify,
@@ -159,13 +173,18 @@ impl From<ConditionsConfig> for Conditions {
         Self {
             fields,
             rhost_cidr: c.rhost_cidr.unwrap_or_default(),
+            first_seen: c.first_seen,
         }
     }
 }
 
 impl Conditions {
-    /// Each condition's outcome for `e`.
-    fn outcomes<'a>(&'a self, e: &'a Envelope) -> impl Iterator<Item = bool> + 'a {
+    /// Each condition's outcome for `e`, whose source is `first_seen` (if it is a login).
+    fn outcomes<'a>(
+        &'a self,
+        e: &'a Envelope,
+        first_seen: Option<bool>,
+    ) -> impl Iterator<Item = bool> + 'a {
         let fields = self.fields.iter().map(|(key, wanted)| {
             let value = match *key {
                 "kind" => Some(e.event.kind().as_str()),
@@ -185,53 +204,160 @@ impl Conditions {
                         .any(|n| n.contains(&ip.to_canonical()))
                 })
         });
-        fields.chain(cidr)
+        let first = self.first_seen.map(|want| first_seen == Some(want));
+        fields.chain(cidr).chain(first)
     }
 
-    fn all(&self, e: &Envelope) -> bool {
-        self.outcomes(e).all(|b| b)
+    fn all(&self, e: &Envelope, first_seen: Option<bool>) -> bool {
+        self.outcomes(e, first_seen).all(|b| b)
     }
 
-    fn any(&self, e: &Envelope) -> bool {
-        self.outcomes(e).any(|b| b)
+    fn any(&self, e: &Envelope, first_seen: Option<bool>) -> bool {
+        self.outcomes(e, first_seen).any(|b| b)
     }
 }
 
 impl Route {
     /// Whether this route fires for `e`.
-    pub fn fires(&self, e: &Envelope) -> bool {
-        self.matches.all(e) && !self.unless.as_ref().is_some_and(|u| u.any(e))
+    pub fn fires(&self, e: &Envelope, first_seen: Option<bool>) -> bool {
+        self.matches.all(e, first_seen)
+            && !self.unless.as_ref().is_some_and(|u| u.any(e, first_seen))
     }
 
-    fn render(&self, e: &Envelope, now: DateTime<Utc>) -> Notification {
+    fn render(&self, e: &Envelope, now: DateTime<Utc>, extra: &[(&str, &str)]) -> Notification {
+        self.render_as(e, now, extra, &self.format)
+    }
+
+    fn render_as(
+        &self,
+        e: &Envelope,
+        now: DateTime<Utc>,
+        extra: &[(&str, &str)],
+        format: &Template,
+    ) -> Notification {
         Notification {
-            title: self.title.render(e, now),
-            message: self.format.render(e, now),
+            title: self.title.render_with(e, now, extra),
+            message: format.render_with(e, now, extra),
             priority: self
                 .priority
                 .as_ref()
-                .and_then(|p| p.render(e, now).trim().parse().ok())
+                .and_then(|p| p.render_with(e, now, extra).trim().parse().ok())
                 .or_else(|| e.event.get("priority").and_then(serde_json::Value::as_i64)),
             envelope: e.clone(),
         }
     }
 }
 
-/// Every notification an event causes: at most one per notifier, in route order.
-pub fn route(
-    routes: &[Route],
-    e: &Envelope,
-    now: DateTime<Utc>,
-) -> Vec<(NotifierName, Notification)> {
-    let mut out: Vec<(NotifierName, Notification)> = Vec::new();
-    for r in routes.iter().filter(|r| r.fires(e)) {
-        for name in &r.notify {
-            if !out.iter().any(|(n, _)| n == name) {
-                out.push((name.clone(), r.render(e, now)));
-            }
+/// The routes, and what they need to decide: the known sources and the installation's salt.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+    known: KnownSourcesConfig,
+    salt: String,
+    stats: Arc<Stats>,
+}
+
+impl Router {
+    /// A router for `routes`; digests get ids derived with `salt`.
+    pub fn new(
+        routes: Vec<Route>,
+        known: KnownSourcesConfig,
+        salt: String,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            routes,
+            known,
+            salt,
+            stats,
         }
     }
-    out
+
+    /// Every notification `e` causes now: at most one per notifier, in route order; with
+    /// the digests of throttle intervals it closes.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn route(
+        &self,
+        e: &Envelope,
+        now: DateTime<Utc>,
+        tx: &mut Tx<'_>,
+    ) -> Result<Deliveries, InboxError> {
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        let first_seen = self.known.observe(tx, e, now_ms)?;
+        let fact = first_seen
+            .map(|f| if f { "true" } else { "false" })
+            .unwrap_or_default();
+        let extra = [("first_seen", fact)];
+        let mut out: Deliveries = Vec::new();
+        for (i, r) in self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.fires(e, first_seen))
+        {
+            if let Some(t) = &r.throttle {
+                let (pass, digest) = t.admit(tx, i, e, &r.notify, now_ms, &self.salt)?;
+                if let Some(d) = digest {
+                    out.extend(self.digest(d, now));
+                }
+                if !pass {
+                    Stats::add(&self.stats.folded, 1);
+                    continue;
+                }
+            }
+            for name in &r.notify {
+                if !out.iter().any(|(n, _)| n == name) {
+                    out.push((name.clone(), r.render(e, now, &extra)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The digests of throttle intervals that have ended by `now`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn close_intervals(
+        &self,
+        now: DateTime<Utc>,
+        tx: &mut Tx<'_>,
+    ) -> Result<Deliveries, InboxError> {
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        Ok(throttle::close_ended(tx, now_ms, &self.salt)?
+            .into_iter()
+            .flat_map(|d| self.digest(d, now))
+            .collect())
+    }
+
+    /// A digest's deliveries, with its route's title and throttle format — to the
+    /// notifiers it names that still exist.
+    fn digest(&self, d: Digest, now: DateTime<Utc>) -> Deliveries {
+        let Some(route) = self.routes.get(d.route) else {
+            tracing::warn!(
+                route = d.route,
+                "A digest's route is gone from the config; digest dropped."
+            );
+            return Vec::new();
+        };
+        let Some(format) = route.throttle.as_ref().map(|t| &t.format) else {
+            tracing::warn!(
+                route = d.route,
+                "A digest's route has no throttle any more; digest dropped."
+            );
+            return Vec::new();
+        };
+        Stats::add(&self.stats.digests, 1);
+        let n = route.render_as(&d.envelope, now, &[], format);
+        route
+            .notify
+            .iter()
+            .filter(|name| d.notifiers.iter().any(|n| n == name.as_str()))
+            .map(|name| (name.clone(), n.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -247,13 +373,19 @@ mod tests {
         e
     }
 
-    fn routes(toml: &str) -> Vec<Route> {
+    fn routes(toml: &str) -> Router {
         let text = format!(
             "[broker]\nlisten_local = \"127.0.0.1:1883\"\n[notifier.phone]\ntype = \"log\"\n[notifier.audit]\ntype = \"log\"\n{toml}"
         );
-        HubConfig::parse(std::path::Path::new("hub.toml"), &text)
-            .unwrap()
-            .routes
+        let cfg = HubConfig::parse(std::path::Path::new("hub.toml"), &text).unwrap();
+        Router::new(cfg.routes, cfg.known_sources, "salt".into(), Arc::default())
+    }
+
+    /// Routes `e` at `now` in a transaction of a fresh inbox.
+    fn route(r: &Router, e: &Envelope, now: DateTime<Utc>) -> Deliveries {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        inbox.transact(|tx| r.route(e, now, tx)).unwrap().0
     }
 
     fn names(out: &[(NotifierName, Notification)]) -> Vec<&str> {
@@ -312,6 +444,85 @@ format = "second"
         let out = route(&r, &envelope("dan", "x", "sshd"), Utc::now());
         assert_eq!(names(&out), ["phone", "audit"]);
         assert!(out.iter().all(|(_, n)| n.message == "first dan"));
+    }
+
+    #[test]
+    fn a_throttle_folds_the_rest_of_its_interval_into_one_digest() {
+        let r = routes(
+            r#"
+[[route]]
+match = { kind = "login" }
+notify = ["phone"]
+throttle = { max = 3, per = "5m" }
+[[route]]
+notify = ["audit"]
+"#,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let t0 = Utc::now();
+        let mut phone = 0;
+        for i in 0..100 {
+            let mut e = envelope("deploy", "203.0.113.9", "sshd");
+            e.id = warren_proto::EventId::from_bytes([i; 16]);
+            let at = t0 + chrono::TimeDelta::milliseconds(500 * i64::from(i));
+            let out = inbox.transact(|tx| r.route(&e, at, tx)).unwrap().0;
+            assert!(
+                out.iter().any(|(n, _)| n.as_str() == "audit"),
+                "other routes unaffected"
+            );
+            phone += out.iter().filter(|(n, _)| n.as_str() == "phone").count();
+        }
+        assert_eq!(phone, 3);
+        assert_eq!(
+            r.stats.folded.load(std::sync::atomic::Ordering::Relaxed),
+            97
+        );
+        let close = |at| inbox.transact(|tx| r.close_intervals(at, tx)).unwrap().0;
+        assert!(
+            close(t0 + chrono::TimeDelta::minutes(4)).is_empty(),
+            "still open"
+        );
+        let digests = close(t0 + chrono::TimeDelta::seconds(301));
+        assert_eq!(names(&digests), ["phone"]);
+        assert_eq!(
+            digests[0].1.message,
+            "and 97 more login events by deploy on vm in the last 5m"
+        );
+        assert_eq!(digests[0].1.envelope.event.get("count"), Some(&97.into()));
+        assert!(
+            close(t0 + chrono::TimeDelta::minutes(10)).is_empty(),
+            "sent once"
+        );
+    }
+
+    #[test]
+    fn first_seen_routes_and_renders() {
+        let r = routes(
+            r#"
+[[route]]
+match = { first_seen = true }
+notify = ["phone"]
+priority = "2"
+format = "new source {rhost} for {user} ({first_seen})"
+[[route]]
+notify = ["phone", "audit"]
+format = "{user} from {rhost} ({first_seen})"
+"#,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let route = |rhost: &str| {
+            let e = envelope("dan", rhost, "sshd");
+            inbox.transact(|tx| r.route(&e, now, tx)).unwrap().0
+        };
+        let first = route("203.0.113.9");
+        assert_eq!(first[0].1.message, "new source 203.0.113.9 for dan (true)");
+        assert_eq!(first[0].1.priority, Some(2));
+        let again = route("203.0.113.10");
+        assert_eq!(names(&again), ["phone", "audit"]);
+        assert_eq!(again[0].1.message, "dan from 203.0.113.10 (false)");
     }
 
     #[test]

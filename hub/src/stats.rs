@@ -24,6 +24,10 @@ pub struct Stats {
     pub acked: AtomicU64,
     /// Logins republished on the legacy topic.
     pub republished: AtomicU64,
+    /// Notifications a route's throttle folded into a digest.
+    pub folded: AtomicU64,
+    /// Digests made.
+    pub digests: AtomicU64,
     /// Clients, handshakes and packets the front turned away, by reason.
     pub refused: Refusals,
     /// Whether the hub's MQTT client is connected to the broker and subscribed to events; the
@@ -107,17 +111,21 @@ impl Stats {
             .cert_not_after = Some(not_after);
     }
 
-    /// Applies a presence message; returns the previous online state, if the edge was known.
-    pub fn saw_presence(&self, p: &Presence, now_ms: u64) -> Option<bool> {
+    /// Applies a presence message.
+    pub fn saw_presence(&self, p: &Presence, now_ms: u64) {
         let mut edges = lock(&self.edges);
-        let known = edges.contains_key(&p.edge);
         let e = edges.entry(p.edge.clone()).or_default();
-        let before = e.online;
         e.site.clone_from(&p.site);
         e.online = p.state == PresenceState::Online;
         e.queue_depth = p.queue_depth;
         e.last_seen_ms = now_ms;
-        known.then_some(before)
+    }
+
+    /// Records a presence change decided by [`crate::presence`] (silence, too).
+    pub fn set_online(&self, edge: &str, online: bool) {
+        if let Some(e) = lock(&self.edges).get_mut(edge) {
+            e.online = online;
+        }
     }
 
     /// The edge table.

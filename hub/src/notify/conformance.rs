@@ -108,8 +108,8 @@ pub async fn run(notifier: Notifier, endpoint: &impl Endpoint) {
         users += 1;
         let n = notification(&format!("user{users}"));
         inbox
-            .commit(std::slice::from_ref(&n.envelope), 1, 1, |_| {
-                vec![(name.clone(), n.clone())]
+            .commit(std::slice::from_ref(&n.envelope), 1, 1, |_, _| {
+                Ok(vec![(name.clone(), n.clone())])
             })
             .unwrap();
         wake.notify_one();

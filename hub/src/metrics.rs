@@ -125,6 +125,18 @@ pub fn render(s: &HubStatus) -> String {
         &one(s.edges.len() as u64),
     );
     metric(
+        "warren_hub_known_sources",
+        "gauge",
+        "(user, source network) pairs remembered.",
+        &one(s.known_sources),
+    );
+    metric(
+        "warren_hub_folded_total",
+        "counter",
+        "Notifications folded into digests by route throttles.",
+        &one(s.folded),
+    );
+    metric(
         "warren_hub_dead_letters",
         "gauge",
         "Deliveries given up on, held for inspection.",

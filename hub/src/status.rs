@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use warren_daemon::nagios::{self, Metric, State};
 use warren_daemon::tls::{CertFacts, expiry_warning};
 
-use crate::inbox::{DeadLetter, Inbox};
+use crate::inbox::{DeadLetter, Inbox, Space};
 use crate::stats::{EdgeInfo, Stats};
 
 /// Dead letters listed in a snapshot.
@@ -60,6 +60,18 @@ pub struct HubStatus {
     pub republished: u64,
     /// Ids remembered for dedup.
     pub seen_ids: u64,
+    /// (user, source network) pairs remembered ([`crate::known`]).
+    #[serde(default)]
+    pub known_sources: u64,
+    /// Notifications throttles folded into digests since start.
+    #[serde(default)]
+    pub folded: u64,
+    /// Digests made since start.
+    #[serde(default)]
+    pub digests: u64,
+    /// Notifications folded into digests not sent yet (their intervals are still open).
+    #[serde(default)]
+    pub folded_pending: u64,
     /// Per notifier.
     pub notifiers: BTreeMap<String, NotifierStatus>,
     /// Dead letters held.
@@ -139,6 +151,10 @@ impl Source {
             acked: get(&s.acked),
             republished: get(&s.republished),
             seen_ids: self.inbox.seen_count(),
+            known_sources: self.inbox.count(Space::Known),
+            folded: get(&s.folded),
+            digests: get(&s.digests),
+            folded_pending: crate::throttle::pending(&self.inbox).map_or(0, |(_, f)| f),
             notifiers,
             dead_letters: self.inbox.dead_count(),
             recent_dead_letters: self
@@ -258,6 +274,10 @@ pub fn human(s: &HubStatus) -> String {
         "events: {} received, {} duplicates dropped, {} invalid, {} acked, {} ids remembered\n",
         s.received, s.duplicates, s.invalid, s.acked, s.seen_ids
     );
+    out += &format!(
+        "known sources: {}; throttled: {} folded into {} digests, {} waiting for their digest\n",
+        s.known_sources, s.folded, s.digests, s.folded_pending
+    );
     for w in &s.warnings {
         out += &format!("WARNING: {w}\n");
     }
@@ -282,11 +302,15 @@ pub fn human(s: &HubStatus) -> String {
             "  {name:<20} outbox {:<6} delivered {:<6} failed attempts {:<6} dead {}\n",
             n.outbox, n.delivered, n.failures, n.dead
         );
+        if let Some(e) = &n.last_error {
+            out += &format!("  {:<20} failing: {e}\n", "");
+        }
     }
     out += &format!("dead letters: {}\n", s.dead_letters);
     for d in &s.recent_dead_letters {
         out += &format!(
-            "  {} ago  {}  {}  after {} attempts: {}\n",
+            "  #{} {} ago  {}  {}  after {} attempts: {}\n",
+            d.seq,
             ago(d.at_ms),
             d.notifier,
             d.id,

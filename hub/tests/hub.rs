@@ -904,7 +904,7 @@ async fn an_edge_that_vanishes_becomes_an_edge_offline_event() {
     let s = Setup::new();
     let config = s.embedded(None);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[presence]\nevents = true\n[[route]]\nmatch = { kind = \"edge_offline\" }\nnotify = [\"sshd_log\"]\nformat = \"{title}\"\n");
+    text.push_str("[presence]\nevents = true\ngrace = \"500ms\"\n[[route]]\nmatch = { kind = \"edge_offline\" }\nnotify = [\"sshd_log\"]\nformat = \"{title}\"\n");
     std::fs::write(&config, text).unwrap();
     let hub = Hub::start(&config);
     let presence = |state| Presence {

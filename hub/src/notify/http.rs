@@ -22,6 +22,42 @@ pub fn client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// A service's base URL from a sink's config: http or https, without query or fragment, since
+/// the sink appends its API's path to it.
+///
+/// # Errors
+/// Why it is not one; the message never quotes the URL.
+pub fn base_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be http or https".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must have no query or fragment".into());
+    }
+    Ok(url)
+}
+
+/// `base` with `segments` appended to its path, each escaped as a path segment: a server
+/// under a path prefix keeps it, and a token with a `:` in it stays a path segment (joined as a
+/// relative URL, `bot123:ABC` would parse as a scheme).
+pub fn endpoint(base: &reqwest::Url, segments: &[&str]) -> reqwest::Url {
+    let mut url = base.clone();
+    // An http(s) URL always has a path to append to; `base_url` checked the scheme.
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// Reads a secret file named by a sink's config.
+///
+/// # Errors
+/// The path and why it cannot be read (never the file's content).
+pub fn read_secret(path: &std::path::Path) -> Result<warren_daemon::Secret, String> {
+    warren_daemon::Secret::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// The longest `Retry-After` honoured: a service asking for more is retried after this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -36,34 +72,117 @@ pub async fn send(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<reqwest::Response, NotifyError> {
+    send_explained(request, what, |_| Explanation::default()).await
+}
+
+/// [`send`], for services that explain a failure in their answer (a JSON body naming the bad
+/// parameter, a flood wait): `explain` reads the failed answer, and what it finds replaces the
+/// raw body in the error, or the `Retry-After` header as the wait. Which statuses are retried
+/// stays [`classify`]'s rule, so every sink fails the same way for the same status.
+///
+/// # Errors
+/// As [`send`].
+pub async fn send_explained(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    explain: impl FnOnce(&Failed) -> Explanation,
+) -> Result<reqwest::Response, NotifyError> {
     let response = request
         .send()
         .await
         .map_err(|e| NotifyError::Transient(format!("{what}: {}", e.without_url())))?;
-    let status = response.status();
-    match classify(status) {
-        Ok(()) => Ok(response),
-        Err(e) => {
-            let wait = matches!(
-                status,
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-            )
-            .then(|| retry_after(response.headers()))
-            .flatten();
-            // The service's own words help the operator fix a token or a parameter.
-            let said = response.text().await.unwrap_or_default();
-            let said: String = said.trim().chars().take(200).collect();
-            let m = if said.is_empty() {
-                format!("{what}: {e}")
-            } else {
-                format!("{what}: {e}: {said:?}")
-            };
-            Err(match (e, wait) {
-                (NotifyError::Permanent(_), _) => NotifyError::Permanent(m),
-                (_, Some(wait)) => NotifyError::Throttled(m, wait),
-                (_, None) => NotifyError::Transient(m),
-            })
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let failed = Failed::read(response).await;
+    let Explanation { said, wait } = explain(&failed);
+    let said = said.unwrap_or_else(|| String::from_utf8_lossy(&failed.body).into_owned());
+    Err(failure(
+        what,
+        failed.status,
+        &said,
+        wait.or_else(|| failed.retry_after()),
+    ))
+}
+
+/// The most of a failed answer's body that is read: enough for any service's error document,
+/// and a server that streams without end cannot make the hub hold it.
+const MAX_FAILED_BODY: usize = 64 * 1024;
+
+/// A non-2xx answer, read whole (the body up to [`MAX_FAILED_BODY`]).
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body, possibly cut short.
+    pub body: Vec<u8>,
+}
+
+impl Failed {
+    async fn read(mut response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = Vec::new();
+        // A body that breaks off is kept as far as it came: it only words the error.
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = MAX_FAILED_BODY - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() == MAX_FAILED_BODY {
+                break;
+            }
         }
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The body as JSON, if it is.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The `Retry-After` header of a 429 or 503 (the statuses it is defined for).
+    pub fn retry_after(&self) -> Option<Duration> {
+        matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+        .then(|| retry_after(&self.headers))
+        .flatten()
+    }
+}
+
+/// What a sink made of a failed answer; `None` leaves [`send_explained`]'s default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Explanation {
+    /// The service's own words (its error text), instead of the raw body.
+    pub said: Option<String>,
+    /// How long the service asked to be left alone, instead of `Retry-After`.
+    pub wait: Option<Duration>,
+}
+
+/// The error for a failed answer: [`classify`]'s kind, throttled when it is worth a retry and
+/// `wait` is known. The service's words help the operator fix a token or a parameter; they are
+/// trimmed, cut to 200 characters and quoted (no control character reaches a log line).
+fn failure(what: &str, status: StatusCode, said: &str, wait: Option<Duration>) -> NotifyError {
+    let Err(e) = classify(status) else {
+        // Only a non-2xx is a failure; a 2xx reaching here is a caller's mistake, still failed.
+        return NotifyError::Permanent(format!("{what}: HTTP {status}"));
+    };
+    let said: String = said.trim().chars().take(200).collect();
+    let m = if said.is_empty() {
+        format!("{what}: {e}")
+    } else {
+        format!("{what}: {e}: {said:?}")
+    };
+    match (e, wait) {
+        (NotifyError::Permanent(_), _) => NotifyError::Permanent(m),
+        (_, Some(wait)) => NotifyError::Throttled(m, wait.min(MAX_RETRY_AFTER)),
+        (_, None) => NotifyError::Transient(m),
     }
 }
 
@@ -137,5 +256,65 @@ mod tests {
             let s = StatusCode::from_u16(permanent).unwrap();
             assert!(matches!(classify(s), Err(NotifyError::Permanent(_))), "{s}");
         }
+    }
+
+    #[test]
+    fn endpoints_keep_the_prefix_and_escape_segments() {
+        let base = base_url("https://example.org").unwrap();
+        assert_eq!(
+            endpoint(&base, &["bot123:AB-c_d", "sendMessage"]).as_str(),
+            "https://example.org/bot123:AB-c_d/sendMessage"
+        );
+        let base = base_url("http://127.0.0.1:8080/ntfy/").unwrap();
+        assert_eq!(
+            endpoint(&base, &[""]).as_str(),
+            "http://127.0.0.1:8080/ntfy/"
+        );
+        assert_eq!(
+            endpoint(&base, &["a b/c"]).as_str(),
+            "http://127.0.0.1:8080/ntfy/a%20b%2Fc"
+        );
+        for bad in ["ftp://x", "https://x/?token=1", "https://x/#f", "x"] {
+            assert!(base_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_explained_failure_keeps_the_status_rule() {
+        use warren_harness::http::{HttpServer, Reply};
+        let server = HttpServer::start(vec![
+            Reply::Full(400, vec![], r#"{"why":"bad user"}"#.into()),
+            Reply::Full(429, vec![], r#"{"wait":7}"#.into()),
+            Reply::Full(429, vec![("Retry-After".into(), "3".into())], String::new()),
+            Reply::Full(500, vec![], "oops\n".into()),
+        ]);
+        let client = client().unwrap();
+        let explain = |f: &Failed| {
+            let v = f.json().unwrap_or_default();
+            Explanation {
+                said: v["why"].as_str().map(str::to_owned),
+                wait: v["wait"].as_u64().map(Duration::from_secs),
+            }
+        };
+        let mut errors = Vec::new();
+        for _ in 0..4 {
+            let request = client.post(server.url("/x"));
+            errors.push(send_explained(request, "svc", explain).await.unwrap_err());
+        }
+        assert_eq!(
+            errors,
+            [
+                NotifyError::Permanent("svc: HTTP 400 Bad Request: \"bad user\"".into()),
+                NotifyError::Throttled(
+                    "svc: HTTP 429 Too Many Requests: \"{\\\"wait\\\":7}\"".into(),
+                    Duration::from_secs(7)
+                ),
+                NotifyError::Throttled(
+                    "svc: HTTP 429 Too Many Requests".into(),
+                    Duration::from_secs(3)
+                ),
+                NotifyError::Transient("svc: HTTP 500 Internal Server Error: \"oops\"".into()),
+            ]
+        );
     }
 }

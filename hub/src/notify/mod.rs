@@ -8,8 +8,12 @@
 
 pub mod exec;
 pub mod file;
+pub mod gotify;
 pub mod http;
 pub mod log;
+pub mod ntfy;
+pub mod pushover;
+pub mod telegram;
 pub mod webhook;
 
 #[cfg(test)]
@@ -110,6 +114,14 @@ sinks! {
     Exec(exec::ExecConfig => exec::ExecNotifier),
     /// HTTP POST.
     Webhook(webhook::WebhookConfig => webhook::WebhookNotifier),
+    /// Pushover's message API.
+    Pushover(pushover::PushoverConfig => pushover::PushoverNotifier),
+    /// Publish to an ntfy topic.
+    Ntfy(ntfy::NtfyConfig => ntfy::NtfyNotifier),
+    /// A Gotify server's message API.
+    Gotify(gotify::GotifyConfig => gotify::GotifyNotifier),
+    /// A Telegram bot's sendMessage.
+    Telegram(telegram::TelegramConfig => telegram::TelegramNotifier),
 }
 
 /// A notifier's name: the `NAME` of `[notifier.NAME]`, 1 to 64 characters of `[a-z0-9_-]`.

@@ -1,0 +1,304 @@
+//! `type = "gotify"`: a Gotify server's message API (<https://gotify.net/api-docs>).
+//!
+//! One `POST {server}/message` per notification, JSON `{"title","message","priority"}`, the
+//! application token in the `X-Gotify-Key` header (not the `token` query parameter, which
+//! would put it in the URL and every access log). Markdown is asked for with the
+//! `client::display` extra, which Gotify accepts only in a JSON body. Gotify answers a failure
+//! with `{"error","errorCode","errorDescription"}`; the description is the reason.
+
+use std::path::PathBuf;
+
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{Explanation, Failed};
+use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError, Sink};
+use crate::template::{Escape, Template};
+
+/// Gotify's own clients read 0 (no notification) to 10 (sound and vibration); a higher number
+/// would mean no more than 10.
+const MAX_PRIORITY: i64 = 10;
+
+fn default_priority() -> i64 {
+    5
+}
+fn default_message() -> String {
+    "{message}".into()
+}
+
+/// `[notifier.NAME] type = "gotify"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GotifyConfig {
+    /// The Gotify server (there is no public one).
+    pub server: String,
+    /// A file holding the application token.
+    pub token_file: PathBuf,
+    /// 0 to 10; a notification's own priority replaces it, clamped into that range.
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    /// Send the message as Markdown: the `message` template is then markup, and what it inserts
+    /// is escaped.
+    #[serde(default)]
+    pub markdown: bool,
+    /// The message template; fields as in titles, plus `title` and `message` (the route's).
+    #[serde(default = "default_message")]
+    pub message: String,
+}
+
+/// The built notifier. Its `Debug` shows no token.
+pub struct GotifyNotifier {
+    http: reqwest::Client,
+    endpoint: reqwest::Url,
+    what: String,
+    key: HeaderValue,
+    priority: i64,
+    markdown: bool,
+    message: Template,
+}
+
+impl std::fmt::Debug for GotifyNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GotifyNotifier")
+            .field("host", &self.endpoint.host_str())
+            .field("priority", &self.priority)
+            .field("markdown", &self.markdown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sink for GotifyNotifier {
+    type Config = GotifyConfig;
+
+    fn build(name: &NotifierName, c: &GotifyConfig, cx: &BuildContext) -> Result<Self, BuildError> {
+        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let base = super::http::base_url(&c.server).map_err(|e| err("server", &e))?;
+        let token = super::http::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
+        let mut key = HeaderValue::from_str(token.expose())
+            .map_err(|_| err("token_file", &"not a valid header value"))?;
+        key.set_sensitive(true);
+        if !(0..=MAX_PRIORITY).contains(&c.priority) {
+            return Err(err("priority", &"must be 0 to 10"));
+        }
+        let message = Template::parse(&c.message).map_err(|e| err("message", &e))?;
+        Ok(Self {
+            http: cx.http.clone(),
+            what: format!("gotify {}", base.host_str().unwrap_or_default()),
+            endpoint: super::http::endpoint(&base, &["message"]),
+            key,
+            priority: c.priority,
+            markdown: c.markdown,
+            message,
+        })
+    }
+
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        let request = self
+            .http
+            .post(self.endpoint.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(HeaderName::from_static("x-gotify-key"), self.key.clone())
+            .body(self.body(n, chrono::Utc::now()).to_string());
+        super::http::send_explained(request, &self.what, explain)
+            .await
+            .map(drop)
+    }
+}
+
+impl GotifyNotifier {
+    /// The JSON message for `n`.
+    fn body(&self, n: &Notification, now: chrono::DateTime<chrono::Utc>) -> Value {
+        let escape = if self.markdown {
+            Escape::Markdown
+        } else {
+            Escape::None
+        };
+        let message = self.message.render_escaped(
+            &n.envelope,
+            now,
+            &[("title", &n.title), ("message", &n.message)],
+            escape,
+        );
+        let priority = n
+            .priority
+            .map_or(self.priority, |p| p.clamp(0, MAX_PRIORITY));
+        let mut body = json!({
+            "title": n.title,
+            "message": message,
+            "priority": priority,
+        });
+        if self.markdown {
+            body["extras"] = json!({"client::display": {"contentType": "text/markdown"}});
+        }
+        body
+    }
+}
+
+/// Gotify's `errorDescription` (or `error`) as the reason.
+fn explain(f: &Failed) -> Explanation {
+    let said = f.json().and_then(|v| {
+        v["errorDescription"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .or_else(|| v["error"].as_str())
+            .map(str::to_owned)
+    });
+    Explanation { said, wait: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{Notifier, conformance};
+    use crate::testing::notification;
+    use std::time::Duration;
+    use warren_harness::http::{HttpServer, Reply};
+
+    fn config(server: &str, extra: &str) -> (tempfile::TempDir, GotifyConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "AWH0wZ5r0Mbac.r\n").unwrap();
+        let text = format!(
+            "server = \"{server}\"\ntoken_file = \"{}\"\n{extra}",
+            token.display()
+        );
+        (dir, toml::from_str(&text).unwrap())
+    }
+
+    fn notifier(server: &str, extra: &str) -> GotifyNotifier {
+        let (_dir, c) = config(server, extra);
+        let name = NotifierName::try_from("go".to_owned()).unwrap();
+        GotifyNotifier::build(&name, &c, &BuildContext::new().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn posts_json_with_the_key_header() {
+        let server = HttpServer::start(vec![Reply::Full(
+            200,
+            vec![],
+            r#"{"id":25,"appid":5,"message":"x","title":"y","priority":5,"date":"2018-02-27T19:36:10.5045044+01:00"}"#.into(),
+        )]);
+        let n = notifier(&server.url("/gotify"), "");
+        assert!(!format!("{n:?}").contains("AWH0"));
+        let mut note = notification("dan");
+        note.priority = None;
+        n.send(&note).await.unwrap();
+        let req = server.requests().remove(0);
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("POST", "/gotify/message")
+        );
+        assert_eq!(req.header("x-gotify-key"), Some("AWH0wZ5r0Mbac.r"));
+        assert_eq!(req.header("content-type"), Some("application/json"));
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"title": "login on vm", "message": "User dan logged into vm", "priority": 5})
+        );
+    }
+
+    #[tokio::test]
+    async fn the_notification_priority_wins_clamped() {
+        let server = HttpServer::start(vec![Reply::Status(200)]);
+        let n = notifier(&server.url(""), "priority = 2");
+        for p in [Some(8), Some(99), Some(-1)] {
+            let mut note = notification("dan");
+            note.priority = p;
+            n.send(&note).await.unwrap();
+        }
+        let priorities: Vec<Value> = server
+            .requests()
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["priority"].clone())
+            .collect();
+        assert_eq!(priorities, [json!(8), json!(10), json!(0)]);
+    }
+
+    #[tokio::test]
+    async fn markdown_asks_for_it_and_escapes_what_it_inserts() {
+        let server = HttpServer::start(vec![Reply::Status(200)]);
+        let n = notifier(
+            &server.url(""),
+            "markdown = true\nmessage = \"**{user}**: {message}\"",
+        );
+        n.send(&notification("![x](http://evil/)")).await.unwrap();
+        let body: Value = serde_json::from_slice(&server.requests()[0].body).unwrap();
+        assert_eq!(
+            body["extras"],
+            json!({"client::display": {"contentType": "text/markdown"}})
+        );
+        assert_eq!(
+            body["message"],
+            "**\\!\\[x\\]\\(http://evil/\\)**: User \\!\\[x\\]\\(http://evil/\\) logged into vm"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_carry_gotifys_description_and_a_429_is_throttled() {
+        let server = HttpServer::start(vec![
+            Reply::Full(
+                401,
+                vec![],
+                r#"{"error":"Unauthorized","errorCode":401,"errorDescription":"you need to provide a valid access token or user credentials to access this api"}"#.into(),
+            ),
+            Reply::Full(429, vec![("Retry-After".into(), "5".into())], String::new()),
+        ]);
+        let n = notifier(&server.url(""), "");
+        let err = n.send(&notification("dan")).await.unwrap_err();
+        assert_eq!(
+            err,
+            NotifyError::Permanent(
+                "gotify 127.0.0.1: HTTP 401 Unauthorized: \"you need to provide a valid access token or user credentials to access this api\"".into()
+            )
+        );
+        assert!(matches!(
+            n.send(&notification("dan")).await.unwrap_err(),
+            NotifyError::Throttled(_, d) if d == Duration::from_secs(5)
+        ));
+    }
+
+    #[test]
+    fn build_errors_name_the_key() {
+        let cx = BuildContext::new().unwrap();
+        let name = NotifierName::try_from("go".to_owned()).unwrap();
+        for (server, extra, key) in [
+            ("gotify.lan", "", "server"),
+            ("https://gotify.lan/?x=1", "", "server"),
+            ("https://gotify.lan", "priority = 11", "priority"),
+            ("https://gotify.lan", "priority = -1", "priority"),
+            ("https://gotify.lan", "message = \"}\"", "message"),
+        ] {
+            let (_dir, c) = config(server, extra);
+            let err = GotifyNotifier::build(&name, &c, &cx).unwrap_err();
+            assert_eq!(err.key, key, "{server} {extra}: {err}");
+        }
+        let (_dir, mut c) = config("https://gotify.lan", "");
+        c.token_file = "/nonexistent".into();
+        assert_eq!(
+            GotifyNotifier::build(&name, &c, &cx).unwrap_err().key,
+            "token_file"
+        );
+        assert!(matches!(
+            toml::from_str("type = \"gotify\"\nserver = \"https://g\"\ntoken_file = \"/t\""),
+            Ok(crate::notify::NotifierConfig::Gotify(_))
+        ));
+        assert!(
+            toml::from_str::<GotifyConfig>("token_file = \"/t\"").is_err(),
+            "server is required"
+        );
+        let c: GotifyConfig =
+            toml::from_str("server = \"https://g\"\ntoken_file = \"/t\"").unwrap();
+        assert_eq!(
+            (c.priority, c.markdown, c.message.as_str()),
+            (5, false, "{message}")
+        );
+    }
+
+    #[tokio::test]
+    async fn conforms() {
+        let server = HttpServer::start(vec![]);
+        let n = notifier(&server.url(""), "");
+        conformance::run(Notifier::Gotify(n), &server).await;
+    }
+}

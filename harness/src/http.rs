@@ -64,7 +64,15 @@ impl HttpServer {
     /// # Panics
     /// When no port can be bound.
     pub fn start(script: Vec<Reply>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_on(0, script)
+    }
+
+    /// [`HttpServer::start`] on a given port: a service that comes back where it was.
+    ///
+    /// # Panics
+    /// When the port cannot be bound.
+    pub fn start_on(port: u16, script: Vec<Reply>) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
         let port = listener.local_addr().expect("local_addr").port();
         let state = Arc::new(Mutex::new(State {
             script,

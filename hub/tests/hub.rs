@@ -988,3 +988,161 @@ async fn prometheus_metrics() {
         assert!(body.contains(line), "{line} missing from:\n{body}");
     }
 }
+
+/// A login of `user` from `rhost` at `tst`, through `edge`.
+fn login_from(edge: &str, user: &str, rhost: &str, tst: i64) -> Envelope {
+    let mut e = envelope(edge, user);
+    e.event = WEvent::new(Kind::Login, tst);
+    e.event
+        .set_str("hostname", Some("vm"))
+        .set_str("user", Some(user))
+        .set_str("service", Some("sshd"))
+        .set_str("rhost", Some(rhost));
+    e.id = e.event.legacy_id();
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_from_a_new_network_is_first_seen_and_the_memory_survives_a_restart() {
+    let s = Setup::new();
+    let config = s.embedded(None);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "format = \"User {user} logged into {hostname} from {rhost} at {tstamp}\"",
+        "format = \"{user} from {rhost} first_seen={first_seen}\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut hub = Hub::start(&config);
+    let mut gw = edge(&hub, &s, "gw").await;
+    gw.send(&login_from("gw", "dan", "203.0.113.9", 1_795_708_571))
+        .await;
+    wait_for("the first login", WAIT, || s.lines().pop());
+    hub.kill_and_restart();
+    assert_eq!(hub.status().known_sources, 1, "remembered across a kill -9");
+    let mut gw = edge(&hub, &s, "gw").await;
+    // An hour later, from the same /24; then from another network.
+    gw.send(&login_from("gw", "dan", "203.0.113.77", 1_795_712_171))
+        .await;
+    gw.send(&login_from("gw", "dan", "198.51.100.4", 1_795_712_200))
+        .await;
+    gw.send(&login_from("gw", "eve", "203.0.113.9", 1_795_712_300))
+        .await;
+    wait_for("four lines", WAIT, || (s.lines().len() == 4).then_some(()));
+    assert_eq!(
+        s.lines(),
+        [
+            "dan from 203.0.113.9 first_seen=true",
+            "dan from 203.0.113.77 first_seen=false",
+            "dan from 198.51.100.4 first_seen=true",
+            "eve from 203.0.113.9 first_seen=true",
+        ]
+    );
+    assert_eq!(hub.status().known_sources, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_logins_is_throttled_into_one_digest_with_the_count() {
+    let s = Setup::new();
+    let config = s.embedded(None);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "notify = [\"sshd_log\"]\n",
+        "notify = [\"sshd_log\"]\nthrottle = { key = \"{user}@{hostname}\", max = 5, per = \"10s\" }\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let hub = Hub::start(&config);
+    let mut gw = edge(&hub, &s, "gw").await;
+    // An ansible run as deploy: 100 logins, each its own event.
+    let burst: Vec<Envelope> = (0..100)
+        .map(|i| login_from("gw", "deploy", "192.0.2.10", 1_795_708_571 + i))
+        .chain([login_from("gw", "dan", "192.0.2.10", 1_795_708_571)])
+        .collect();
+    for e in &burst {
+        gw.publish(e).await;
+    }
+    let mut unacked: std::collections::HashSet<EventId> = burst.iter().map(|e| e.id).collect();
+    while !unacked.is_empty() {
+        let got = tokio::time::timeout(WAIT, gw.acks.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        for id in Ack::decode(&got.payload).unwrap().ids {
+            unacked.remove(&id);
+        }
+    }
+    let digest = warren_harness::wait_until("the digest", WAIT, || {
+        s.lines()
+            .iter()
+            .any(|l| l.starts_with("and "))
+            .then_some(())
+    });
+    assert!(digest.is_ok(), "{:#?}\n{:#?}", s.lines(), hub.status());
+    let lines = s.lines();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("User deploy"))
+            .count(),
+        5,
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("User dan")),
+        "another key is not held back"
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("and 95 more login events by deploy on vm in the last 10s"),
+        "{lines:#?}"
+    );
+    let st = hub.status();
+    assert_eq!((st.folded, st.digests, st.folded_pending), (95, 1, 0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.lines().len(), 7, "one digest per interval");
+}
+
+/// The outage that used to turn a login alert into a dead letter: the notifier's endpoint
+/// refuses connections for three minutes, then comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_down_for_three_minutes_still_gets_the_notification_once() {
+    let s = Setup::new();
+    let port = warren_harness::free_port().unwrap();
+    let config = s.embedded(Some(&format!("http://127.0.0.1:{port}/hook")));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("give_up_after = \"600ms\"\n", "")
+        .replace("initial_backoff = \"50ms\"", "initial_backoff = \"1s\"")
+        .replace("max_backoff = \"100ms\"", "max_backoff = \"10s\"");
+    std::fs::write(&config, text).unwrap();
+    let hub = Hub::start(&config);
+    let mut gw = edge(&hub, &s, "gw").await;
+    gw.send(&envelope("gw", "dan")).await;
+    let down_for = Duration::from_secs(180);
+    let started = Instant::now();
+    wait_for("the first failed attempt", WAIT, || {
+        (hub.status().notifiers["hook"].failures > 0).then_some(())
+    });
+    std::thread::sleep(down_for.saturating_sub(started.elapsed()));
+    let st = hub.status();
+    assert_eq!(
+        (st.notifiers["hook"].outbox, st.dead_letters),
+        (1, 0),
+        "{st:?}"
+    );
+    assert!(
+        st.notifiers["hook"]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("127.0.0.1")),
+        "{st:?}"
+    );
+    let http = HttpServer::start_on(port, vec![Reply::Status(200)]);
+    wait_for("the delivery once the endpoint is back", WAIT, || {
+        (hub.status().notifiers["hook"].delivered == 1).then_some(())
+    });
+    let back = started.elapsed();
+    assert!(
+        back < down_for + Duration::from_secs(15),
+        "max_backoff caps the wait: {back:?}"
+    );
+    assert_eq!(http.requests().len(), 1);
+    assert_eq!(hub.status().dead_letters, 0);
+}

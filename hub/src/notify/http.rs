@@ -90,7 +90,7 @@ pub async fn send_explained(
     let response = request
         .send()
         .await
-        .map_err(|e| NotifyError::Transient(format!("{what}: {}", e.without_url())))?;
+        .map_err(|e| NotifyError::Transient(format!("{what}: {}", causes(e.without_url()))))?;
     if response.status().is_success() {
         return Ok(response);
     }
@@ -220,6 +220,20 @@ pub fn classify(status: StatusCode) -> Result<(), NotifyError> {
     } else {
         Err(NotifyError::Permanent(format!("HTTP {status}")))
     }
+}
+
+/// An error with its causes ("error sending request: client error (Connect): tcp connect
+/// error: Connection refused"): the top one alone says nothing an operator can act on. The
+/// URL is already stripped, and no cause below it carries one.
+fn causes(e: reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = std::error::Error::source(&e);
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }
 
 #[cfg(test)]

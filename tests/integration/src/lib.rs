@@ -36,6 +36,15 @@ impl Topology {
     /// # Panics
     /// When it does not start.
     pub fn new() -> Self {
+        Self::with_hub_config("")
+    }
+
+    /// [`Topology::new`] with `extra` appended to the hub's config (more sections, notifiers
+    /// and routes; `{dir}` in it is the topology's directory).
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn with_hub_config(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = Pki::new(&dir.path().join("pki"));
         let (cert, key) = pki.server();
@@ -46,7 +55,7 @@ impl Topology {
             pki.ca().display(),
             pki.crl().display()
         );
-        let (hub, local_port) = start_hub(dir.path(), &broker);
+        let (hub, local_port) = start_hub_with(dir.path(), &broker, extra);
         Self {
             dir,
             pki,
@@ -129,6 +138,14 @@ pub fn users(prefix: &str, n: usize) -> Vec<String> {
 /// # Panics
 /// When it does not start.
 pub fn start_hub(dir: &Path, broker: &str) -> (Hub, u16) {
+    start_hub_with(dir, broker, "")
+}
+
+/// [`start_hub`] with `extra` appended to the config, `{dir}` in it replaced by `dir`.
+///
+/// # Panics
+/// When it does not start.
+pub fn start_hub_with(dir: &Path, broker: &str, extra: &str) -> (Hub, u16) {
     let local_port = free_port().expect("a free port");
     let config = dir.join("hub.toml");
     let write = |port: u16| {
@@ -136,7 +153,8 @@ pub fn start_hub(dir: &Path, broker: &str) -> (Hub, u16) {
             "state_dir = \"{dir}/hub-state\"\nshutdown_grace = \"5s\"\n[broker]\n{broker}\n{local}\
              [legacy]\nrepublish = true\n\
              [notifier.sshd_log]\ntype = \"file\"\npath = \"{dir}/notify.log\"\n\
-             [[route]]\nmatch = {{ kind = \"login\" }}\nnotify = [\"sshd_log\"]\nformat = \"{FORMAT}\"\n",
+             [[route]]\nmatch = {{ kind = \"login\" }}\nnotify = [\"sshd_log\"]\nformat = \"{FORMAT}\"\n{extra}",
+            extra = extra.replace("{dir}", &dir.display().to_string()),
             dir = dir.display(),
             broker = broker.replace("{port}", &port.to_string()),
             local = if broker.contains("external") {

@@ -104,9 +104,20 @@ client_ca_file = "{pki}/ca.pem"            # edges must present a certificate fr
 crl_file = "{pki}/crl.pem"                 # `hub pki revoke EDGE_ID` cuts an edge off
 [legacy]
 republish = true                          # hared format on logging/hare
+[presence]
+events = true                             # an edge that stops reporting is an alert
+grace = "5s"
 [notifier.console]
 type = "file"
 path = "{notifications}"
+[[route]]
+match = {{ kind = ["edge_offline", "edge_online"] }}
+notify = ["console"]
+format = "EDGE {{message}}"
+[[route]]
+match = {{ kind = "login", first_seen = true }}
+notify = ["console"]
+format = "User {{user}} logged into {{hostname}} from {{rhost}} at {{tstamp}} [{{site}}], a source never seen for {{user}}"
 [[route]]
 match = {{ kind = "login" }}
 notify = ["console"]

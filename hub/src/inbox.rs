@@ -127,6 +127,9 @@ impl Selection {
     }
 }
 
+/// A record of a [`Space`]: its key (without the space's prefix) and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// The deliveries an event causes: at most one per notifier.
 pub type Deliveries = Vec<(NotifierName, Notification)>;
 
@@ -227,8 +230,8 @@ impl Tx<'_> {
     ///
     /// # Errors
     /// When sled fails.
-    pub fn scan(&self, space: Space) -> Result<Vec<(Vec<u8>, Vec<u8>)>, InboxError> {
-        scan(&self.db, space)
+    pub fn scan(&self, space: Space) -> Result<Vec<Record>, InboxError> {
+        scan(self.db, space)
     }
 
     fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
@@ -244,7 +247,7 @@ impl Tx<'_> {
     }
 }
 
-fn scan(db: &sled::Db, space: Space) -> Result<Vec<(Vec<u8>, Vec<u8>)>, InboxError> {
+fn scan(db: &sled::Db, space: Space) -> Result<Vec<Record>, InboxError> {
     let mut out = Vec::new();
     for item in db.scan_prefix([space as u8]) {
         let (k, v) = item?;
@@ -407,7 +410,7 @@ impl Inbox {
     ///
     /// # Errors
     /// When sled fails.
-    pub fn scan(&self, space: Space) -> Result<Vec<(Vec<u8>, Vec<u8>)>, InboxError> {
+    pub fn scan(&self, space: Space) -> Result<Vec<Record>, InboxError> {
         scan(&self.db, space)
     }
 
@@ -952,11 +955,11 @@ mod tests {
         let (newest, oldest) = (dead[0].seq, dead[1].seq);
         assert_ne!(newest, oldest);
         let (woken, n) = inbox
-            .retry_dead(&Selection::Seqs(vec![oldest]), &[w.clone()])
+            .retry_dead(&Selection::Seqs(vec![oldest]), std::slice::from_ref(&w))
             .unwrap();
         assert_eq!((woken.len(), n), (0, 0), "f is no longer configured");
         let (woken, n) = inbox
-            .retry_dead(&Selection::Seqs(vec![oldest]), &[f.clone()])
+            .retry_dead(&Selection::Seqs(vec![oldest]), std::slice::from_ref(&f))
             .unwrap();
         assert_eq!((woken, n), (vec![f.clone()], 1));
         let (_, again) = inbox.next(&f).unwrap().unwrap();

@@ -362,7 +362,12 @@ mod tests {
         t.heard_presence(&presence("quiet", true), 0);
         t.heard_presence(&presence("gw", false), 1_000);
         assert_eq!(kinds(&t.due(3_000)), [("gw", false)]);
-        inbox.transact(|tx| Ok(t.store(tx))).unwrap();
+        inbox
+            .transact(|tx| {
+                t.store(tx);
+                Ok(())
+            })
+            .unwrap();
         assert!(!t.is_dirty());
         drop(t);
         // Restarted at 100 s: gw was announced offline, quiet was online.

@@ -10,6 +10,8 @@ pub mod exec;
 pub mod file;
 pub mod http;
 pub mod log;
+pub mod mqtt;
+pub mod smtp;
 pub mod webhook;
 
 #[cfg(test)]
@@ -110,6 +112,10 @@ sinks! {
     Exec(exec::ExecConfig => exec::ExecNotifier),
     /// HTTP POST.
     Webhook(webhook::WebhookConfig => webhook::WebhookNotifier),
+    /// A mail through an SMTP server.
+    Smtp(smtp::SmtpConfig => smtp::SmtpNotifier),
+    /// Publish on an MQTT topic.
+    Mqtt(mqtt::MqttConfig => mqtt::MqttNotifier),
 }
 
 /// A notifier's name: the `NAME` of `[notifier.NAME]`, 1 to 64 characters of `[a-z0-9_-]`.

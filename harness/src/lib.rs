@@ -1,9 +1,10 @@
 //! Runs warren's processes and their real peers, for the test suites and the demo: finding the
 //! built binaries, child processes that are killed even when a test fails, waiting for
 //! readiness instead of sleeping, a hub and edges started from their configs, a CA made with
-//! `hub pki`, a real mosquitto, an HTTP server standing in for web APIs, and a TCP link that a
-//! test can cut. It depends on neither `warren-edge` nor `warren-hub`: it runs their binaries
-//! and reads their status socket as JSON, so both crates' own tests can use it.
+//! `hub pki`, a real mosquitto, a real SMTP server (aiosmtpd), an HTTP server standing in for
+//! web APIs, a TCP link that a test can cut, and a server that never answers. It depends on
+//! neither `warren-edge` nor `warren-hub`: it runs their binaries and reads their status socket
+//! as JSON, so both crates' own tests can use it.
 
 pub mod daemon;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod pki;
 pub mod process;
 pub mod program;
 pub mod proxy;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ pub use mosquitto::Mosquitto;
 pub use pki::Pki;
 pub use process::Proc;
 pub use program::{Program, bin};
+pub use proxy::Silent;
+pub use smtp::SmtpServer;
 
 /// Set by CI (`.ci/run`): a test that lacks root or a component fails instead of skipping.
 pub const REQUIRE_ALL_VAR: &str = "WARREN_REQUIRE_ALL";

@@ -1,5 +1,6 @@
 //! A TCP proxy between edge and hub that a test can cut: drop every connection, or stall them
-//! (keep them open but forward nothing, like a dead NAT entry or a half-open link).
+//! (keep them open but forward nothing, like a dead NAT entry or a half-open link); and a
+//! listener that accepts connections and never says a word, like a hung server.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -92,4 +93,53 @@ fn pump(from: &TcpStream, to: &TcpStream, stalled: &Arc<AtomicBool>) {
         }
         let _ = to.shutdown(Shutdown::Both);
     });
+}
+
+/// A listener on loopback that accepts every connection and never sends anything: a server
+/// that hangs before its greeting. Its connections are closed when it is dropped.
+#[derive(Debug)]
+pub struct Silent {
+    /// The port it listens on.
+    pub port: u16,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Silent {
+    /// Listens on `127.0.0.1:port` (0 for any free port): on a port a server just left, to
+    /// stand in for it.
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub fn bind(port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let port = listener.local_addr()?.port();
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (conns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let (Ok(conn), Ok(mut list)) = (conn, c.lock()) {
+                    list.push(conn);
+                }
+            }
+        });
+        Ok(Self { port, conns, stop })
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag and closes the listener.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Ok(mut list) = self.conns.lock() {
+            for c in list.drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
 }

@@ -52,7 +52,7 @@ impl Access {
 /// Whether every topic `name` (a topic or a filter) can match lies outside warren's own tree and
 /// the broker's `$` topics: its first level is neither a wildcard nor `warren`. Only printable
 /// ASCII: rumqttd slices topics by byte and would panic on some multi-byte characters.
-fn outside_warren(name: &str) -> bool {
+pub(crate) fn outside_warren(name: &str) -> bool {
     let first = name.split('/').next().unwrap_or_default();
     !matches!(first, "warren" | "+" | "#")
         && !first.starts_with('$')

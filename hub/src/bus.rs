@@ -3,6 +3,7 @@
 //! events (a shared subscription on an external broker, so several hubs split the load) and to
 //! edge presence, and it publishes acks and the legacy republish.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use warren_daemon::config::ConfigError;
+use warren_daemon::tls::{self, CertFacts};
 use warren_proto::envelope::MAX_PAYLOAD;
 use warren_proto::topic;
 
@@ -68,6 +71,40 @@ impl std::fmt::Debug for BusOptions {
             .field("share_group", &self.share_group)
             .finish()
     }
+}
+
+/// A file a config names, with the key that names it (`broker.ca_file`, …).
+pub type KeyedFile<'a> = (&'a str, &'a Path);
+
+/// rumqttc's TLS for a broker the hub is a client of — its own external broker, or one an
+/// `mqtt` notifier publishes to: the broker's CA, and a client certificate with its key,
+/// checked to belong together. `ca` and `client` pair each file with the config key that names
+/// it, so errors name the key; `config` is the config file, for the same reason. Returns the
+/// client certificate's facts too, to warn before it ends.
+///
+/// # Errors
+/// A [`ConfigError`] naming the key and the file at fault.
+pub fn client_tls(
+    config: &Path,
+    ca: KeyedFile<'_>,
+    client: Option<(KeyedFile<'_>, KeyedFile<'_>)>,
+) -> Result<(TlsConfiguration, Option<CertFacts>), ConfigError> {
+    let ca = tls::load_certificates(config, ca.0, ca.1)?.pem;
+    let mut facts = None;
+    let client_auth = match client {
+        Some((cert, key)) => {
+            let pair = tls::load_pair(config, cert, key)?;
+            facts = CertFacts::of(&pair.certs[0]).ok();
+            Some((pair.cert_pem, pair.key_pem))
+        }
+        None => None,
+    };
+    let tls = TlsConfiguration::Simple {
+        ca,
+        alpn: None,
+        client_auth,
+    };
+    Ok((tls, facts))
 }
 
 /// Creates the client; [`drive`] must poll the returned event loop.

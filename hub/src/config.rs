@@ -579,17 +579,7 @@ impl RawBroker {
                         return err(key, "is only for mode = \"embedded\"");
                     }
                 }
-                let Some((host, port)) = self
-                    .address
-                    .as_deref()
-                    .and_then(|a| a.rsplit_once(':'))
-                    .and_then(|(h, p)| {
-                        Some((
-                            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                            p.parse().ok()?,
-                        ))
-                    })
-                else {
+                let Some((host, port)) = self.address.as_deref().and_then(host_port) else {
                     return err("broker.address", "must be host:port");
                 };
                 let client_cert = match (self.client_cert_file, self.key_file) {
@@ -640,6 +630,17 @@ impl RawBroker {
             }
         }
     }
+}
+
+/// `host:port` or `[v6]:port` as a host and a port.
+pub fn host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port.parse().ok()?,
+    ))
 }
 
 fn default_grace() -> Duration {

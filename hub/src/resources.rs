@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use rumqttc::TlsConfiguration;
 use warren_daemon::Secret;
 use warren_daemon::config::ConfigError;
 use warren_daemon::tls;
@@ -14,7 +13,7 @@ use warren_daemon::tls;
 use warren_daemon::tls::CertFacts;
 
 use crate::broker::{Plan, TlsSetup};
-use crate::bus::BusOptions;
+use crate::bus::{BusOptions, client_tls};
 use crate::config::{Broker, EmbeddedBroker, ExternalBroker, HubConfig, LocalAccess};
 use crate::notify::{BuildContext, Notifier, NotifierName};
 use crate::passwd::Users;
@@ -146,29 +145,18 @@ fn external(
     b: &ExternalBroker,
 ) -> Result<(BusOptions, Option<CertFacts>), ConfigError> {
     let bad = |key, file: &Path, e: &dyn std::fmt::Display| ConfigError::file(config, key, file, e);
-    let mut certificate = None;
-    let tls = match &b.tls {
+    let (tls, certificate) = match &b.tls {
         Some(t) => {
-            let ca = tls::load_certificates(config, "broker.ca_file", &t.ca_file)?.pem;
-            let client_auth = match &t.client_cert {
-                Some((c, k)) => {
-                    let pair = tls::load_pair(
-                        config,
-                        ("broker.client_cert_file", c),
-                        ("broker.key_file", k),
-                    )?;
-                    certificate = CertFacts::of(&pair.certs[0]).ok();
-                    Some((pair.cert_pem, pair.key_pem))
-                }
-                None => None,
-            };
-            Some(TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth,
-            })
+            let client = t.client_cert.as_ref().map(|(c, k)| {
+                (
+                    ("broker.client_cert_file", c.as_path()),
+                    ("broker.key_file", k.as_path()),
+                )
+            });
+            let (tls, facts) = client_tls(config, ("broker.ca_file", &t.ca_file), client)?;
+            (Some(tls), facts)
         }
-        None => None,
+        None => (None, None),
     };
     let password = b
         .password_file

@@ -1146,3 +1146,70 @@ async fn an_endpoint_down_for_three_minutes_still_gets_the_notification_once() {
     assert_eq!(http.requests().len(), 1);
     assert_eq!(hub.status().dead_letters, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_and_the_hubs_own_broker_as_notifiers() {
+    use warren_harness::smtp::{SmtpServer, SmtpTls};
+    if !SmtpServer::available() {
+        return;
+    }
+    let s = Setup::new();
+    let smtp = SmtpServer::start(&s.path("smtp"), &SmtpTls::None, &[]);
+    let local = warren_harness::free_port().unwrap();
+    let config = s.config(
+        &format!(
+            "listen_tls = \"127.0.0.1:0\"\ncert_file = \"{{cert}}\"\nkey_file = \"{{key}}\"\nclient_ca_file = \"{{ca}}\"\nusers_file = \"{{users}}\"\nlisten_local = \"127.0.0.1:{local}\"\nlocal_access = \"bus\""
+        ),
+        None,
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        r#"[notifier.mail]
+type = "smtp"
+server = "127.0.0.1"
+port = {}
+security = "none"
+from = "warren@example.org"
+to = ["ops@example.org"]
+[notifier.bus]
+type = "mqtt"
+broker = "hub"
+topic = "alerts/{{hostname}}/{{user}}"
+[[route]]
+match = {{ kind = "login" }}
+notify = ["mail", "bus"]
+title = "{{service}} login on {{hostname}}"
+format = "User {{user}} logged into {{hostname}}"
+"#,
+        smtp.port
+    ));
+    std::fs::write(&config, text).unwrap();
+    let hub = Hub::start(&config);
+    // A local tool on `listen_local` (a user of the users file), reading outside warren/.
+    let mut o = MqttOptions::new("local-tool", "127.0.0.1", local);
+    o.set_keep_alive(Duration::from_secs(5))
+        .set_credentials("gw2", "gw2-pw");
+    let (_tool, mut alerts) = listener(o, &["alerts/#"]).await;
+
+    let mut gw = edge(&hub, &s, "gw").await;
+    let e = envelope("gw", "dan");
+    gw.send(&e).await;
+    let got = tokio::time::timeout(WAIT, alerts.recv())
+        .await
+        .expect("the notification on the hub's broker")
+        .unwrap();
+    assert_eq!(got.topic, "alerts/vm/dan");
+    let body: serde_json::Value = serde_json::from_slice(&got.payload).unwrap();
+    assert_eq!(body["title"], "sshd login on vm");
+    assert_eq!(body["event"]["id"], e.id.to_string());
+
+    let mail = wait_for("the mail", WAIT, || smtp.messages().pop());
+    assert_eq!(mail.header("Subject").unwrap(), "sshd login on vm");
+    assert_eq!(mail.body().trim_end(), "User dan logged into vm");
+    let id = mail.header("Message-ID").unwrap();
+    assert!(id.starts_with(&format!("<{}.", e.id)), "{id}");
+    wait_for("both deliveries counted", WAIT, || {
+        let n = hub.status().notifiers;
+        (n["mail"].delivered == 1 && n["bus"].delivered == 1).then_some(())
+    });
+}

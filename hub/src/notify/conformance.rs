@@ -140,8 +140,10 @@ pub async fn run(notifier: Notifier, endpoint: &impl Endpoint) {
             started.elapsed() >= ATTEMPT_TIMEOUT,
             "gave up before the timeout"
         );
-        endpoint.behave(Behaviour::Accept);
+        // Counted before the endpoint is released: releasing it may let the hung attempt
+        // land at once (the file sink's blocked write), before the next line would run.
         let want = delivered() + 1;
+        endpoint.behave(Behaviour::Accept);
         until("the delivery after the hang", || delivered() == want).await;
         assert_eq!(
             endpoint.delivered(),
@@ -153,8 +155,10 @@ pub async fn run(notifier: Notifier, endpoint: &impl Endpoint) {
     if endpoint.behave(Behaviour::Reject) {
         let taken = endpoint.delivered();
         enqueue();
+        // The counter moves before the dead letter is written: wait for both.
         until("a dead letter", || {
             counters.dead.load(Ordering::Relaxed) == 1
+                && inbox.dead_letters(1).is_ok_and(|d| !d.is_empty())
         })
         .await;
         let dead = inbox.dead_letters(10).unwrap();

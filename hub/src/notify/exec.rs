@@ -173,6 +173,59 @@ mod tests {
         n.send(&notification("dan")).await.unwrap();
     }
 
+    /// The Apprise recipe (docs/notifiers.md): `deploy/apprise/warren-apprise` run by this
+    /// notifier, Apprise posting to a local server through its `json://` scheme, the URL in
+    /// Apprise's config file. Apprise's failure is the notifier's retry.
+    #[tokio::test]
+    async fn the_apprise_recipe() {
+        use warren_harness::http::{HttpServer, Reply};
+        let apprise = warren_harness::venv_tool("apprise");
+        if !warren_harness::require(
+            "apprise (pip install apprise; .ci/run puts it in .venv)",
+            apprise.is_some(),
+        ) {
+            return;
+        }
+        let apprise = apprise.unwrap();
+        let wrapper = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/apprise/warren-apprise"
+        );
+        let server = HttpServer::start(vec![Reply::Status(200)]);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("apprise.txt");
+        std::fs::write(
+            &config,
+            format!("json://127.0.0.1:{}/hook/s3cret\n", server.port),
+        )
+        .unwrap();
+        let n = notifier(&[
+            wrapper,
+            "--config",
+            config.to_str().unwrap(),
+            "--apprise",
+            apprise.to_str().unwrap(),
+        ])
+        .unwrap();
+        let mut note = notification("dan");
+        note.title = "-t login on vm".into();
+        note.priority = Some(2);
+        n.send(&note).await.unwrap();
+        let req = server.requests().remove(0);
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("POST", "/hook/s3cret")
+        );
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(body["title"], "-t login on vm");
+        assert_eq!(body["message"], "User dan logged into vm");
+        assert_eq!(body["type"], "failure");
+
+        server.script(vec![Reply::Status(500)]);
+        let err = n.send(&notification("dan")).await.unwrap_err();
+        assert!(matches!(err, NotifyError::Transient(_)), "{err:?}");
+    }
+
     /// A script whose behaviour a file sets; rejecting is the script being gone. The script
     /// is written once, before anything runs it: writing a program while another thread
     /// forks can make its exec fail with ETXTBSY.

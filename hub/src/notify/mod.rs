@@ -11,8 +11,10 @@ pub mod file;
 pub mod gotify;
 pub mod http;
 pub mod log;
+pub mod mqtt;
 pub mod ntfy;
 pub mod pushover;
+pub mod smtp;
 pub mod telegram;
 pub mod webhook;
 
@@ -122,6 +124,10 @@ sinks! {
     Gotify(gotify::GotifyConfig => gotify::GotifyNotifier),
     /// A Telegram bot's sendMessage.
     Telegram(telegram::TelegramConfig => telegram::TelegramNotifier),
+    /// A mail through an SMTP server.
+    Smtp(smtp::SmtpConfig => smtp::SmtpNotifier),
+    /// Publish on an MQTT topic.
+    Mqtt(mqtt::MqttConfig => mqtt::MqttNotifier),
 }
 
 /// A notifier's name: the `NAME` of `[notifier.NAME]`, 1 to 64 characters of `[a-z0-9_-]`.

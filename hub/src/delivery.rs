@@ -165,12 +165,12 @@ pub async fn run(
             continue;
         }
         let left = Duration::from_millis(budget_ms - failing_for);
-        let mut delay = schedule.next_delay();
-        if let NotifyError::Throttled(_, wait) = &error {
-            delay = delay.max(*wait);
-        }
-        // One last attempt when the budget ends, rather than a dead letter an hour late.
-        let delay = delay.min(left);
+        // One last attempt when the budget ends, rather than a dead letter an hour late; but
+        // a service that asked for quiet gets it, budget or not.
+        let delay = match &error {
+            NotifyError::Throttled(_, wait) => schedule.next_delay().max(*wait),
+            _ => schedule.next_delay().min(left),
+        };
         tracing::warn!(notifier = %name, %id, attempts = entry.attempts, %error, retry_in = ?delay, "Delivery failed, will retry.");
         entry.last_error = Some(error.to_string());
         blocking(&inbox, {

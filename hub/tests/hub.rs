@@ -424,6 +424,35 @@ async fn retries_then_delivers_once_or_ends_in_dead_letters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_not_retried_before_then() {
+    let s = Setup::new();
+    let busy = Reply::Full(429, vec![("Retry-After".into(), "2".into())], String::new());
+    let http = HttpServer::start(vec![busy, Reply::Status(200)]);
+    let hub = Hub::start(&s.embedded(Some(&http.url("/hook"))));
+    let mut gw = edge(&hub, &s, "gw").await;
+    gw.send(&envelope("gw", "dan")).await;
+    wait_for("the 429", WAIT, || {
+        (!http.requests().is_empty()).then_some(())
+    });
+    let refused = Instant::now();
+    wait_for("the delivery", WAIT, || {
+        (hub.status().notifiers["hook"].delivered == 1).then_some(())
+    });
+    // The schedule alone (50 ms, then 100 ms at most) would have retried at once.
+    assert!(
+        refused.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        refused.elapsed()
+    );
+    assert_eq!(http.requests().len(), 2);
+    assert_eq!(
+        hub.status().dead_letters,
+        0,
+        "a wait past the budget is still honoured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notifier_that_gives_up_hands_over_to_its_fallback_once() {
     let s = Setup::new();
     let http = HttpServer::start(vec![Reply::Status(401)]);

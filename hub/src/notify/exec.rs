@@ -3,7 +3,8 @@
 //! Exit 0 is delivered; any other exit is retried; a program that cannot be started at all
 //! is a permanent failure, unless that is only for now: the system is short of resources (file
 //! descriptors, processes, memory), or the program file is being written (an upgrade). A run
-//! that outlives the attempt timeout is killed.
+//! that outlives the attempt timeout is killed, with every process it started: it runs in a
+//! process group of its own, and the whole group goes (a shell script's `curl` too).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -56,8 +57,10 @@ impl Sink for ExecNotifier {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            // The delivery loop drops an attempt at its timeout: the program goes with it.
+            // The delivery loop drops an attempt at its timeout: the program goes with it, and
+            // so does what it started (see `Group`).
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 let why = format!("{}: {e}", self.program.display());
@@ -67,6 +70,7 @@ impl Sink for ExecNotifier {
                     NotifyError::Permanent(why)
                 }
             })?;
+        let group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
         let input = serde_json::to_vec(n).unwrap_or_default();
         if let Some(mut stdin) = child.stdin.take() {
             // A program that does not read stdin is fine: ignore a broken pipe.
@@ -76,6 +80,8 @@ impl Sink for ExecNotifier {
             .wait_with_output()
             .await
             .map_err(|e| NotifyError::Transient(e.to_string()))?;
+        // Finished on its own: what it left running in the background is its business.
+        group.disarm();
         if out.status.success() {
             return Ok(());
         }
@@ -86,6 +92,25 @@ impl Sink for ExecNotifier {
             out.status,
             stderr.trim().chars().take(200).collect::<String>()
         )))
+    }
+}
+
+/// The process group of a run, killed when the attempt is dropped before the run ended. The
+/// group's id cannot be reused while any of its processes lives, so the kill reaches only
+/// what this run started.
+struct Group(Option<i32>);
+
+impl Group {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -151,6 +176,32 @@ mod tests {
         assert!(!for_now(&std::io::Error::from(
             std::io::ErrorKind::NotFound
         )));
+    }
+
+    #[tokio::test]
+    async fn a_run_cut_off_at_the_timeout_takes_what_it_started_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("grandchild");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let n = notifier(&["/bin/sh", "-c", &script]).unwrap();
+        let dan = notification("dan");
+        let attempt = n.send(&dan);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(500), attempt)
+                .await
+                .is_err()
+        );
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let proc = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+        for _ in 0..200 {
+            // Gone, or a zombie waiting for init to reap it.
+            let state = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+            if state.is_empty() || state.contains(") Z ") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the background `sleep` {} outlived the attempt", pid.trim());
     }
 
     #[tokio::test]

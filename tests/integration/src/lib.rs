@@ -146,9 +146,8 @@ pub fn start_hub(dir: &Path, broker: &str) -> (Hub, u16) {
 /// # Panics
 /// When it does not start.
 pub fn start_hub_with(dir: &Path, broker: &str, extra: &str) -> (Hub, u16) {
-    let local_port = free_port().expect("a free port");
     let config = dir.join("hub.toml");
-    let write = |port: u16| {
+    let write = |port: u16, local_port: u16| {
         let text = format!(
             "state_dir = \"{dir}/hub-state\"\nshutdown_grace = \"5s\"\n[broker]\n{broker}\n{local}\
              [legacy]\nrepublish = true\n\
@@ -165,10 +164,21 @@ pub fn start_hub_with(dir: &Path, broker: &str, extra: &str) -> (Hub, u16) {
         );
         std::fs::write(&config, text).expect("hub config");
     };
-    write(0);
-    let hub = Hub::start(&config);
-    write(hub.port);
-    (hub, local_port)
+    // The local port is picked before the hub binds it, so a test running alongside can take
+    // it in between: then try another.
+    let mut tries = 0;
+    loop {
+        let local_port = free_port().expect("a free port");
+        write(0, local_port);
+        match Hub::launch(&warren_harness::Program::built("hub").quiet(), &config) {
+            Ok(hub) => {
+                write(hub.port, local_port);
+                return (hub, local_port);
+            }
+            Err(e) if tries >= 3 => panic!("{e}"),
+            Err(_) => tries += 1,
+        }
+    }
 }
 
 /// The file notifier's lines in `dir`.

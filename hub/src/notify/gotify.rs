@@ -114,12 +114,7 @@ impl GotifyNotifier {
         } else {
             Escape::None
         };
-        let message = self.message.render_escaped(
-            &n.envelope,
-            now,
-            &[("title", &n.title), ("message", &n.message)],
-            escape,
-        );
+        let message = n.render(&self.message, now, escape);
         let priority = n
             .priority
             .map_or(self.priority, |p| p.clamp(0, MAX_PRIORITY));

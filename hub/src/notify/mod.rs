@@ -26,9 +26,12 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use warren_proto::Envelope;
+
+use crate::template::{Escape, Template};
 
 /// What one notifier is asked to deliver for one event: rendered by the route, kept in the
 /// outbox until delivered.
@@ -42,6 +45,31 @@ pub struct Notification {
     pub priority: Option<i64>,
     /// The event as the edge sent it.
     pub envelope: Envelope,
+}
+
+impl Notification {
+    /// A sink's template rendered for this notification at `now`: the event's fields plus the
+    /// route's `title` and `message`, each inserted value escaped for `escape`.
+    pub fn render(&self, t: &Template, now: DateTime<Utc>, escape: Escape) -> String {
+        t.render_escaped(
+            &self.envelope,
+            now,
+            &[("title", &self.title), ("message", &self.message)],
+            escape,
+        )
+    }
+
+    /// The JSON document webhook and mqtt send by default:
+    /// `{"title","message","priority","event"}`.
+    pub fn document(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "title": self.title,
+            "message": self.message,
+            "priority": self.priority,
+            "event": self.envelope,
+        }))
+        .unwrap_or_default()
+    }
 }
 
 /// One kind of notifier: built once from its config (reading the files it names), then asked

@@ -260,24 +260,15 @@ impl Sink for MqttNotifier {
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let now = chrono::Utc::now();
-        let fields = [("title", n.title.as_str()), ("message", n.message.as_str())];
-        let topic = self.topic.render_with(&n.envelope, now, &fields);
+        let topic = n.render(&self.topic, now, Escape::None);
         let hub = matches!(self.target, Target::Hub(_));
         check_topic(&topic, hub).map_err(|why| {
             let shown: String = topic.chars().take(200).collect();
             NotifyError::Permanent(format!("topic {shown:?}: {why}"))
         })?;
         let payload = match &self.payload {
-            Some((t, escape)) => t
-                .render_escaped(&n.envelope, now, &fields, *escape)
-                .into_bytes(),
-            None => serde_json::to_vec(&serde_json::json!({
-                "title": n.title,
-                "message": n.message,
-                "priority": n.priority,
-                "event": n.envelope,
-            }))
-            .unwrap_or_default(),
+            Some((t, escape)) => n.render(t, now, *escape).into_bytes(),
+            None => n.document(),
         };
         // rumqttc fails the whole connection on a packet over its limit: for the hub's own
         // client that would cut the hub off its broker. Fixed header, topic length and packet

@@ -159,12 +159,7 @@ impl NtfyNotifier {
         } else {
             Escape::None
         };
-        let message = self.message.render_escaped(
-            &n.envelope,
-            now,
-            &[("title", &n.title), ("message", &n.message)],
-            escape,
-        );
+        let message = n.render(&self.message, now, escape);
         let mut body = Map::new();
         body.insert("topic".into(), self.topic.clone().into());
         body.insert("message".into(), message.into());

@@ -202,12 +202,7 @@ impl PushoverNotifier {
         } else {
             Escape::None
         };
-        let message = self.message.render_escaped(
-            &n.envelope,
-            now,
-            &[("title", &n.title), ("message", &n.message)],
-            escape,
-        );
+        let message = n.render(&self.message, now, escape);
         let priority = n.priority.map_or(self.priority, |p| p.clamp(-2, EMERGENCY));
         let mut body = Map::new();
         body.insert("token".into(), self.token.expose().into());

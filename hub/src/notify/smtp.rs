@@ -27,7 +27,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde::Deserialize;
 
 use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError, Sink};
-use crate::template::Template;
+use crate::template::{Escape, Template};
 
 /// `[notifier.NAME] type = "smtp"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -207,15 +207,13 @@ impl Sink for SmtpNotifier {
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let now = chrono::Utc::now();
-        let fields = [("title", n.title.as_str()), ("message", n.message.as_str())];
         // One line: an event must not be able to add headers through its fields.
-        let subject: String = self
-            .subject
-            .render_with(&n.envelope, now, &fields)
+        let subject: String = n
+            .render(&self.subject, now, Escape::None)
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        let body = self.body.render_with(&n.envelope, now, &fields);
+        let body = n.render(&self.body, now, Escape::None);
         let mut message = Message::builder()
             .from(self.from.clone())
             .subject(subject)

@@ -176,12 +176,7 @@ impl TelegramNotifier {
             Some(ParseMode::MarkdownV2) => (Escape::TelegramMarkdownV2, Some("MarkdownV2")),
             None => (Escape::None, None),
         };
-        let text = self.text.render_escaped(
-            &n.envelope,
-            now,
-            &[("title", &n.title), ("message", &n.message)],
-            escape,
-        );
+        let text = n.render(&self.text, now, escape);
         let mut body = Map::new();
         body.insert("chat_id".into(), self.chat_id.clone());
         body.insert("text".into(), text.into());

@@ -129,21 +129,8 @@ impl Sink for WebhookNotifier {
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let body = match &self.body {
-            Some(t) => t
-                .render_escaped(
-                    &n.envelope,
-                    chrono::Utc::now(),
-                    &[("title", &n.title), ("message", &n.message)],
-                    self.escape,
-                )
-                .into_bytes(),
-            None => serde_json::to_vec(&serde_json::json!({
-                "title": n.title,
-                "message": n.message,
-                "priority": n.priority,
-                "event": n.envelope,
-            }))
-            .unwrap_or_default(),
+            Some(t) => n.render(t, chrono::Utc::now(), self.escape).into_bytes(),
+            None => n.document(),
         };
         let request = self
             .http

@@ -35,7 +35,7 @@ pub struct GotifyConfig {
     pub server: String,
     /// A file holding the application token.
     pub token_file: PathBuf,
-    /// 0 to 10; a notification's own priority replaces it, clamped into that range.
+    /// 0 to 10; a notification's own priority (−2 … 2) replaces it, as 0, 2, 5, 8 or 10.
     #[serde(default = "default_priority")]
     pub priority: i64,
     /// Send the message as Markdown: the `message` template is then markup, and what it inserts
@@ -115,9 +115,10 @@ impl GotifyNotifier {
             Escape::None
         };
         let message = n.render(&self.message, now, escape);
+        // Gotify's Android client: 0 silent, 1-3 quiet, 4-7 sound, 8-10 loud.
         let priority = n
-            .priority
-            .map_or(self.priority, |p| p.clamp(0, MAX_PRIORITY));
+            .priority_on([0, 2, 5, 8, MAX_PRIORITY])
+            .unwrap_or(self.priority);
         let mut body = json!({
             "title": n.title,
             "message": message,
@@ -194,10 +195,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_notification_priority_wins_clamped() {
+    async fn the_notification_priority_wins_converted() {
         let server = HttpServer::start(vec![Reply::Status(200)]);
         let n = notifier(&server.url(""), "priority = 2");
-        for p in [Some(8), Some(99), Some(-1)] {
+        for p in [Some(1), Some(99), Some(-1), Some(0)] {
             let mut note = notification("dan");
             note.priority = p;
             n.send(&note).await.unwrap();
@@ -207,7 +208,7 @@ mod tests {
             .iter()
             .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["priority"].clone())
             .collect();
-        assert_eq!(priorities, [json!(8), json!(10), json!(0)]);
+        assert_eq!(priorities, [json!(8), json!(10), json!(2), json!(5)]);
     }
 
     #[tokio::test]

@@ -87,8 +87,12 @@ pub async fn send_explained(
     what: &str,
     explain: impl FnOnce(&Failed) -> Explanation,
 ) -> Result<reqwest::Response, NotifyError> {
-    let response = request
-        .send()
+    let (client, request) = request.build_split();
+    let request = request
+        .map_err(|e| NotifyError::Permanent(format!("{what}: {}", causes(e.without_url()))))?;
+    let secrets = secrets_of(&request);
+    let response = client
+        .execute(request)
         .await
         .map_err(|e| NotifyError::Transient(format!("{what}: {}", causes(e.without_url()))))?;
     if response.status().is_success() {
@@ -97,12 +101,42 @@ pub async fn send_explained(
     let failed = Failed::read(response).await;
     let Explanation { said, wait } = explain(&failed);
     let said = said.unwrap_or_else(|| String::from_utf8_lossy(&failed.body).into_owned());
+    // A server (or a proxy before it) may quote the request back: "Cannot POST /bot<token>/…".
+    let said = secrets.iter().fold(said, |said, secret| {
+        said.replace(secret.as_str(), "<secret>")
+    });
     Err(failure(
         what,
         failed.status,
         &said,
         wait.or_else(|| failed.retry_after()),
     ))
+}
+
+/// What in `request` may be a secret, to keep out of errors: the URL's path segments and query
+/// values (Telegram's token is a path segment, a webhook's token often a query value) and the
+/// headers marked sensitive. Short ones, and path parts without a digit, are left: they are
+/// words (`sendMessage`), not tokens.
+fn secrets_of(request: &reqwest::Request) -> Vec<String> {
+    const SHORTEST: usize = 8;
+    let url = request.url();
+    let path = url.path_segments().into_iter().flatten().map(str::to_owned);
+    let query = url.query_pairs().map(|(_, v)| v.into_owned());
+    let headers = request
+        .headers()
+        .values()
+        .filter(|v| v.is_sensitive())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| {
+            [v.to_owned()]
+                .into_iter()
+                .chain(v.split_whitespace().nth(1).map(str::to_owned))
+        });
+    let tokenish = |s: &String| s.len() >= SHORTEST && s.bytes().any(|b| b.is_ascii_digit());
+    path.chain(query)
+        .filter(tokenish)
+        .chain(headers.filter(|s| s.len() >= SHORTEST))
+        .collect()
 }
 
 /// The most of a failed answer's body that is read: enough for any service's error document,
@@ -239,6 +273,30 @@ fn causes(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_server_quoting_the_request_back_does_not_put_its_secrets_in_the_error() {
+        use warren_harness::http::{HttpServer, Reply};
+        let echo = "Cannot POST /bot123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage?key=tok3n-value (Bearer s3cretBearerT0ken)";
+        let server = HttpServer::start(vec![Reply::Full(404, vec![], echo.into())]);
+        let mut auth = reqwest::header::HeaderValue::from_static("Bearer s3cretBearerT0ken");
+        auth.set_sensitive(true);
+        let request =
+            client()
+                .unwrap()
+                .post(server.url(
+                    "/bot123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage?key=tok3n-value",
+                ))
+                .header(reqwest::header::AUTHORIZATION, auth);
+        let err = send(request, "svc").await.unwrap_err().to_string();
+        for secret in ["AAHdqTcv", "tok3n-value", "s3cretBearerT0ken"] {
+            assert!(!err.contains(secret), "{err}");
+        }
+        assert!(
+            err.contains("/sendMessage") && err.contains("<secret>"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {

@@ -48,6 +48,14 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// Its priority converted to a sink's scale, given as that scale's values for warren's
+    /// −2 (lowest) … 2 (emergency), 0 being normal — Pushover's scale, and hare's. Out-of-range
+    /// values are clamped.
+    pub fn priority_on(&self, scale: [i64; 5]) -> Option<i64> {
+        let p = self.priority?.clamp(-2, 2) + 2;
+        scale.get(usize::try_from(p).ok()?).copied()
+    }
+
     /// A sink's template rendered for this notification at `now`: the event's fields plus the
     /// route's `title` and `message`, each inserted value escaped for `escape`.
     pub fn render(&self, t: &Template, now: DateTime<Utc>, escape: Escape) -> String {

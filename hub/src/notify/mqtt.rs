@@ -489,8 +489,12 @@ impl External {
 fn lost(what: &str, e: &ConnectionError) -> NotifyError {
     let m = format!("{what}: {e}");
     match e {
+        // What a retry cannot change: the login, the client id, the protocol.
         ConnectionError::ConnectionRefused(
-            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+            ConnectReturnCode::BadUserNamePassword
+            | ConnectReturnCode::NotAuthorized
+            | ConnectReturnCode::BadClientId
+            | ConnectReturnCode::RefusedProtocolVersion,
         ) => NotifyError::Permanent(m),
         _ => NotifyError::Transient(m),
     }

@@ -41,7 +41,7 @@ pub struct NtfyConfig {
     pub server: String,
     /// The topic to publish to: 1 to 64 characters of `[-_A-Za-z0-9]`.
     pub topic: String,
-    /// 1 (min) to 5 (max); a notification's own priority replaces it, clamped into that range.
+    /// 1 (min) to 5 (max); a notification's own priority (−2 … 2) replaces it, as 1 … 5.
     #[serde(default = "default_priority")]
     pub priority: i64,
     /// Tags (emoji short codes show as emojis).
@@ -168,7 +168,9 @@ impl NtfyNotifier {
         }
         body.insert(
             "priority".into(),
-            n.priority.map_or(self.priority, |p| p.clamp(1, 5)).into(),
+            n.priority_on([1, 2, 3, 4, 5])
+                .unwrap_or(self.priority)
+                .into(),
         );
         if !self.tags.is_empty() {
             body.insert("tags".into(), self.tags.clone().into());
@@ -260,10 +262,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_notification_priority_wins_clamped() {
+    async fn the_notification_priority_wins_converted() {
         let server = HttpServer::start(vec![Reply::Status(200)]);
         let n = notifier(&server.url("/ntfy"), "");
-        for p in [Some(9), Some(-1), Some(2)] {
+        for p in [Some(9), Some(-1), Some(0), Some(2)] {
             let mut note = notification("dan");
             note.priority = p;
             n.send(&note).await.unwrap();
@@ -273,7 +275,7 @@ mod tests {
             .iter()
             .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["priority"].clone())
             .collect();
-        assert_eq!(priorities, [json!(5), json!(1), json!(2)]);
+        assert_eq!(priorities, [json!(5), json!(2), json!(3), json!(5)]);
         assert_eq!(server.requests()[0].path, "/ntfy/");
     }
 

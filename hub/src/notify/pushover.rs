@@ -6,7 +6,7 @@
 //! those errors as the reason. It answers 429 once the account's monthly message quota is spent,
 //! with `X-Limit-App-Reset` (a Unix time) saying when it refills: that is throttled until then
 //! (at most [`super::http::MAX_RETRY_AFTER`] at a time), not hammered. 5xx and network failures
-//! are retried by the delivery loop, whose backoff starts above the 5 s Pushover asks for.
+//! are retried by the delivery loop, waiting at least the 5 s Pushover asks for.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -253,6 +253,17 @@ fn explain(f: &Failed) -> Explanation {
             .collect();
         (!errors.is_empty()).then(|| errors.join("; "))
     });
+    // Pushover asks clients to wait at least 5 s after a 5xx.
+    if f.status.is_server_error() {
+        return Explanation {
+            said,
+            wait: Some(
+                f.retry_after()
+                    .unwrap_or_default()
+                    .max(Duration::from_secs(5)),
+            ),
+        };
+    }
     let wait = (f.status == reqwest::StatusCode::TOO_MANY_REQUESTS && f.retry_after().is_none())
         .then(|| {
             let reset: i64 = f

@@ -1,9 +1,9 @@
 //! `type = "smtp"`: a plain-text mail per notification, through a mail server (lettre).
 //!
 //! The subject and the body are templates (default `{title}` and `{message}`). Every mail has
-//! a `Date` (lettre sets it) and a `Message-ID` `<EVENT-ID.NONCE@HOSTNAME>`: the nonce is
-//! drawn once per notifier, so the retries of one notification carry the same id and a mail
-//! client can fold the copy a lost reply made the hub send twice.
+//! a `Date` (lettre sets it) and a `Message-ID` `<EVENT-ID.NOTIFIER@HOSTNAME>`: the same for
+//! every retry of one notification, and after a restart, so a mail client can fold the copy
+//! a lost reply or a crash made the hub send twice; the event id is already unique.
 //!
 //! A 4xx reply, a refused or lost connection, a TLS failure are retried; a 5xx reply (a
 //! refused login or recipient) is permanent, as is a server that cannot take the message as it
@@ -188,7 +188,6 @@ impl Sink for SmtpNotifier {
         if let Some(credentials) = credentials {
             builder = builder.credentials(credentials);
         }
-        let nonce = warren_proto::EventId::generate().to_string();
         Ok(Self {
             // Without the `pool` feature, building spawns nothing.
             transport: builder.build(),
@@ -197,11 +196,7 @@ impl Sink for SmtpNotifier {
             to,
             subject,
             body,
-            id_tail: format!(
-                "{}@{}",
-                &nonce[..16],
-                host.as_deref().unwrap_or("warren-hub.invalid")
-            ),
+            id_tail: format!("{name}@{}", host.as_deref().unwrap_or("warren-hub.invalid")),
         })
     }
 
@@ -358,9 +353,9 @@ mod tests {
             .and_then(|i| i.strip_suffix('>'))
             .and_then(|i| i.split_once('@'))
             .unwrap();
-        let (event, nonce) = local.split_once('.').unwrap();
+        let (event, notifier) = local.split_once('.').unwrap();
         assert_eq!(event, envelope_id);
-        assert!(nonce.len() == 16 && nonce.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(notifier, "mail");
         assert!(!host.is_empty());
         // A retry of the same notification carries the same id; another event another.
         assert_eq!(mails[1].header("Message-ID").unwrap(), id);

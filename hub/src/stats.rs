@@ -121,11 +121,13 @@ impl Stats {
         e.last_seen_ms = now_ms;
     }
 
-    /// Records a presence change decided by [`crate::presence`] (silence, too).
-    pub fn set_online(&self, edge: &str, online: bool) {
-        if let Some(e) = lock(&self.edges).get_mut(edge) {
-            e.online = online;
-        }
+    /// Records a presence change decided by [`crate::presence`] (silence, too) — also of an
+    /// edge known only from before a restart, so monitoring sees the one that never came back.
+    pub fn set_online(&self, edge: &str, site: &str, online: bool) {
+        let mut edges = lock(&self.edges);
+        let e = edges.entry(edge.to_owned()).or_default();
+        site.clone_into(&mut e.site);
+        e.online = online;
     }
 
     /// The edge table.

@@ -84,3 +84,21 @@ fn a_silently_blackholed_link_is_one_offline_alert_and_one_back_online() {
     assert_eq!(alerts(&t), ["gw is offline", "gw is back online"]);
     assert!(online(&t, "gw"));
 }
+
+#[test]
+fn an_edge_that_dies_while_the_hub_is_down_is_still_announced() {
+    let mut t = Topology::with_hub_config(
+        &PRESENCE.replace("grace = \"2s\"", "grace = \"2s\"\nsilent_after = \"5s\""),
+    );
+    let mut edge = t.edge("gw", None);
+    connected(&edge);
+    wait_for("the hub to see gw", WAIT, || online(&t, "gw").then_some(()));
+    assert_eq!(t.hub.stop(), Some(0));
+    // The power goes off at the site while the hub is down: no will ever reaches the hub.
+    edge.proc.kill9();
+    t.hub = warren_integration_tests::Hub::start(&t.hub.config.clone());
+    wait_for("the offline alert", WAIT, || alerts(&t).pop());
+    assert_eq!(alerts(&t), ["gw is offline"]);
+    let st = t.hub.status();
+    assert!(!st.edges["gw"].online, "{st:?}");
+}

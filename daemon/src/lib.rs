@@ -19,6 +19,13 @@ pub mod tls;
 pub use control::{STATUS_TIMEOUT, bind_status, query_status, serve_status};
 pub use secret::Secret;
 
+/// This host's name up to its first dot: the default edge id, and what makes a client id
+/// differ between hosts.
+pub fn short_hostname() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    host.split('.').next().unwrap_or_default().to_owned()
+}
+
 use tokio_util::sync::CancellationToken;
 
 /// Logs to stderr through tracing, filtered by `RUST_LOG` (default `info`); colours only on a

@@ -290,12 +290,7 @@ impl RawEdgeConfig {
         const NAME_RULE: &str = "must be 1 to 64 characters of [A-Za-z0-9._-]";
         let edge_id = match self.edge_id {
             Some(id) => id,
-            None => gethostname::gethostname()
-                .to_string_lossy()
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            None => warren_daemon::short_hostname(),
         };
         if !valid_name(&edge_id) {
             return Err(invalid("edge_id", NAME_RULE));

@@ -608,16 +608,9 @@ impl RawBroker {
                 if self.password_file.is_some() && self.username.is_none() {
                     return err("broker.password_file", "needs broker.username");
                 }
-                let client_id = self.client_id.unwrap_or_else(|| {
-                    format!(
-                        "warren-hub-{}",
-                        gethostname::gethostname()
-                            .to_string_lossy()
-                            .split('.')
-                            .next()
-                            .unwrap_or("x")
-                    )
-                });
+                let client_id = self
+                    .client_id
+                    .unwrap_or_else(|| format!("warren-hub-{}", warren_daemon::short_hostname()));
                 Ok(Broker::External(ExternalBroker {
                     host,
                     port,

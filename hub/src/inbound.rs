@@ -21,7 +21,7 @@ use crate::delivery::Wakes;
 use crate::inbox::{Inbox, InboxError};
 use crate::presence::{HUB_KINDS, Tracker};
 use crate::router::Router;
-use crate::stats::Stats;
+use crate::stats::{Stats, lock};
 
 /// The most messages one commit takes.
 const MAX_BATCH: usize = 2048;
@@ -229,8 +229,4 @@ impl Pipeline {
             Err(error) => tracing::warn!(%error, "Could not republish on the legacy topic."),
         }
     }
-}
-
-fn lock(m: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

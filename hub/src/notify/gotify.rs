@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -74,10 +74,9 @@ impl Sink for GotifyNotifier {
     fn build(name: &NotifierName, c: &GotifyConfig, cx: &BuildContext) -> Result<Self, BuildError> {
         let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
         let base = super::http::base_url(&c.server).map_err(|e| err("server", &e))?;
-        let token = super::http::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
-        let mut key = HeaderValue::from_str(token.expose())
+        let token = super::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
+        let key = super::http::secret_header(token.expose())
             .map_err(|_| err("token_file", &"not a valid header value"))?;
-        key.set_sensitive(true);
         if !(0..=MAX_PRIORITY).contains(&c.priority) {
             return Err(err("priority", &"must be 0 to 10"));
         }
@@ -97,12 +96,9 @@ impl Sink for GotifyNotifier {
         let request = self
             .http
             .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(HeaderName::from_static("x-gotify-key"), self.key.clone())
-            .body(self.body(n, chrono::Utc::now()).to_string());
-        super::http::send_explained(request, &self.what, explain)
-            .await
-            .map(drop)
+            .header(HeaderName::from_static("x-gotify-key"), self.key.clone());
+        let body = self.body(n, chrono::Utc::now());
+        super::http::post_json(request, &body, &self.what, explain).await
     }
 }
 

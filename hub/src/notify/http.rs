@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 
 use super::NotifyError;
 
@@ -50,12 +50,31 @@ pub fn endpoint(base: &reqwest::Url, segments: &[&str]) -> reqwest::Url {
     url
 }
 
-/// Reads a secret file named by a sink's config.
+/// A header value for a secret (a token): marked sensitive, so no `Debug` of the request
+/// shows it, and [`send_explained`] keeps it out of errors.
 ///
 /// # Errors
-/// The path and why it cannot be read (never the file's content).
-pub fn read_secret(path: &std::path::Path) -> Result<warren_daemon::Secret, String> {
-    warren_daemon::Secret::read(path).map_err(|e| format!("{}: {e}", path.display()))
+/// When it is not a valid header value.
+pub fn secret_header(value: &str) -> Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
+    let mut v = HeaderValue::from_str(value)?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// POSTs `body` as JSON with [`send_explained`]: the call of every service that takes JSON.
+///
+/// # Errors
+/// As [`send_explained`].
+pub async fn post_json(
+    request: reqwest::RequestBuilder,
+    body: &serde_json::Value,
+    what: &str,
+    explain: impl FnOnce(&Failed) -> Explanation,
+) -> Result<(), NotifyError> {
+    let request = request
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(body.to_string());
+    send_explained(request, what, explain).await.map(drop)
 }
 
 /// The longest `Retry-After` honoured: a service asking for more is retried after this.

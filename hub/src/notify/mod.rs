@@ -202,6 +202,14 @@ impl fmt::Display for NotifierName {
     }
 }
 
+/// Reads a secret file named by a sink's config.
+///
+/// # Errors
+/// The path and why it cannot be read (never the file's content).
+pub fn read_secret(path: &std::path::Path) -> Result<warren_daemon::Secret, String> {
+    warren_daemon::Secret::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// What building a notifier needs.
 #[derive(Debug, Clone)]
 pub struct BuildContext {

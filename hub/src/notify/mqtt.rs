@@ -337,8 +337,7 @@ fn external(name: &NotifierName, c: &MqttConfig) -> Result<BusOptions, BuildErro
     let credentials = match (&c.username, &c.password_file) {
         (Some(user), Some(path)) => Some((
             user.clone(),
-            Secret::read(path)
-                .map_err(|e| err("password_file", &format!("{}: {e}", path.display())))?,
+            super::read_secret(path).map_err(|e| err("password_file", &e))?,
         )),
         (Some(user), None) => Some((user.clone(), Secret::new(""))),
         (None, Some(_)) => return Err(err("password_file", &"needs username")),
@@ -347,7 +346,7 @@ fn external(name: &NotifierName, c: &MqttConfig) -> Result<BusOptions, BuildErro
     let client_id = match &c.client_id {
         Some(id) if id.is_empty() => return Err(err("client_id", &"is empty")),
         Some(id) => id.clone(),
-        None => format!("warren-{name}-{}", short_hostname()),
+        None => format!("warren-{name}-{}", warren_daemon::short_hostname()),
     };
     Ok(BusOptions {
         host,
@@ -365,12 +364,6 @@ fn from_config_error(name: &NotifierName, e: ConfigError) -> BuildError {
         ConfigError::Invalid { key, reason, .. } => BuildError::new(name, key, reason),
         other => BuildError::new(name, "ca_file", other),
     }
-}
-
-/// The host name up to its first dot, for a client id that differs between hubs.
-fn short_hostname() -> String {
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    host.split('.').next().unwrap_or_default().to_owned()
 }
 
 /// Whether a rendered topic may be published on: not empty, no wildcard or NUL, not

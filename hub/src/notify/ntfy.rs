@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -113,11 +113,9 @@ impl Sink for NtfyNotifier {
             .token_file
             .as_deref()
             .map(|path| {
-                let token = super::http::read_secret(path).map_err(|e| err("token_file", &e))?;
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                    .map_err(|_| err("token_file", &"not a valid header value"))?;
-                value.set_sensitive(true);
-                Ok(value)
+                let token = super::read_secret(path).map_err(|e| err("token_file", &e))?;
+                super::http::secret_header(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| err("token_file", &"not a valid header value"))
             })
             .transpose()?;
         let message = Template::parse(&c.message).map_err(|e| err("message", &e))?;
@@ -137,17 +135,12 @@ impl Sink for NtfyNotifier {
     }
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        let mut request = self
-            .http
-            .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(self.body(n, chrono::Utc::now()).to_string());
+        let mut request = self.http.post(self.endpoint.clone());
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        super::http::send_explained(request, &self.what, explain)
-            .await
-            .map(drop)
+        let body = self.body(n, chrono::Utc::now());
+        super::http::post_json(request, &body, &self.what, explain).await
     }
 }
 

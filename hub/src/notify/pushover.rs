@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -121,8 +120,8 @@ impl Sink for PushoverNotifier {
     ) -> Result<Self, BuildError> {
         let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
         let base = super::http::base_url(&c.api_url).map_err(|e| err("api_url", &e))?;
-        let token = super::http::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
-        let user = super::http::read_secret(&c.user_file).map_err(|e| err("user_file", &e))?;
+        let token = super::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
+        let user = super::read_secret(&c.user_file).map_err(|e| err("user_file", &e))?;
         if !(-2..=EMERGENCY).contains(&c.priority) {
             return Err(err("priority", &"must be -2 to 2"));
         }
@@ -183,14 +182,14 @@ impl Sink for PushoverNotifier {
     }
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        let request = self
-            .http
-            .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(self.body(n, chrono::Utc::now()).to_string());
-        super::http::send_explained(request, &self.what, explain)
-            .await
-            .map(drop)
+        let body = self.body(n, chrono::Utc::now());
+        super::http::post_json(
+            self.http.post(self.endpoint.clone()),
+            &body,
+            &self.what,
+            explain,
+        )
+        .await
     }
 }
 

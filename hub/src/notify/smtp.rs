@@ -156,8 +156,8 @@ impl Sink for SmtpNotifier {
         let credentials = match (&c.username, &c.password_file) {
             (Some(user), Some(path)) => Some(Credentials::new(
                 user.clone(),
-                warren_daemon::Secret::read(path)
-                    .map_err(|e| err("password_file", &format!("{}: {e}", path.display())))?
+                super::read_secret(path)
+                    .map_err(|e| err("password_file", &e))?
                     .expose()
                     .to_owned(),
             )),

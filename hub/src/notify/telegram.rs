@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -98,7 +97,7 @@ impl Sink for TelegramNotifier {
     ) -> Result<Self, BuildError> {
         let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
         let base = super::http::base_url(&c.api_url).map_err(|e| err("api_url", &e))?;
-        let token = super::http::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
+        let token = super::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
         // `<bot id>:<secret>`; anything else would change the path it is put in.
         let token_ok = token.expose().split_once(':').is_some_and(|(id, secret)| {
             !id.is_empty()
@@ -157,14 +156,14 @@ impl Sink for TelegramNotifier {
     }
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        let request = self
-            .http
-            .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(self.body(n, chrono::Utc::now()).to_string());
-        super::http::send_explained(request, &self.what, explain)
-            .await
-            .map(drop)
+        let body = self.body(n, chrono::Utc::now());
+        super::http::post_json(
+            self.http.post(self.endpoint.clone()),
+            &body,
+            &self.what,
+            explain,
+        )
+        .await
     }
 }
 

@@ -64,8 +64,8 @@ impl Sink for WebhookNotifier {
             (Some(url), None) => ("url", url.clone()),
             (None, Some(path)) => (
                 "url_file",
-                warren_daemon::Secret::read(path)
-                    .map_err(|e| err("url_file", &format!("{}: {e}", path.display())))?
+                super::read_secret(path)
+                    .map_err(|e| err("url_file", &e))?
                     .expose()
                     .trim()
                     .to_owned(),
@@ -99,10 +99,10 @@ impl Sink for WebhookNotifier {
         }
         for (k, path) in &c.secret_headers {
             let key = format!("secret_headers.{k}");
-            let secret = warren_daemon::Secret::read(path)
-                .map_err(|e| err(&key, &format!("{}: {e}", path.display())))?;
-            let (name, mut value) = header(k, secret.expose(), &key)?;
-            value.set_sensitive(true);
+            let secret = super::read_secret(path).map_err(|e| err(&key, &e))?;
+            let (name, _) = header(k, "", &key)?;
+            let value = super::http::secret_header(secret.expose())
+                .map_err(|_| err(&key, &"not a valid header value"))?;
             headers.insert(name, value);
         }
         let body = c

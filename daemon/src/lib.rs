@@ -12,6 +12,7 @@ pub mod procfs;
 pub mod refusals;
 pub mod retry;
 mod secret;
+pub mod service;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;
@@ -43,14 +44,17 @@ pub fn init_tracing() {
 }
 
 /// Runs `daemon` on a two-thread runtime until it returns; SIGTERM or SIGINT cancels the token
-/// it is given, and it is expected to drain and return. Exit code 0 on success, 1 (logged)
-/// on failure.
+/// it is given, and it is expected to drain and return. The open-file limit is raised to its
+/// hard limit first ([`service::raise_fd_limit`]). Exit code 0 on success, 1 (logged) on
+/// failure.
 pub fn run_until_signal<F, Fut, E>(name: &str, daemon: F) -> std::process::ExitCode
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    let files = service::raise_fd_limit();
+    tracing::debug!(?files, "Open-file limit.");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -157,6 +157,7 @@ pub async fn run(
     ));
     tracker.close();
     tracing::info!(listen = ?listen, status = %cfg.status_socket.display(), "Edge ready.");
+    warren_daemon::service::ready(&format!("accepting on {}", listen.join(", ")));
 
     // A committer or forwarder that fails takes the edge down: it can no longer keep its promise.
     let mut committer = committer;
@@ -167,6 +168,7 @@ pub async fn run(
         r = &mut forwarder => { shutdown.cancel(); flatten(r) }
     };
     tracing::info!("Edge stopping.");
+    warren_daemon::service::stopping();
     let drain = async {
         // Ingest has stopped, so the committer ends once it has flushed what it holds.
         if !committer.is_finished() {

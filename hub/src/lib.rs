@@ -212,6 +212,7 @@ pub async fn run(
     ));
     tracker.close();
     tracing::info!(mode, status = %cfg.status_socket.display(), "Hub ready.");
+    warren_daemon::service::ready(&format!("{mode} broker"));
 
     // Every producer stops at `shutdown`; the inbox ends when the bus has; the notifiers are
     // stopped last, so what the inbox committed in between is still attempted.
@@ -223,6 +224,7 @@ pub async fn run(
         }
     };
     tracing::info!("Hub stopping.");
+    warren_daemon::service::stopping();
     let drain = async {
         if !inbound.is_finished() {
             // The bus has stopped, so the inbox ends once it has committed what it holds.

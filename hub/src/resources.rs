@@ -60,7 +60,7 @@ impl Resources {
                 (BrokerSetup::External(opts), cert)
             }
         };
-        let cx = BuildContext::new().map_err(|e| ConfigError::invalid(&cfg.path, "notifier", e))?;
+        let cx = BuildContext::default();
         let notifiers = cfg
             .notifiers
             .iter()

@@ -142,7 +142,7 @@ mod tests {
         let c = ExecConfig {
             command: command.iter().map(|s| s.to_string()).collect(),
         };
-        ExecNotifier::build(&name, &c, &BuildContext::new().unwrap())
+        ExecNotifier::build(&name, &c, &BuildContext::default())
     }
 
     #[tokio::test]

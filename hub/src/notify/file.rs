@@ -125,7 +125,7 @@ mod tests {
             path: path.to_owned(),
             with_title,
         };
-        FileNotifier::build(&name, &c, &BuildContext::new().unwrap()).unwrap()
+        FileNotifier::build(&name, &c, &BuildContext::default()).unwrap()
     }
 
     #[tokio::test]

@@ -82,7 +82,7 @@ impl Sink for GotifyNotifier {
         }
         let message = Template::parse(&c.message).map_err(|e| err("message", &e))?;
         Ok(Self {
-            http: cx.http.clone(),
+            http: cx.http(name)?,
             what: format!("gotify {}", base.host_str().unwrap_or_default()),
             endpoint: super::http::endpoint(&base, &["message"]),
             key,
@@ -161,7 +161,7 @@ mod tests {
     fn notifier(server: &str, extra: &str) -> GotifyNotifier {
         let (_dir, c) = config(server, extra);
         let name = NotifierName::try_from("go".to_owned()).unwrap();
-        GotifyNotifier::build(&name, &c, &BuildContext::new().unwrap()).unwrap()
+        GotifyNotifier::build(&name, &c, &BuildContext::default()).unwrap()
     }
 
     #[tokio::test]
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn build_errors_name_the_key() {
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let name = NotifierName::try_from("go".to_owned()).unwrap();
         for (server, extra, key) in [
             ("gotify.lan", "", "server"),

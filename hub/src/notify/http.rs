@@ -278,7 +278,7 @@ pub fn classify(status: StatusCode) -> Result<(), NotifyError> {
 /// An error with its causes ("error sending request: client error (Connect): tcp connect
 /// error: Connection refused"): the top one alone says nothing an operator can act on. The
 /// URL is already stripped, and no cause below it carries one.
-fn causes(e: reqwest::Error) -> String {
+pub(super) fn causes(e: reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut next = std::error::Error::source(&e);
     while let Some(cause) = next {

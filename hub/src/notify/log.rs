@@ -77,7 +77,7 @@ mod tests {
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         let name = NotifierName::try_from("log".to_owned()).unwrap();
-        let n = LogNotifier::build(&name, &LogConfig {}, &BuildContext::new().unwrap()).unwrap();
+        let n = LogNotifier::build(&name, &LogConfig {}, &BuildContext::default()).unwrap();
         conformance::run(Notifier::Log(n), &log).await;
     }
 }

@@ -212,24 +212,29 @@ pub fn read_secret(path: &std::path::Path) -> Result<warren_daemon::Secret, Stri
 
 /// What building a notifier needs.
 #[derive(Debug, Clone)]
+#[derive(Default)]
 pub struct BuildContext {
-    /// One HTTP client for every HTTP-based notifier.
-    pub http: reqwest::Client,
+    /// One HTTP client for every HTTP-based notifier, made when the first one is built: a hub
+    /// with none never needs the platform's trust store.
+    http: OnceLock<reqwest::Client>,
     /// The hub's own client of its broker, set by `run` once it exists (notifiers are built
     /// before it, and by `check-config`, which never connects).
     pub hub_bus: Arc<OnceLock<rumqttc::AsyncClient>>,
 }
 
 impl BuildContext {
-    /// A context with a shared HTTP client.
+    /// The shared HTTP client, for notifier `name`.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
-    pub fn new() -> Result<Self, String> {
-        Ok(Self {
-            http: http::client().map_err(|e| format!("building the HTTP client: {e}"))?,
-            hub_bus: Arc::default(),
-        })
+    /// When it cannot be made (no CA certificates on the host, say), as `name`'s error.
+    pub fn http(&self, name: &NotifierName) -> Result<reqwest::Client, BuildError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client.clone());
+        }
+        let client = http::client().map_err(|e| {
+            BuildError::new(name, "type", format!("cannot make an HTTPS client: {}", http::causes(e)))
+        })?;
+        Ok(self.http.get_or_init(|| client).clone())
     }
 }
 

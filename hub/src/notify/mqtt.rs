@@ -706,7 +706,7 @@ mod tests {
         }
         let s = Setup::start(false);
         let sub = s.subscribe("alerts/#", false);
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let n = build(
             &s.config("tls = false\ntopic = \"alerts/{site}/{user}\""),
             &cx,
@@ -734,7 +734,7 @@ mod tests {
         }
         let s = Setup::start(true);
         let pki = s.dir.path().join("pki");
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let n = build(
             &s.config(&format!(
                 "ca_file = \"{}\"\nclient_cert_file = \"{}\"\nkey_file = \"{}\"\ntopic = \"logins/{{hostname}}\"\nretain = true\nqos = 0\npayload_format = \"json\"\npayload = '{{{{\"who\": \"{{user}}\", \"admin\": false}}}}'",
@@ -765,7 +765,7 @@ mod tests {
         }
         let s = Setup::start(false);
         std::fs::write(&s.password_file, "wrong").unwrap();
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let n = build(&s.config("tls = false\ntopic = \"alerts\""), &cx).unwrap();
         let err = n.send(&notification("dan")).await.unwrap_err();
         assert!(matches!(err, NotifyError::Permanent(_)), "{err:?}");
@@ -779,7 +779,7 @@ mod tests {
         }
         let s = Setup::start(false);
         let sub = s.subscribe("#", false);
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let n = build("broker = \"hub\"\ntopic = \"{user}\"\nqos = 1", &cx).unwrap();
         let err = n.send(&notification("alerts")).await.unwrap_err();
         assert!(
@@ -822,7 +822,7 @@ mod tests {
 
     #[test]
     fn an_oversized_message_is_refused_before_it_reaches_the_connection() {
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let n = build(
             "broker = \"hub\"\ntopic = \"t\"\npayload = \"{message}\"",
             &cx,
@@ -842,7 +842,7 @@ mod tests {
 
     #[test]
     fn build_errors_name_the_key() {
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, "not a certificate").unwrap();
@@ -1043,7 +1043,7 @@ mod tests {
             &setup
                 .config("tls = false\ntopic = \"alerts/{user}\"")
                 .replace(&setup.broker.port.to_string(), &proxy.port.to_string()),
-            &BuildContext::new().unwrap(),
+            &BuildContext::default(),
         )
         .unwrap();
         let staged = Staged {

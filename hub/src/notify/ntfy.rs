@@ -120,7 +120,7 @@ impl Sink for NtfyNotifier {
             .transpose()?;
         let message = Template::parse(&c.message).map_err(|e| err("message", &e))?;
         Ok(Self {
-            http: cx.http.clone(),
+            http: cx.http(name)?,
             what: format!("ntfy {}", base.host_str().unwrap_or_default()),
             // JSON is published to the root URL (with a trailing slash), never the topic's.
             endpoint: super::http::endpoint(&base, &[""]),
@@ -209,7 +209,7 @@ mod tests {
         );
         let c: NtfyConfig = toml::from_str(&text).unwrap();
         let name = NotifierName::try_from("nt".to_owned()).unwrap();
-        NtfyNotifier::build(&name, &c, &BuildContext::new().unwrap()).unwrap()
+        NtfyNotifier::build(&name, &c, &BuildContext::default()).unwrap()
     }
 
     #[tokio::test]
@@ -324,14 +324,14 @@ mod tests {
         let c: NtfyConfig =
             toml::from_str(&format!("server = \"{}\"\ntopic = \"t\"", server.url(""))).unwrap();
         let name = NotifierName::try_from("nt".to_owned()).unwrap();
-        let n = NtfyNotifier::build(&name, &c, &BuildContext::new().unwrap()).unwrap();
+        let n = NtfyNotifier::build(&name, &c, &BuildContext::default()).unwrap();
         n.send(&notification("dan")).await.unwrap();
         assert_eq!(server.requests()[0].header("authorization"), None);
     }
 
     #[test]
     fn build_errors_name_the_key() {
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let name = NotifierName::try_from("nt".to_owned()).unwrap();
         let long = format!("topic = \"{}\"", "a".repeat(65));
         for (text, key) in [

@@ -164,7 +164,7 @@ impl Sink for PushoverNotifier {
         }
         let message = Template::parse(&c.message).map_err(|e| err("message", &e))?;
         Ok(Self {
-            http: cx.http.clone(),
+            http: cx.http(name)?,
             what: format!("pushover {}", base.host_str().unwrap_or_default()),
             endpoint: super::http::endpoint(&base, &["1", "messages.json"]),
             token,
@@ -324,7 +324,7 @@ mod tests {
     fn notifier(url: &str, extra: &str) -> PushoverNotifier {
         let (_dir, c) = config(url, extra);
         let name = NotifierName::try_from("po".to_owned()).unwrap();
-        PushoverNotifier::build(&name, &c, &BuildContext::new().unwrap()).unwrap()
+        PushoverNotifier::build(&name, &c, &BuildContext::default()).unwrap()
     }
 
     fn ok() -> Reply {
@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn build_errors_name_the_key() {
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let name = NotifierName::try_from("po".to_owned()).unwrap();
         for (extra, key) in [
             ("priority = 3", "priority"),

@@ -273,7 +273,7 @@ mod tests {
     fn build(text: &str) -> Result<SmtpNotifier, BuildError> {
         let c: SmtpConfig = toml::from_str(text).unwrap();
         let name = NotifierName::try_from("mail".to_owned()).unwrap();
-        SmtpNotifier::build(&name, &c, &BuildContext::new().unwrap())
+        SmtpNotifier::build(&name, &c, &BuildContext::default())
     }
 
     /// A relay on loopback, in `dir`.

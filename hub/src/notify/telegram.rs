@@ -142,7 +142,7 @@ impl Sink for TelegramNotifier {
         });
         let text = Template::parse(text).map_err(|e| err("text", &e))?;
         Ok(Self {
-            http: cx.http.clone(),
+            http: cx.http(name)?,
             what: format!("telegram {}", base.host_str().unwrap_or_default()),
             endpoint: super::http::endpoint(
                 &base,
@@ -231,7 +231,7 @@ mod tests {
     fn notifier(api_url: &str, extra: &str) -> TelegramNotifier {
         let (_dir, c) = config(api_url, extra);
         let name = NotifierName::try_from("tg".to_owned()).unwrap();
-        TelegramNotifier::build(&name, &c, &BuildContext::new().unwrap()).unwrap()
+        TelegramNotifier::build(&name, &c, &BuildContext::default()).unwrap()
     }
 
     fn sent(server: &HttpServer, i: usize) -> Value {
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn build_errors_name_the_key() {
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let name = NotifierName::try_from("tg".to_owned()).unwrap();
         for (extra, key) in [
             ("chat_id = 0", "chat_id"),

@@ -119,7 +119,7 @@ impl Sink for WebhookNotifier {
             Escape::None
         };
         Ok(Self {
-            http: cx.http.clone(),
+            http: cx.http(name)?,
             url,
             headers,
             body,
@@ -159,7 +159,7 @@ mod tests {
             token.display()
         );
         let c: WebhookConfig = toml::from_str(&text).unwrap();
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         WebhookNotifier::build(&NotifierName::try_from("hook".to_owned()).unwrap(), &c, &cx)
             .unwrap()
     }
@@ -242,7 +242,7 @@ mod tests {
         let n = WebhookNotifier::build(
             &NotifierName::try_from("hook".to_owned()).unwrap(),
             &c,
-            &BuildContext::new().unwrap(),
+            &BuildContext::default(),
         )
         .unwrap();
         assert!(!format!("{n:?}").contains("s3cret"));
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn build_errors_name_the_key() {
-        let cx = BuildContext::new().unwrap();
+        let cx = BuildContext::default();
         let name = NotifierName::try_from("hook".to_owned()).unwrap();
         for (text, key) in [
             ("url = \"ftp://x\"", "url"),

@@ -211,8 +211,7 @@ pub fn read_secret(path: &std::path::Path) -> Result<warren_daemon::Secret, Stri
 }
 
 /// What building a notifier needs.
-#[derive(Debug, Clone)]
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub struct BuildContext {
     /// One HTTP client for every HTTP-based notifier, made when the first one is built: a hub
     /// with none never needs the platform's trust store.
@@ -232,7 +231,11 @@ impl BuildContext {
             return Ok(client.clone());
         }
         let client = http::client().map_err(|e| {
-            BuildError::new(name, "type", format!("cannot make an HTTPS client: {}", http::causes(e)))
+            BuildError::new(
+                name,
+                "type",
+                format!("cannot make an HTTPS client: {}", http::causes(e)),
+            )
         })?;
         Ok(self.http.get_or_init(|| client).clone())
     }

@@ -40,7 +40,10 @@ fn text(o: &Output) -> String {
 #[test]
 fn roles_pass_ansible_lint_production_profile() {
     let Some(lint) = venv_tool("ansible-lint") else {
-        require("ansible-lint (pip install -r deploy/ansible/requirements.txt)", false);
+        require(
+            "ansible-lint (pip install -r deploy/ansible/requirements.txt)",
+            false,
+        );
         return;
     };
     let out = run(Command::new(lint)
@@ -56,9 +59,19 @@ fn rc_scripts_pass_sh_and_shellcheck() {
     }
     for script in rc_scripts() {
         let out = run(Command::new("sh").arg("-n").arg(&script));
-        assert!(out.status.success(), "sh -n {}: {}", script.display(), text(&out));
+        assert!(
+            out.status.success(),
+            "sh -n {}: {}",
+            script.display(),
+            text(&out)
+        );
         let out = run(Command::new("shellcheck").args(["-s", "sh"]).arg(&script));
-        assert!(out.status.success(), "shellcheck {}:\n{}", script.display(), text(&out));
+        assert!(
+            out.status.success(),
+            "shellcheck {}:\n{}",
+            script.display(),
+            text(&out)
+        );
     }
 }
 
@@ -75,7 +88,11 @@ fn bookworm_root() -> PathBuf {
     std::fs::create_dir_all(cache).unwrap();
     let building = cache.join(format!("building-{}", std::process::id()));
     let out = run(Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={PACKAGES}"), "bookworm"])
+        .args([
+            "--variant=minbase",
+            &format!("--include={PACKAGES}"),
+            "bookworm",
+        ])
         .arg(&building)
         .arg(debian_mirror()));
     assert!(out.status.success(), "debootstrap:\n{}", text(&out));
@@ -150,12 +167,21 @@ impl Machine {
             .status
             .success()
         {
-            let out = run(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(nspawn_run));
+            let out = run(Command::new("mount")
+                .args(["-t", "tmpfs", "tmpfs"])
+                .arg(nspawn_run));
             assert!(out.status.success(), "mount tmpfs: {}", text(&out));
         }
         let log = std::fs::File::create(dir.path().join("boot.log")).unwrap();
         let nspawn = Command::new("systemd-nspawn")
-            .args(["-q", "-b", "--register=no", "--keep-unit", "--console=pipe", "-D"])
+            .args([
+                "-q",
+                "-b",
+                "--register=no",
+                "--keep-unit",
+                "--console=pipe",
+                "-D",
+            ])
             .arg(&root)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -179,8 +205,20 @@ impl Machine {
 
     fn ssh(&self, user: &str, command: &str) -> Output {
         run(Command::new("ssh")
-            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "BatchMode=yes",
+            ])
             .arg("-i")
             .arg(self.dir.path().join("id"))
             .args(["-p", &self.port.to_string()])
@@ -372,9 +410,17 @@ fn site_playbook_deploys_into_a_booted_systemd() {
     let first = playbook.play(&[]);
     assert!(first.ok, "first run:\n{}", first.output);
     let again = playbook.play(&[]);
-    assert!(again.ok && again.changed == 0, "second run:\n{}", again.output);
+    assert!(
+        again.ok && again.changed == 0,
+        "second run:\n{}",
+        again.output
+    );
     let check = playbook.play(&["--check", "--diff"]);
-    assert!(check.ok && check.changed == 0, "--check --diff:\n{}", check.output);
+    assert!(
+        check.ok && check.changed == 0,
+        "--check --diff:\n{}",
+        check.output
+    );
 
     // Type=notify: systemd has the hub's READY=1 and the status it sent with it.
     assert_eq!(machine.unit("warren-hub", "StatusText"), "embedded broker");
@@ -408,7 +454,11 @@ fn site_playbook_deploys_into_a_booted_systemd() {
         text(&status)
     );
     assert_eq!(logins(&machine, "alice"), 1);
-    assert_eq!(logins(&machine, "root"), 0, "the deploy user's logins are ignored");
+    assert_eq!(
+        logins(&machine, "root"),
+        0,
+        "the deploy user's logins are ignored"
+    );
 
     // The edge killed while it holds a queue: systemd restarts it, and the queue goes on.
     machine.root_sh("systemctl stop warren-hub");
@@ -436,7 +486,11 @@ fn site_playbook_deploys_into_a_booted_systemd() {
     let config = machine.root_sh("cat /etc/warren/edge.toml");
     let pid = machine.unit("warren-edge", "MainPID");
     let broken = playbook.play(&["-e", r#"{"edge_listen": []}"#]);
-    assert!(!broken.ok, "a broken config was deployed:\n{}", broken.output);
+    assert!(
+        !broken.ok,
+        "a broken config was deployed:\n{}",
+        broken.output
+    );
     assert!(
         broken.output.contains("ingest.listen"),
         "refused for another reason:\n{}",

@@ -54,7 +54,7 @@ where
     E: std::fmt::Display,
 {
     let files = service::raise_fd_limit();
-    tracing::debug!(?files, "Open-file limit.");
+    tracing::info!(?files, "Open-file limit raised to the hard limit.");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -112,12 +112,11 @@ fn debian_mirror() -> String {
     sources
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
-        .flat_map(|s| {
-            s.lines()
-                .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
+        .find_map(|s| {
+            s.split_whitespace()
+                .find(|w| w.starts_with("http") && w.trim_end_matches('/').ends_with("/debian"))
+                .map(str::to_owned)
         })
-        .find(|w| w.starts_with("http") && w.trim_end_matches('/').ends_with("/debian"))
         .unwrap_or_else(|| "http://deb.debian.org/debian".into())
 }
 

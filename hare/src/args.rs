@@ -7,10 +7,14 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 usage: hare [OPTIONS] HOST[:PORT]...
        hare alert --title TITLE --message TEXT [--priority N] [--tag TAG]... [OPTIONS] [HOST[:PORT]...]
+       hare test [--user USER] [--rhost ADDR] [--service NAME] [OPTIONS] [HOST[:PORT]...]
 
 Sends one login event per PAM session to each warren edge (or the original hared) by UDP,
 default port 8035. Run from PAM:
     session optional pam_exec.so /usr/local/sbin/hare 192.168.1.130
+
+`hare test` sends a test event that takes the path a login from this host would, prints its
+id and the `hub trace` command that follows it (run it as root when the key file is root's).
 
 options:
     --config FILE     settings file (default /etc/warren/hare.toml or /usr/local/etc/warren/hare.toml)
@@ -36,6 +40,7 @@ pub struct Options {
     pub legacy: bool,
     pub logout: bool,
     pub alert: Option<Alert>,
+    pub test: Option<Probe>,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +49,15 @@ pub struct Alert {
     pub message: String,
     pub priority: Option<i64>,
     pub tags: Vec<String>,
+}
+
+/// What `hare test` pretends: a login of `user` from `rhost` by `service` (each defaulted from
+/// the environment when not given).
+#[derive(Debug, Default)]
+pub struct Probe {
+    pub user: Option<String>,
+    pub rhost: Option<String>,
+    pub service: Option<String>,
 }
 
 #[derive(Debug)]
@@ -65,9 +79,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         .map(|a| a.to_string_lossy().into_owned())
         .peekable();
     let mut opts = Options::default();
-    if args.peek().map(String::as_str) == Some("alert") {
+    match args.peek().map(String::as_str) {
+        Some("alert") => opts.alert = Some(Alert::default()),
+        Some("test") => opts.test = Some(Probe::default()),
+        _ => {}
+    }
+    if opts.alert.is_some() || opts.test.is_some() {
         args.next();
-        opts.alert = Some(Alert::default());
     }
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -97,6 +115,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                         alert.priority = Some(p);
                     }
                 }
+            }
+            "--user" | "--rhost" | "--service" => {
+                let v = value(&arg)?;
+                let Some(probe) = opts.test.as_mut() else {
+                    return Err(usage(format!("{arg} is only for `hare test`")));
+                };
+                let field = match arg.as_str() {
+                    "--user" => &mut probe.user,
+                    "--rhost" => &mut probe.rhost,
+                    _ => &mut probe.service,
+                };
+                *field = Some(v);
             }
             s if s.starts_with('-') => return Err(usage(format!("unknown option {s}"))),
             _ => opts.destinations.push(arg),
@@ -156,6 +186,18 @@ mod tests {
     }
 
     #[test]
+    fn test_form() {
+        let Ok(Command::Send(o)) = parse_strs(&["test", "--rhost", "192.0.2.7", "10.0.0.1"]) else {
+            panic!()
+        };
+        let p = o.test.unwrap();
+        assert_eq!(p.rhost.as_deref(), Some("192.0.2.7"));
+        assert_eq!((p.user, p.service), (None, None));
+        assert_eq!(o.destinations, ["10.0.0.1"]);
+        assert!(o.alert.is_none());
+    }
+
+    #[test]
     fn usage_errors() {
         for bad in [
             &["--bogus"][..],
@@ -163,6 +205,8 @@ mod tests {
             &["--title", "x"],
             &["alert"],
             &["alert", "--title", "t", "--priority", "high"],
+            &["--user", "dan"],
+            &["test", "--title", "t"],
         ] {
             assert!(parse_strs(bad).is_err(), "{bad:?}");
         }

@@ -46,18 +46,50 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         }
     };
     let deadline = started + settings.timeout;
-    if let Err(e) = run(&opts, &settings, deadline) {
+    let sent = run(&opts, &settings, deadline);
+    if opts.test.is_some() {
+        // Run by a person, who needs the id and an honest exit status.
+        return match sent {
+            Ok(id) => {
+                let id = id.map(|id| id.to_string()).unwrap_or_default();
+                println!(
+                    "test event {id} sent to {}\n\
+                     follow it on the hub:   hub trace {id}\n\
+                     and on the edge:        edge trace {id}",
+                    settings.destinations.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hare: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Err(e) = sent {
         report::error(&e);
     }
     // Whatever happened, the login goes on.
     ExitCode::SUCCESS
 }
 
-fn run(opts: &Options, settings: &config::Settings, deadline: Instant) -> Result<(), String> {
+/// Sends the event this run is for; returns its id, or `None` when there is nothing to report
+/// or the datagram carries no id (legacy).
+fn run(
+    opts: &Options,
+    settings: &config::Settings,
+    deadline: Instant,
+) -> Result<Option<EventId>, String> {
     let key = match &settings.key_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading key file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (run hare as root, as PAM does)"
+                } else {
+                    ""
+                };
+                format!("reading key file {}: {e}{hint}", path.display())
+            })?;
             let keys =
                 KeySet::parse(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
             keys.first().cloned()
@@ -65,30 +97,32 @@ fn run(opts: &Options, settings: &config::Settings, deadline: Instant) -> Result
         None => None,
     };
     let hostname = settings.hostname.clone().unwrap_or_else(pam::hostname);
-    let event: Event = match &opts.alert {
-        Some(alert) => pam::alert_event(alert, &hostname),
-        None => {
+    let event: Event = match (&opts.alert, &opts.test) {
+        (Some(alert), _) => pam::alert_event(alert, &hostname),
+        (None, Some(probe)) => pam::test_event(probe, &hostname),
+        (None, None) => {
             let Some(event) = pam::session_event(&pam::PamEnv::from_env(), &hostname, settings)
             else {
-                return Ok(()); // not a session we report, or an ignored user
+                return Ok(None); // not a session we report, or an ignored user
             };
             event
         }
     };
     // Legacy mode keeps the original hared working; it cannot carry a kind or a signature, so
-    // alerts, logouts and signed events always use v2.
-    let legacy = settings.legacy
-        && key.is_none()
-        && opts.alert.is_none()
-        && event.kind() == &warren_proto::Kind::Login;
-    let bytes = if legacy {
-        encode_legacy(&event)
+    // alerts, logouts, tests and signed events always use v2.
+    let legacy = settings.legacy && key.is_none() && event.kind() == &warren_proto::Kind::Login;
+    let (bytes, id) = if legacy {
+        (encode_legacy(&event), None)
     } else {
-        encode_v2(EventId::generate(), &event, key.as_ref(), settings.legacy)
+        let id = EventId::generate();
+        (
+            encode_v2(id, &event, key.as_ref(), settings.legacy),
+            Some(id),
+        )
     };
     let failures = send::to_all(&settings.destinations, &bytes, deadline);
     if failures.is_empty() {
-        Ok(())
+        Ok(id)
     } else {
         Err(failures.join("; "))
     }

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use warren_proto::{Event, Kind};
 
-use crate::args::Alert;
+use crate::args::{Alert, Probe};
 use crate::config::Settings;
 
 /// The PAM items pam_exec exports, converted lossily to UTF-8 (a byte PAM passed through from a
@@ -107,6 +107,34 @@ pub fn alert_event(alert: &Alert, hostname: &str) -> Event {
     event
 }
 
+/// A `test` event for `hare test`: the fields of a login from this host, so it takes the routes
+/// such a login takes. Unset, the user is whoever ran it (through sudo too), the service sshd,
+/// and the source the ssh client this shell came from, if any.
+pub fn test_event(probe: &Probe, hostname: &str) -> Event {
+    test_event_from(probe, hostname, |name| std::env::var(name).ok())
+}
+
+fn test_event_from(probe: &Probe, hostname: &str, get: impl Fn(&str) -> Option<String>) -> Event {
+    let user = probe.user.clone().or_else(|| {
+        ["SUDO_USER", "USER", "LOGNAME"]
+            .into_iter()
+            .find_map(|v| get(v).filter(|u| !u.is_empty()))
+    });
+    // `SSH_CLIENT` is "address port port".
+    let rhost = probe
+        .rhost
+        .clone()
+        .or_else(|| get("SSH_CLIENT").and_then(|c| c.split_whitespace().next().map(str::to_owned)));
+    let mut event = Event::new(Kind::Test, now());
+    event
+        .set_str("hostname", Some(hostname))
+        .set_str("user", user.as_deref())
+        .set_str("service", Some(probe.service.as_deref().unwrap_or("sshd")))
+        .set_str("rhost", rhost.as_deref())
+        .set_str("tty", None);
+    event
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -186,6 +214,33 @@ mod tests {
         assert_eq!(e.kind(), &Kind::Login);
         assert!(
             session_event(&env(&[("PAM_SM_FUNC", b"pam_sm_close_session")]), "h", &s).is_none()
+        );
+    }
+
+    #[test]
+    fn a_test_event_looks_like_a_login_from_here() {
+        let env = |name: &str| match name {
+            "SUDO_USER" => Some("dan".to_owned()),
+            "USER" => Some("root".to_owned()),
+            "SSH_CLIENT" => Some("192.0.2.10 50000 22".to_owned()),
+            _ => None,
+        };
+        let e = test_event_from(&Probe::default(), "vm", env);
+        assert_eq!(e.kind(), &Kind::Test);
+        let f = |n| e.get_str(n);
+        assert_eq!(
+            (f("hostname"), f("user"), f("service"), f("rhost")),
+            (Some("vm"), Some("dan"), Some("sshd"), Some("192.0.2.10"))
+        );
+        let probe = Probe {
+            user: Some("eve".into()),
+            rhost: Some("203.0.113.9".into()),
+            service: Some("login".into()),
+        };
+        let e = test_event_from(&probe, "vm", |_| None);
+        assert_eq!(
+            (e.get_str("user"), e.get_str("rhost"), e.get_str("service")),
+            (Some("eve"), Some("203.0.113.9"), Some("login"))
         );
     }
 

@@ -1,4 +1,4 @@
-//! The command line: `hub run | check-config | status | dead-letters | pki | acl`.
+//! The command line: `hub run | check-config | status | trace | dead-letters | pki | acl`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +12,7 @@ use crate::control::{Command as Control, Reply};
 use crate::inbox::Selection;
 use crate::resources::Resources;
 use crate::status::{self, Thresholds};
+use warren_proto::EventId;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +42,15 @@ enum Command {
         args: StatusArgs,
         #[command(flatten)]
         thresholds: Thresholds,
+    },
+    /// What the hub did with one event: when it arrived and from which edge, whether it was
+    /// a duplicate, what each route made of it, and every delivery attempt. Exit 1 when the
+    /// hub has no record of it.
+    Trace {
+        #[command(flatten)]
+        target: StatusArgs,
+        /// The event id (`hare test` prints it).
+        id: EventId,
     },
     /// Deliveries given up on (kept for `[delivery] keep_dead_letters`): list them, send
     /// them again once the cause is fixed, or drop them.
@@ -213,6 +223,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
                 &status::human,
             )
         }
+        Command::Trace { target, id } => trace(&target, id),
         Command::DeadLetters { command } => dead_letters(command),
         Command::Pki { command } => pki(command),
         Command::Acl {
@@ -267,6 +278,43 @@ fn run(path: &Path) -> ExitCode {
     warren_daemon::run_until_signal("hub", |shutdown| crate::run(cfg, res, shutdown))
 }
 
+/// Sends `command` to the running hub; its answer, or what went wrong.
+fn ask(target: &StatusArgs, command: &Control) -> Result<Reply, String> {
+    warren_daemon::cli::socket("hub", target, |config| {
+        HubConfig::load(config)
+            .map(|c| c.status_socket)
+            .map_err(|e| e.to_string())
+    })
+    .and_then(|socket| {
+        let body = serde_json::to_vec(command).unwrap_or_default();
+        warren_daemon::control::request::<Reply>(&socket, "hub", &body)
+    })
+}
+
+fn trace(target: &StatusArgs, id: EventId) -> ExitCode {
+    let reply = match ask(target, &Control::Trace { id }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match (reply.trace, reply.error) {
+        (Some(t), _) if target.json => {
+            println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        (Some(t), _) => {
+            print!("{}", crate::trace::human(&t));
+            ExitCode::SUCCESS
+        }
+        (None, error) => {
+            eprintln!("{}", error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn dead_letters(command: DeadLetterCommand) -> ExitCode {
     let (target, command) = match command {
         DeadLetterCommand::List { target, limit } => (target, Control::ListDeadLetters { limit }),
@@ -283,16 +331,7 @@ fn dead_letters(command: DeadLetterCommand) -> ExitCode {
             },
         ),
     };
-    let answer = warren_daemon::cli::socket("hub", &target, |config| {
-        HubConfig::load(config)
-            .map(|c| c.status_socket)
-            .map_err(|e| e.to_string())
-    })
-    .and_then(|socket| {
-        let body = serde_json::to_vec(&command).unwrap_or_default();
-        warren_daemon::control::request::<Reply>(&socket, "hub", &body)
-    })
-    .and_then(|r| match r.error {
+    let answer = ask(&target, &command).and_then(|r| match r.error {
         Some(e) => Err(e),
         None => Ok(r),
     });
@@ -328,7 +367,7 @@ fn dead_letters(command: DeadLetterCommand) -> ExitCode {
         }
         Control::RetryDeadLetters { .. } => println!("{} put back for delivery", reply.changed),
         Control::DropDeadLetters { .. } => println!("{} dropped", reply.changed),
-        Control::Status => {}
+        Control::Status | Control::Trace { .. } => {}
     }
     ExitCode::SUCCESS
 }

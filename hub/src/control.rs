@@ -1,17 +1,20 @@
 //! The operator's commands the status socket answers besides the status itself:
-//! `hub dead-letters list | retry | drop`. The request is one JSON [`Command`]; an empty one
+//! `hub dead-letters list | retry | drop` and `hub trace`. The request is one JSON [`Command`]; an empty one
 //! is the status. Commands that change state are refused to anyone but the hub's own user
 //! and root.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warren_daemon::control::Request;
+use warren_proto::EventId;
 
 use crate::delivery::Wakes;
 use crate::inbox::{DeadLetter, Inbox, InboxError, Selection};
 use crate::notify::NotifierName;
 use crate::status::Source;
+use crate::trace::Trace;
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,10 +37,15 @@ pub enum Command {
         /// Which.
         which: Selection,
     },
+    /// What the hub did with one event.
+    Trace {
+        /// The event id.
+        id: EventId,
+    },
 }
 
 /// The answer to a command other than the status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     /// Why it was not done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,6 +56,9 @@ pub struct Reply {
     /// How many were put back or dropped.
     #[serde(default)]
     pub changed: u64,
+    /// The trace asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
 }
 
 /// Answers requests on the status socket.
@@ -59,6 +70,8 @@ pub struct Control {
     pub inbox: Arc<Inbox>,
     /// The notifiers' wake-ups: a retried dead letter is delivered at once.
     pub wakes: Arc<Wakes>,
+    /// How long traces are kept (the dedup window), for the answer about an unknown id.
+    pub dedup_window: Duration,
 }
 
 impl Control {
@@ -110,6 +123,14 @@ impl Control {
                     },
                 ))
             }
+            Command::Trace { id } => reply(match self.inbox.trace_of(&id) {
+                Ok(Some(trace)) => Ok(Reply {
+                    trace: Some(trace),
+                    ..Reply::default()
+                }),
+                Ok(None) => Err(crate::trace::unknown(&id, self.dedup_window)),
+                Err(e) => Err(store(e)),
+            }),
             Command::DropDeadLetters { which } => {
                 reply(self.inbox.drop_dead(&which).map_err(store).map(|changed| {
                     tracing::info!(changed, "Dead letters dropped.");

@@ -5,6 +5,8 @@
 //! - `t` + received-ms + event id: the same, in time order, for pruning;
 //! - `o` + notifier + `\0` + seq → [`OutboxEntry`]: deliveries still to make;
 //! - `d` + seq → a dead letter: deliveries given up on;
+//! - `x` + event id + step number → a [`Step`] of the event's trace (`hub trace`), forgotten
+//!   with the id's dedup record;
 //! - the [`Space`]s other modules keep their state in (known sources, throttles, presence),
 //!   written through a [`Tx`] in the same batch as the events that change them.
 //!
@@ -26,11 +28,15 @@ use warren_proto::{Envelope, EventId};
 
 use crate::known::KnownSourcesConfig;
 use crate::notify::{Notification, NotifierName};
+use crate::trace::{AttemptResult, Routing, Step, Trace};
 
 const SEEN: u8 = b's';
 const SEEN_BY_TIME: u8 = b't';
 const OUTBOX: u8 = b'o';
 const DEAD: u8 = b'd';
+const TRACE: u8 = b'x';
+/// The step number of an event's one, updated, [`Step::Duplicates`] record.
+const DUPLICATES_STEP: u64 = u64::MAX;
 /// The installation's secret salt for the ids of events the hub makes itself.
 const SALT: &[u8] = b"m:salt";
 /// sled's background flush interval: the window in which an attempt count can be lost.
@@ -180,10 +186,7 @@ impl Tx<'_> {
     /// Adds a delivery to `notifier`'s outbox.
     pub fn enqueue(&mut self, notifier: NotifierName, notification: Notification) {
         let entry = OutboxEntry::new(notification);
-        self.raw_put(
-            outbox_key(&notifier, self.next_seq),
-            serde_json::to_vec(&entry).unwrap_or_default(),
-        );
+        self.raw_put(outbox_key(&notifier, self.next_seq), encode(&entry));
         self.next_seq += 1;
         *self.added.entry(notifier.as_str().to_owned()).or_default() += 1;
         if !self.woken.contains(&notifier) {
@@ -201,7 +204,7 @@ impl Tx<'_> {
         envelopes: &[Envelope],
         now_ms: u64,
         window_ms: u64,
-        mut route: impl FnMut(&Envelope, &mut Self) -> Result<Deliveries, InboxError>,
+        mut route: impl FnMut(&Envelope, &mut Self) -> Result<(Deliveries, Routing), InboxError>,
     ) -> Result<Committed, InboxError> {
         let mut out = Committed::default();
         for (i, e) in envelopes.iter().enumerate() {
@@ -211,6 +214,7 @@ impl Tx<'_> {
                 .map(u64::from_be_bytes);
             if seen_at.is_some_and(|t| t.saturating_add(window_ms) >= now_ms) {
                 out.duplicates += 1;
+                self.trace_duplicate(e, now_ms)?;
                 continue;
             }
             if seen_at.is_none() {
@@ -218,12 +222,44 @@ impl Tx<'_> {
             }
             self.raw_put(seen_key(&e.id).to_vec(), now_ms.to_be_bytes().to_vec());
             self.raw_put(time_key(now_ms, &e.id).to_vec(), Vec::new());
-            for (name, notification) in route(e, self)? {
+            let (deliveries, routing) = route(e, self)?;
+            for (name, notification) in deliveries {
                 self.enqueue(name, notification);
             }
+            let step = Step::Received {
+                at_ms: now_ms,
+                edge: e.edge.clone(),
+                site: e.site.clone(),
+                edge_received_ms: e.received,
+                remote: e.remote.clone(),
+                signed: e.signed,
+                event: e.event.clone(),
+                routing,
+            };
+            self.raw_put(
+                trace_key(&e.id, self.db.generate_id()?).to_vec(),
+                encode(&step),
+            );
             out.new.push(i);
         }
         Ok(out)
+    }
+
+    /// Counts a duplicate in the id's one [`Step::Duplicates`] record, so resends cannot grow
+    /// a trace without bound.
+    fn trace_duplicate(&mut self, e: &Envelope, now_ms: u64) -> Result<(), InboxError> {
+        let key = trace_key(&e.id, DUPLICATES_STEP);
+        let count = match self.raw_get(&key)?.map(|v| serde_json::from_slice(&v)) {
+            Some(Ok(Step::Duplicates { count, .. })) => count,
+            _ => 0,
+        };
+        let step = Step::Duplicates {
+            count: count + 1,
+            last_ms: now_ms,
+            last_edge: e.edge.clone(),
+        };
+        self.raw_put(key.to_vec(), encode(&step));
+        Ok(())
     }
 
     /// Every record of `space` as stored before this transaction, in key order.
@@ -357,7 +393,7 @@ impl Inbox {
         envelopes: &[Envelope],
         now_ms: u64,
         window_ms: u64,
-        route: impl FnMut(&Envelope, &mut Tx<'_>) -> Result<Deliveries, InboxError>,
+        route: impl FnMut(&Envelope, &mut Tx<'_>) -> Result<(Deliveries, Routing), InboxError>,
     ) -> Result<Committed, InboxError> {
         let (mut c, woken) = self.transact(|tx| tx.record(envelopes, now_ms, window_ms, route))?;
         c.woken = woken;
@@ -465,12 +501,25 @@ impl Inbox {
         Ok(None)
     }
 
-    /// A delivery succeeded: forget it, durably, so a crash cannot repeat it.
+    /// A delivery of event `id` succeeded (`step` says when): forget it, durably, so a crash cannot repeat
+    /// it.
     ///
     /// # Errors
     /// When sled or the fsync fails.
-    pub fn done(&self, notifier: &NotifierName, seq: u64) -> Result<(), InboxError> {
-        if self.db.remove(outbox_key(notifier, seq))?.is_some() {
+    pub fn done(
+        &self,
+        notifier: &NotifierName,
+        seq: u64,
+        id: &EventId,
+        step: &Step,
+    ) -> Result<(), InboxError> {
+        let key = outbox_key(notifier, seq);
+        let queued = self.db.contains_key(&key)?;
+        let mut batch = sled::Batch::default();
+        batch.remove(key.as_slice());
+        self.trace(&mut batch, id, step)?;
+        self.db.apply_batch(batch)?;
+        if queued {
             self.bump_outbox(notifier, -1);
         }
         self.db.flush()?;
@@ -478,7 +527,7 @@ impl Inbox {
         Ok(())
     }
 
-    /// Records a failed attempt that will be retried.
+    /// Records a failed attempt that will be retried, and its trace `step`.
     ///
     /// # Errors
     /// When sled fails.
@@ -487,12 +536,38 @@ impl Inbox {
         notifier: &NotifierName,
         seq: u64,
         entry: &OutboxEntry,
+        step: &Step,
     ) -> Result<(), InboxError> {
-        self.db.insert(
-            outbox_key(notifier, seq),
-            serde_json::to_vec(entry).unwrap_or_default(),
-        )?;
+        let mut batch = sled::Batch::default();
+        batch.insert(outbox_key(notifier, seq), encode(entry));
+        self.trace(&mut batch, &entry.notification.envelope.id, step)?;
+        self.db.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Adds an attempt's `step` to its event's trace in `batch`, if the event still has one
+    /// (it is gone once the dedup window forgets the id; a digest never had one).
+    fn trace(&self, batch: &mut sled::Batch, id: &EventId, step: &Step) -> Result<(), InboxError> {
+        if self.db.contains_key(seen_key(id))? {
+            batch.insert(&trace_key(id, self.db.generate_id()?), encode(step));
+        }
+        Ok(())
+    }
+
+    /// The trace of event `id`, if the hub has one.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn trace_of(&self, id: &EventId) -> Result<Option<Trace>, InboxError> {
+        let mut steps = Vec::new();
+        for item in self.db.scan_prefix(trace_prefix(id)) {
+            let (_, value) = item?;
+            match serde_json::from_slice(&value) {
+                Ok(step) => steps.push(step),
+                Err(error) => tracing::warn!(%id, %error, "Unreadable trace step skipped."),
+            }
+        }
+        Ok((!steps.is_empty()).then(|| Trace { id: *id, steps }))
     }
 
     /// Moves a delivery to the dead letters and, if `fallback` is given, hands it to that
@@ -524,20 +599,24 @@ impl Inbox {
         let mut counts = self.lock();
         let mut batch = sled::Batch::default();
         batch.remove(outbox_key(notifier, seq));
-        batch.insert(
-            &dead_key(seq),
-            serde_json::to_vec(&dead).unwrap_or_default(),
-        );
+        batch.insert(&dead_key(seq), encode(&dead));
+        let step = Step::Attempt {
+            at_ms: now_ms,
+            notifier: notifier.to_string(),
+            attempt: entry.attempts,
+            result: AttemptResult::DeadLetter {
+                error: error.to_owned(),
+                fallback: fallback.map(ToString::to_string),
+            },
+        };
+        self.trace(&mut batch, &entry.notification.envelope.id, &step)?;
         let fallback_seq = counts.next_seq;
         if let Some(to) = fallback {
             let handed = OutboxEntry {
                 fallback_of: Some(notifier.to_string()),
                 ..OutboxEntry::new(entry.notification.clone())
             };
-            batch.insert(
-                outbox_key(to, fallback_seq),
-                serde_json::to_vec(&handed).unwrap_or_default(),
-            );
+            batch.insert(outbox_key(to, fallback_seq), encode(&handed));
         }
         self.db.apply_batch(batch)?;
         if let Some(to) = fallback {
@@ -599,7 +678,7 @@ impl Inbox {
             batch.remove(key);
             batch.insert(
                 outbox_key(name, d.letter.seq),
-                serde_json::to_vec(&OutboxEntry::new(notification)).unwrap_or_default(),
+                encode(&OutboxEntry::new(notification)),
             );
             if !woken.contains(name) {
                 woken.push(name.clone());
@@ -656,7 +735,7 @@ impl Inbox {
         Ok(n)
     }
 
-    /// Forgets ids recorded before `before_ms`; returns how many.
+    /// Forgets ids recorded before `before_ms`, with their traces; returns how many.
     ///
     /// # Errors
     /// When sled fails.
@@ -685,6 +764,9 @@ impl Inbox {
                 .map(u64::from_be_bytes);
             if current == ts {
                 batch.remove(&seen_key(&id));
+                for step in self.db.scan_prefix(trace_prefix(&id)).keys() {
+                    batch.remove(step?);
+                }
                 n += 1;
             }
             batch.remove(key);
@@ -775,6 +857,24 @@ impl Inbox {
     }
 }
 
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Only this crate's own types, which always serialize.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn trace_prefix(id: &EventId) -> [u8; 17] {
+    let mut k = [TRACE; 17];
+    k[1..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn trace_key(id: &EventId, step: u64) -> [u8; 25] {
+    let mut k = [TRACE; 25];
+    k[1..17].copy_from_slice(id.as_bytes());
+    k[17..].copy_from_slice(&step.to_be_bytes());
+    k
+}
+
 fn seen_key(id: &EventId) -> [u8; 17] {
     let mut k = [SEEN; 17];
     k[1..].copy_from_slice(id.as_bytes());
@@ -841,9 +941,9 @@ mod tests {
 
     fn route_to(
         names: &'static [&'static str],
-    ) -> impl FnMut(&Envelope, &mut Tx<'_>) -> Result<Deliveries, InboxError> {
+    ) -> impl FnMut(&Envelope, &mut Tx<'_>) -> Result<(Deliveries, Routing), InboxError> {
         move |e, _| {
-            Ok(names
+            let deliveries = names
                 .iter()
                 .map(|n| {
                     (
@@ -854,8 +954,17 @@ mod tests {
                         },
                     )
                 })
-                .collect())
+                .collect();
+            Ok((deliveries, Routing::default()))
         }
+    }
+
+    fn steps(inbox: &Inbox, id: &EventId) -> Vec<Step> {
+        inbox
+            .trace_of(id)
+            .unwrap()
+            .map(|t| t.steps)
+            .unwrap_or_default()
     }
 
     #[test]
@@ -886,8 +995,29 @@ mod tests {
             .commit(std::slice::from_ref(&a), 1600, 500, route_to(&["f"]))
             .unwrap();
         assert_eq!(c.new, [0], "past the window the id is new again");
+        let a_steps = steps(&inbox, &a.id);
+        assert!(
+            matches!(
+                a_steps.as_slice(),
+                [
+                    Step::Received { at_ms: 1000, .. },
+                    Step::Received { at_ms: 1600, .. },
+                    Step::Duplicates {
+                        count: 2,
+                        last_ms: 1400,
+                        ..
+                    }
+                ]
+            ),
+            "{a_steps:?}"
+        );
         assert_eq!(inbox.prune(1500).unwrap(), 1, "b was seen at 1000");
         assert_eq!(inbox.seen_count(), 1);
+        assert!(inbox.trace_of(&b.id).unwrap().is_none(), "forgotten with b");
+        assert!(
+            inbox.trace_of(&a.id).unwrap().is_some(),
+            "a is still in the window"
+        );
     }
 
     #[test]
@@ -901,9 +1031,25 @@ mod tests {
         assert_eq!(entry.notification.envelope.event.get_str("user"), Some("a"));
         entry.attempts = 1;
         entry.last_error = Some("503".into());
-        inbox.retry(&f, seq, &entry).unwrap();
+        let id = entry.notification.envelope.id;
+        let failed = Step::Attempt {
+            at_ms: 2,
+            notifier: "f".into(),
+            attempt: 1,
+            result: AttemptResult::Failed {
+                error: "503".into(),
+                retry_in_ms: 100,
+            },
+        };
+        inbox.retry(&f, seq, &entry, &failed).unwrap();
         assert_eq!(inbox.next(&f).unwrap().unwrap().1.attempts, 1);
-        inbox.done(&f, seq).unwrap();
+        let delivered = Step::Attempt {
+            at_ms: 3,
+            notifier: "f".into(),
+            attempt: 2,
+            result: AttemptResult::Delivered,
+        };
+        inbox.done(&f, seq, &id, &delivered).unwrap();
         assert_eq!(
             inbox
                 .next(&f)
@@ -918,6 +1064,13 @@ mod tests {
         );
         let (seq, entry) = inbox.next(&w).unwrap().unwrap();
         inbox.give_up(&w, seq, &entry, "HTTP 400", 5, None).unwrap();
+        let a = steps(&inbox, &id);
+        assert!(matches!(a[0], Step::Received { .. }), "{a:?}");
+        assert_eq!(a[1..3], [failed, delivered]);
+        assert!(
+            matches!(&a[3], Step::Attempt { notifier, result: AttemptResult::DeadLetter { error, .. }, .. } if notifier == "w" && error == "HTTP 400"),
+            "{a:?}"
+        );
         assert_eq!(inbox.dead_count(), 1);
         assert_eq!(inbox.dead_letters(10).unwrap()[0].error, "HTTP 400");
         assert_eq!(

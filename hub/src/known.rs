@@ -77,7 +77,8 @@ pub enum Scope {
 impl KnownSourcesConfig {
     /// Whether `e` is a login from a source its user was not seen from (in scope) within
     /// `remember`; records the pair as seen now. `None` for events that are not logins with
-    /// a user and a remote host.
+    /// a user and a remote host. A test event is answered as its login would be, but leaves
+    /// nothing behind: a test must not make a real login's source look known.
     ///
     /// # Errors
     /// When the store fails.
@@ -94,7 +95,9 @@ impl KnownSourcesConfig {
             .get(Space::Known, &key)?
             .and_then(|v| v.as_slice().try_into().ok())
             .map(u64::from_be_bytes);
-        tx.put(Space::Known, &key, now_ms.to_be_bytes().to_vec());
+        if *e.event.kind() == Kind::Login {
+            tx.put(Space::Known, &key, now_ms.to_be_bytes().to_vec());
+        }
         Ok(Some(last.is_none_or(|t| {
             t.saturating_add(self.remember_ms()) < now_ms
         })))
@@ -119,7 +122,7 @@ impl KnownSourcesConfig {
 
     /// `scope \0 user \0 network`.
     fn key(&self, e: &Envelope) -> Option<Vec<u8>> {
-        if *e.event.kind() != Kind::Login {
+        if !matches!(e.event.kind(), Kind::Login | Kind::Test) {
             return None;
         }
         let user = e.event.get_str("user").filter(|u| !u.is_empty())?;

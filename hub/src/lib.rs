@@ -32,6 +32,7 @@ pub mod template;
 #[cfg(test)]
 mod testing;
 pub mod throttle;
+pub mod trace;
 pub mod trust;
 
 use std::sync::Arc;
@@ -204,6 +205,7 @@ pub async fn run(
         source,
         inbox: inbox.clone(),
         wakes: wakes.clone(),
+        dedup_window: cfg.dedup.window,
     };
     tracker.spawn(warren_daemon::control::serve(
         status,

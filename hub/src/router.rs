@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::Deserialize;
-use warren_proto::Envelope;
+use warren_proto::{Envelope, Kind};
 
 use crate::config::NotifierSpec;
 use crate::inbox::{Deliveries, InboxError, Tx};
@@ -23,8 +23,11 @@ use crate::notify::{Notification, NotifierName};
 use crate::stats::Stats;
 use crate::template::Template;
 use crate::throttle::{self, Digest, Throttle, ThrottleConfig};
+use crate::trace::{RouteOutcome, Routing};
 
 const DEFAULT_TITLE: &str = "{kind} on {hostname}";
+/// What a test event's title and message start with.
+pub const TEST_MARKER: &str = "[test] ";
 const DEFAULT_FORMAT: &str =
     "{user} {kind} on {hostname} ({service}) from {rhost} at {tstamp} [{site}/{edge}]";
 
@@ -179,12 +182,14 @@ impl From<ConditionsConfig> for Conditions {
 }
 
 impl Conditions {
-    /// Each condition's outcome for `e`, whose source is `first_seen` (if it is a login).
+    /// Each condition's key and outcome for `e`, whose source is `first_seen` (if it is a
+    /// login). A test event's kind matches `test` and `login` alike, so it takes a login's
+    /// routes unless a route says otherwise.
     fn outcomes<'a>(
         &'a self,
         e: &'a Envelope,
         first_seen: Option<bool>,
-    ) -> impl Iterator<Item = bool> + 'a {
+    ) -> impl Iterator<Item = (&'static str, bool)> + 'a {
         let fields = self.fields.iter().map(|(key, wanted)| {
             let value = match *key {
                 "kind" => Some(e.event.kind().as_str()),
@@ -192,42 +197,77 @@ impl Conditions {
                 "edge" => Some(e.edge.as_str()),
                 other => e.event.get_str(other),
             };
-            value.is_some_and(|v| wanted.iter().any(|w| w == v))
+            let test = *key == "kind" && e.event.kind() == &Kind::Test;
+            let holds = value.is_some_and(|v| {
+                wanted
+                    .iter()
+                    .any(|w| w == v || (test && w == Kind::Login.as_str()))
+            });
+            (*key, holds)
         });
         let cidr = (!self.rhost_cidr.is_empty()).then(|| {
-            e.event
+            let holds = e
+                .event
                 .get_str("rhost")
                 .and_then(|r| r.parse::<IpAddr>().ok())
                 .is_some_and(|ip| {
                     self.rhost_cidr
                         .iter()
                         .any(|n| n.contains(&ip.to_canonical()))
-                })
+                });
+            ("rhost_cidr", holds)
         });
-        let first = self.first_seen.map(|want| first_seen == Some(want));
+        let first = self
+            .first_seen
+            .map(|want| ("first_seen", first_seen == Some(want)));
         fields.chain(cidr).chain(first)
     }
 
-    fn all(&self, e: &Envelope, first_seen: Option<bool>) -> bool {
-        self.outcomes(e, first_seen).all(|b| b)
+    /// The first condition whose outcome is `outcome`.
+    fn first(&self, e: &Envelope, first_seen: Option<bool>, outcome: bool) -> Option<&'static str> {
+        self.outcomes(e, first_seen)
+            .find(|&(_, holds)| holds == outcome)
+            .map(|(key, _)| key)
     }
+}
 
-    fn any(&self, e: &Envelope, first_seen: Option<bool>) -> bool {
-        self.outcomes(e, first_seen).any(|b| b)
+/// The event's value for a condition's `key`, as a trace shows it.
+fn value_of(e: &Envelope, key: &str, first_seen: Option<bool>) -> Option<String> {
+    match key {
+        "kind" => Some(e.event.kind().to_string()),
+        "site" => Some(e.site.clone()),
+        "edge" => Some(e.edge.clone()),
+        "rhost_cidr" => e.event.get_str("rhost").map(str::to_owned),
+        "first_seen" => first_seen.map(|f| f.to_string()),
+        other => e.event.get_str(other).map(str::to_owned),
     }
 }
 
 impl Route {
-    /// Whether this route fires for `e`.
-    pub fn fires(&self, e: &Envelope, first_seen: Option<bool>) -> bool {
-        self.matches.all(e, first_seen)
-            && !self.unless.as_ref().is_some_and(|u| u.any(e, first_seen))
+    /// Why this route does not fire for `e`, if it does not: a failed `match` condition or a
+    /// holding `unless` one.
+    fn refusal(&self, i: usize, e: &Envelope, first_seen: Option<bool>) -> Option<RouteOutcome> {
+        let value = |key: &str| value_of(e, key, first_seen);
+        if let Some(key) = self.matches.first(e, first_seen, false) {
+            return Some(RouteOutcome::Unmatched {
+                route: i,
+                condition: key.to_owned(),
+                value: value(key),
+            });
+        }
+        let key = self.unless.as_ref()?.first(e, first_seen, true)?;
+        Some(RouteOutcome::Vetoed {
+            route: i,
+            condition: key.to_owned(),
+            value: value(key),
+        })
     }
 
     fn render(&self, e: &Envelope, now: DateTime<Utc>, extra: &[(&str, &str)]) -> Notification {
         self.render_as(e, now, extra, &self.format)
     }
 
+    /// Renders a notification; a test event's title and message say that it is one.
     fn render_as(
         &self,
         e: &Envelope,
@@ -235,9 +275,16 @@ impl Route {
         extra: &[(&str, &str)],
         format: &Template,
     ) -> Notification {
+        let marked = |text: String| {
+            if e.event.kind() == &Kind::Test {
+                format!("{TEST_MARKER}{text}")
+            } else {
+                text
+            }
+        };
         Notification {
-            title: self.title.render_with(e, now, extra),
-            message: format.render_with(e, now, extra),
+            title: marked(self.title.render_with(e, now, extra)),
+            message: marked(format.render_with(e, now, extra)),
             priority: self
                 .priority
                 .as_ref()
@@ -273,8 +320,8 @@ impl Router {
         }
     }
 
-    /// Every notification `e` causes now: at most one per notifier, in route order; with
-    /// the digests of throttle intervals it closes.
+    /// Every notification `e` causes now: at most one per notifier, in route order, with
+    /// the digests of throttle intervals it closes; and what each route made of it.
     ///
     /// # Errors
     /// When the store fails.
@@ -283,7 +330,7 @@ impl Router {
         e: &Envelope,
         now: DateTime<Utc>,
         tx: &mut Tx<'_>,
-    ) -> Result<Deliveries, InboxError> {
+    ) -> Result<(Deliveries, Routing), InboxError> {
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         let first_seen = self.known.observe(tx, e, now_ms)?;
         let fact = first_seen
@@ -291,12 +338,15 @@ impl Router {
             .unwrap_or_default();
         let extra = [("first_seen", fact)];
         let mut out: Deliveries = Vec::new();
-        for (i, r) in self
-            .routes
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.fires(e, first_seen))
-        {
+        let mut routing = Routing {
+            first_seen,
+            routes: Vec::with_capacity(self.routes.len()),
+        };
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(refusal) = r.refusal(i, e, first_seen) {
+                routing.routes.push(refusal);
+                continue;
+            }
             if let Some(t) = &r.throttle {
                 let (pass, digest) = t.admit(tx, i, e, &r.notify, now_ms, &self.salt)?;
                 if let Some(d) = digest {
@@ -304,16 +354,23 @@ impl Router {
                 }
                 if !pass {
                     Stats::add(&self.stats.folded, 1);
+                    routing.routes.push(RouteOutcome::Folded { route: i });
                     continue;
                 }
             }
+            let mut notifiers = Vec::new();
             for name in &r.notify {
                 if !out.iter().any(|(n, _)| n == name) {
                     out.push((name.clone(), r.render(e, now, &extra)));
+                    notifiers.push(name.to_string());
                 }
             }
+            routing.routes.push(RouteOutcome::Fired {
+                route: i,
+                notifiers,
+            });
         }
-        Ok(out)
+        Ok((out, routing))
     }
 
     /// The digests of throttle intervals that have ended by `now`.
@@ -385,7 +442,7 @@ mod tests {
     fn route(r: &Router, e: &Envelope, now: DateTime<Utc>) -> Deliveries {
         let dir = tempfile::tempdir().unwrap();
         let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
-        inbox.transact(|tx| r.route(e, now, tx)).unwrap().0
+        inbox.transact(|tx| r.route(e, now, tx)).unwrap().0.0
     }
 
     fn names(out: &[(NotifierName, Notification)]) -> Vec<&str> {
@@ -466,7 +523,7 @@ notify = ["audit"]
             let mut e = envelope("deploy", "203.0.113.9", "sshd");
             e.id = warren_proto::EventId::from_bytes([i; 16]);
             let at = t0 + chrono::TimeDelta::milliseconds(500 * i64::from(i));
-            let out = inbox.transact(|tx| r.route(&e, at, tx)).unwrap().0;
+            let out = inbox.transact(|tx| r.route(&e, at, tx)).unwrap().0.0;
             assert!(
                 out.iter().any(|(n, _)| n.as_str() == "audit"),
                 "other routes unaffected"
@@ -515,7 +572,7 @@ format = "{user} from {rhost} ({first_seen})"
         let now = Utc::now();
         let route = |rhost: &str| {
             let e = envelope("dan", rhost, "sshd");
-            inbox.transact(|tx| r.route(&e, now, tx)).unwrap().0
+            inbox.transact(|tx| r.route(&e, now, tx)).unwrap().0.0
         };
         let first = route("203.0.113.9");
         assert_eq!(first[0].1.message, "new source 203.0.113.9 for dan (true)");
@@ -523,6 +580,127 @@ format = "{user} from {rhost} ({first_seen})"
         let again = route("203.0.113.10");
         assert_eq!(names(&again), ["phone", "audit"]);
         assert_eq!(again[0].1.message, "dan from 203.0.113.10 (false)");
+    }
+
+    #[test]
+    fn a_test_event_takes_a_logins_routes_marked_and_leaves_no_source_behind() {
+        let r = routes(
+            r#"
+[[route]]
+match = { kind = "login", first_seen = true }
+notify = ["phone"]
+format = "new source {rhost}"
+[[route]]
+match = { kind = "test" }
+unless = { kind = "login" }
+notify = ["audit"]
+"#,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let route = |kind: Kind| {
+            let mut e = envelope("dan", "203.0.113.9", "sshd");
+            if kind == Kind::Test {
+                let mut test = warren_proto::Event::new(Kind::Test, e.event.tst());
+                for (k, v) in e.event.fields() {
+                    test.set(k, v.clone());
+                }
+                e.event = test;
+            }
+            inbox.transact(|tx| r.route(&e, now, tx)).unwrap().0.0
+        };
+        for _ in 0..2 {
+            let out = route(Kind::Test);
+            assert_eq!(
+                names(&out),
+                ["phone"],
+                "a login's route; `kind = test` is vetoed"
+            );
+            assert_eq!(out[0].1.message, "[test] new source 203.0.113.9");
+            assert!(
+                out[0].1.title.starts_with(TEST_MARKER),
+                "{}",
+                out[0].1.title
+            );
+        }
+        let out = route(Kind::Login);
+        assert_eq!(
+            names(&out),
+            ["phone"],
+            "the tests did not make the source known"
+        );
+        assert_eq!(out[0].1.message, "new source 203.0.113.9");
+        assert!(route(Kind::Login).is_empty(), "the login did");
+    }
+
+    #[test]
+    fn routing_says_why_each_route_did_or_did_not_fire() {
+        let r = routes(
+            r#"
+[[route]]
+match = { service = "login" }
+notify = ["phone"]
+[[route]]
+unless = { rhost_cidr = ["192.168.1.0/24"] }
+notify = ["phone"]
+[[route]]
+match = { user = "dan" }
+notify = ["audit"]
+throttle = { max = 1, per = "1h" }
+[[route]]
+notify = ["phone", "audit"]
+"#,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let routing = |user: &str, rhost: &str| {
+            let e = envelope(user, rhost, "sshd");
+            inbox.transact(|tx| r.route(&e, now, tx)).unwrap().0.1
+        };
+        let _ = routing("dan", "192.168.1.20");
+        let second = routing("dan", "192.168.1.20");
+        assert_eq!(second.first_seen, Some(false));
+        assert_eq!(
+            second.routes,
+            [
+                RouteOutcome::Unmatched {
+                    route: 0,
+                    condition: "service".into(),
+                    value: Some("sshd".into())
+                },
+                RouteOutcome::Vetoed {
+                    route: 1,
+                    condition: "rhost_cidr".into(),
+                    value: Some("192.168.1.20".into())
+                },
+                RouteOutcome::Folded { route: 2 },
+                RouteOutcome::Fired {
+                    route: 3,
+                    notifiers: vec!["phone".into(), "audit".into()]
+                },
+            ]
+        );
+        let other = routing("eve", "203.0.113.9");
+        assert_eq!(
+            other.routes[1..],
+            [
+                RouteOutcome::Fired {
+                    route: 1,
+                    notifiers: vec!["phone".into()]
+                },
+                RouteOutcome::Unmatched {
+                    route: 2,
+                    condition: "user".into(),
+                    value: Some("eve".into())
+                },
+                RouteOutcome::Fired {
+                    route: 3,
+                    notifiers: vec!["audit".into()]
+                },
+            ]
+        );
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum Kind {
     Logout,
     /// Sent by a script: "the power has gone off", "backups are out of space".
     Alert,
+    /// Sent by `hare test`: travels the path a login from its host would take.
+    Test,
     /// A kind from a newer sender, kept so that old edges forward it unchanged.
     Other(String),
 }
@@ -33,6 +35,7 @@ impl Kind {
             Self::Login => "login",
             Self::Logout => "logout",
             Self::Alert => "alert",
+            Self::Test => "test",
             Self::Other(s) => s,
         }
     }
@@ -42,6 +45,7 @@ impl Kind {
             "login" => Self::Login,
             "logout" => Self::Logout,
             "alert" => Self::Alert,
+            "test" => Self::Test,
             other => Self::Other(other.to_owned()),
         }
     }

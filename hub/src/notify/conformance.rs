@@ -21,6 +21,7 @@ use crate::config::DeliveryConfig;
 use crate::inbox::Inbox;
 use crate::stats::Stats;
 use crate::testing::notification;
+use crate::trace::Routing;
 
 /// How the endpoint answers the sink's next attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +110,7 @@ pub async fn run(notifier: Notifier, endpoint: &impl Endpoint) {
         let n = notification(&format!("user{users}"));
         inbox
             .commit(std::slice::from_ref(&n.envelope), 1, 1, |_, _| {
-                Ok(vec![(name.clone(), n.clone())])
+                Ok((vec![(name.clone(), n.clone())], Routing::default()))
             })
             .unwrap();
         wake.notify_one();

@@ -1,0 +1,307 @@
+//! `hub trace ID`: what the hub did with one event — when it arrived and from which edge,
+//! whether it was a duplicate, what each route made of it, and every delivery attempt to the
+//! end. The steps are kept in the inbox next to the event's dedup record and forgotten with it
+//! (`[dedup] window`), so a trace costs no second retention policy.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use warren_proto::{Event, EventId};
+
+/// What one route (by its index in the config) made of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RouteOutcome {
+    /// A `match` condition did not hold.
+    Unmatched {
+        /// `route[N]`.
+        route: usize,
+        /// The condition's key.
+        condition: String,
+        /// The event's value for it.
+        value: Option<String>,
+    },
+    /// An `unless` condition held.
+    Vetoed {
+        /// `route[N]`.
+        route: usize,
+        /// The condition's key.
+        condition: String,
+        /// The event's value for it.
+        value: Option<String>,
+    },
+    /// It fired but its throttle folded the event into the interval's digest.
+    Folded {
+        /// `route[N]`.
+        route: usize,
+    },
+    /// It fired: these notifiers got a delivery from it (the ones it names that an earlier
+    /// route had not already taken).
+    Fired {
+        /// `route[N]`.
+        route: usize,
+        /// The deliveries it made.
+        notifiers: Vec<String>,
+    },
+}
+
+/// What the routes made of an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routing {
+    /// Whether its source was new for its user ([`crate::known`]), for logins.
+    pub first_seen: Option<bool>,
+    /// One outcome per route, in config order.
+    pub routes: Vec<RouteOutcome>,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum AttemptResult {
+    /// The service took it.
+    Delivered,
+    /// It failed and will be tried again.
+    Failed {
+        /// Why.
+        error: String,
+        /// After this long.
+        retry_in_ms: u64,
+    },
+    /// It failed for good: a dead letter, handed to the fallback if there is one.
+    DeadLetter {
+        /// Why.
+        error: String,
+        /// The notifier it was handed to.
+        fallback: Option<String>,
+    },
+}
+
+/// One step of a trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// The hub recorded the event for the first time (or again after its dedup window).
+    Received {
+        /// When, ms since the epoch (the hub's clock).
+        at_ms: u64,
+        /// The edge that forwarded it.
+        edge: String,
+        /// Its site.
+        site: String,
+        /// When the edge accepted it (the edge's clock).
+        edge_received_ms: u64,
+        /// The datagram's source address, as the edge saw it.
+        remote: String,
+        /// Whether it was signed.
+        signed: bool,
+        /// The event.
+        event: Event,
+        /// What the routes made of it.
+        routing: Routing,
+    },
+    /// The same id arrived again inside the window and was only acked.
+    Duplicates {
+        /// How many times.
+        count: u64,
+        /// The last time, ms since the epoch.
+        last_ms: u64,
+        /// The edge it last came from.
+        last_edge: String,
+    },
+    /// One delivery attempt.
+    Attempt {
+        /// When it ended, ms since the epoch.
+        at_ms: u64,
+        /// The notifier.
+        notifier: String,
+        /// Its number, from 1.
+        attempt: u32,
+        /// How it ended.
+        #[serde(flatten)]
+        result: AttemptResult,
+    },
+}
+
+/// Everything the hub knows of one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// The event id.
+    pub id: EventId,
+    /// Its steps, oldest first.
+    pub steps: Vec<Step>,
+}
+
+/// What `hub trace` prints for an id the hub has no record of.
+pub fn unknown(id: &EventId, window: Duration) -> String {
+    format!(
+        "The hub has no record of event {id}: it did not reach the hub, or reached it more than \
+         {} ago (the dedup window, for which traces are kept).\n\
+         Next, on the edge hare sent it to:\n  \
+         edge trace {id}    whether the edge accepted it and is still sending it\n  \
+         edge status        the hub link, and the last datagram received or rejected",
+        humantime::format_duration(window)
+    )
+}
+
+/// The trace for people.
+pub fn human(t: &Trace) -> String {
+    let mut out = String::new();
+    let mut delivered = 0;
+    let mut dead = 0;
+    for step in &t.steps {
+        match step {
+            Step::Received {
+                at_ms,
+                edge,
+                site,
+                edge_received_ms,
+                remote,
+                signed,
+                event,
+                routing,
+            } => {
+                let f = |n| event.get_str(n).unwrap_or("-");
+                let _ = writeln!(
+                    out,
+                    "event {}: {} of {} on {} ({}) from {}",
+                    t.id,
+                    event.kind(),
+                    f("user"),
+                    f("hostname"),
+                    f("service"),
+                    f("rhost"),
+                );
+                let _ = writeln!(
+                    out,
+                    "{}  received from edge {edge} (site {site}), which took it from {remote}{} \
+                     at {}",
+                    time(*at_ms),
+                    if *signed { ", signed" } else { "" },
+                    time(*edge_received_ms),
+                );
+                if let Some(first) = routing.first_seen {
+                    let _ = writeln!(
+                        out,
+                        "              source {} for this user",
+                        if first {
+                            "never seen before"
+                        } else {
+                            "already known"
+                        }
+                    );
+                }
+                if routing.routes.is_empty() {
+                    out += "              no route is configured: nothing to deliver\n";
+                }
+                for r in &routing.routes {
+                    let _ = writeln!(out, "              {}", route(r));
+                }
+            }
+            Step::Duplicates {
+                count,
+                last_ms,
+                last_edge,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{}  received {count} more time(s) inside the dedup window, last from edge \
+                     {last_edge}: acked, not notified again",
+                    time(*last_ms)
+                );
+            }
+            Step::Attempt {
+                at_ms,
+                notifier,
+                attempt,
+                result,
+            } => {
+                let what = match result {
+                    AttemptResult::Delivered => {
+                        delivered += 1;
+                        "delivered".to_owned()
+                    }
+                    AttemptResult::Failed { error, retry_in_ms } => format!(
+                        "failed: {error}; retry in {}",
+                        humantime::format_duration(Duration::from_millis(*retry_in_ms))
+                    ),
+                    AttemptResult::DeadLetter { error, fallback } => {
+                        dead += 1;
+                        let handed = fallback
+                            .as_ref()
+                            .map(|f| format!(", handed to {f}"))
+                            .unwrap_or_default();
+                        format!("gave up: {error}; kept as a dead letter{handed}")
+                    }
+                };
+                let _ = writeln!(
+                    out,
+                    "{}  {notifier}: attempt {attempt} {what}",
+                    time(*at_ms)
+                );
+            }
+        }
+    }
+    let queued: usize = t
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Received { routing, .. } => routing
+                .routes
+                .iter()
+                .map(|r| match r {
+                    RouteOutcome::Fired { notifiers, .. } => notifiers.len(),
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        })
+        .sum();
+    let _ = writeln!(
+        out,
+        "summary: {queued} deliveries queued, {delivered} delivered, {dead} dead letters"
+    );
+    out
+}
+
+fn route(r: &RouteOutcome) -> String {
+    let shown = |v: &Option<String>| v.as_deref().unwrap_or("none").to_owned();
+    match r {
+        RouteOutcome::Unmatched {
+            route,
+            condition,
+            value,
+        } => format!(
+            "route[{route}] not matched: match.{condition} (event has {})",
+            shown(value)
+        ),
+        RouteOutcome::Vetoed {
+            route,
+            condition,
+            value,
+        } => format!(
+            "route[{route}] vetoed: unless.{condition} holds (event has {})",
+            shown(value)
+        ),
+        RouteOutcome::Folded { route } => {
+            format!("route[{route}] throttled: folded into its interval's digest")
+        }
+        RouteOutcome::Fired { route, notifiers } if notifiers.is_empty() => {
+            format!("route[{route}] matched; its notifiers already had the event")
+        }
+        RouteOutcome::Fired { route, notifiers } => {
+            format!("route[{route}] matched → {}", notifiers.join(", "))
+        }
+    }
+}
+
+/// Local time with milliseconds.
+fn time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0))
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string()
+        })
+        .unwrap_or_default()
+}

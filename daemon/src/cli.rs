@@ -126,3 +126,14 @@ pub fn socket(
         None => socket_in(&args.config.path(daemon)),
     }
 }
+
+/// A time in ms since the epoch as local time with milliseconds, for people.
+pub fn local_time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
+}

@@ -13,7 +13,6 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
@@ -35,6 +34,21 @@ pub struct Request {
     pub trusted: bool,
 }
 
+impl Request {
+    /// The JSON command the client sent; `None` for an empty request (the status).
+    ///
+    /// # Errors
+    /// When the request is not such a command.
+    pub fn command<C: DeserializeOwned>(&self) -> Result<Option<C>, String> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        serde_json::from_slice(&self.body)
+            .map(Some)
+            .map_err(|e| format!("unreadable request: {e}"))
+    }
+}
+
 /// Binds the status socket, replacing a stale one (the database lock already keeps a second
 /// daemon from running on the same state, so a socket file left behind is a dead daemon's).
 ///
@@ -46,21 +60,6 @@ pub fn bind_status(path: &Path) -> std::io::Result<UnixListener> {
     }
     let _ = std::fs::remove_file(path);
     UnixListener::bind(path)
-}
-
-/// Answers each connection with one JSON document from `snapshot` (run on the blocking pool,
-/// as it may read the database), whatever it asks, until `shutdown`.
-pub async fn serve_status<T, F>(listener: UnixListener, snapshot: F, shutdown: CancellationToken)
-where
-    T: Serialize + Send + 'static,
-    F: Fn() -> T + Send + Sync + Clone + 'static,
-{
-    serve(
-        listener,
-        move |_| serde_json::to_vec(&snapshot()).unwrap_or_default(),
-        shutdown,
-    )
-    .await;
 }
 
 /// Answers each connection with what `answer` makes of its request (run on the blocking

@@ -17,7 +17,7 @@ pub mod service;
 pub mod testing;
 pub mod tls;
 
-pub use control::{STATUS_TIMEOUT, bind_status, query_status, serve_status};
+pub use control::{STATUS_TIMEOUT, bind_status, query_status};
 pub use secret::Secret;
 
 /// This host's name up to its first dot: the default edge id, and what makes a client id

@@ -1,4 +1,4 @@
-//! The command line: `edge run | check-config | status`.
+//! The command line: `edge run | check-config | status | trace`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use warren_daemon::cli::{ConfigArg, StatusArgs};
 
+use warren_proto::EventId;
+
 use crate::config::EdgeConfig;
+use crate::control::Command as Control;
+use crate::history::{self, EdgeTrace};
 use crate::status::{self, Thresholds};
 
 #[derive(Parser)]
@@ -36,6 +40,14 @@ enum Command {
         args: StatusArgs,
         #[command(flatten)]
         thresholds: Thresholds,
+    },
+    /// What the edge knows of one event: when it was accepted and from where, when it was
+    /// sent to the hub, and whether the hub acked it. Exit 1 when it has no record of it.
+    Trace {
+        #[command(flatten)]
+        args: StatusArgs,
+        /// The event id (`hare test` prints it).
+        id: EventId,
     },
 }
 
@@ -75,16 +87,51 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             warren_daemon::cli::status(
                 "edge",
                 &args,
-                |config| {
-                    EdgeConfig::load(config)
-                        .map(|c| c.status_socket)
-                        .map_err(|e| e.to_string())
-                },
+                socket,
                 thresholds.any().then_some(&check),
                 &status::human,
             )
         }
+        Command::Trace { args, id } => trace(&args, id),
     }
+}
+
+fn trace(args: &StatusArgs, id: EventId) -> ExitCode {
+    let body = serde_json::to_vec(&Control::Trace { id }).unwrap_or_default();
+    let answer = warren_daemon::cli::socket("edge", args, socket)
+        .and_then(|path| warren_daemon::control::request::<EdgeTrace>(&path, "edge", &body));
+    let t = match answer {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
+    } else if t.found() {
+        print!("{}", history::human(&t));
+    } else {
+        eprintln!(
+            "Edge {} has no record of event {id}: no datagram with this id reached it since it \
+             started, or it was one of more than {} since.\n\
+             `edge status` shows the last datagram it received and the last it rejected, and why.",
+            t.edge_id,
+            history::CAPACITY
+        );
+    }
+    if t.found() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The status socket a config names.
+fn socket(config: &Path) -> Result<PathBuf, String> {
+    EdgeConfig::load(config)
+        .map(|c| c.status_socket)
+        .map_err(|e| e.to_string())
 }
 
 fn run(path: &Path) -> ExitCode {

@@ -165,6 +165,7 @@ impl Forwarder {
         for id in &ids {
             self.in_flight.remove(id);
         }
+        self.stats.history.acked(&ids, crate::now_ms());
         let q = self.queue.clone();
         let removed = tokio::task::spawn_blocking(move || q.ack(&ids)).await??;
         Stats::add(&self.stats.acked, removed);
@@ -216,6 +217,9 @@ impl Forwarder {
                         sent: Instant::now(),
                     },
                 );
+                self.stats
+                    .history
+                    .sent(e.id, e.received_ms, crate::now_ms());
                 Stats::add(
                     if resend {
                         &self.stats.resent

@@ -81,6 +81,8 @@ pub async fn run(
 impl Ingest {
     /// Checks one datagram; `None` when it is refused (counted and logged).
     pub fn accept(&self, raw: &[u8], source: SocketAddr) -> Option<NewEntry> {
+        let received_ms = crate::now_ms();
+        self.stats.received(source, received_ms);
         let ip = source.ip().to_canonical();
         if !self.allow.is_empty() && !self.allow.iter().any(|net| net.contains(&ip)) {
             self.stats.reject("source_not_allowed", source, &ip);
@@ -115,7 +117,6 @@ impl Ingest {
                 return None;
             }
         };
-        let received_ms = crate::now_ms();
         let envelope = Envelope {
             v: VERSION,
             id: datagram.id,
@@ -127,6 +128,9 @@ impl Ingest {
             event: datagram.event,
         };
         tracing::debug!(id = %envelope.id, %source, "Datagram received.");
+        self.stats
+            .history
+            .accepted(envelope.id, source, received_ms);
         Some(NewEntry {
             id: envelope.id,
             received_ms,

@@ -8,7 +8,9 @@
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod control;
 pub mod forward;
+pub mod history;
 pub mod ingest;
 pub mod queue;
 pub mod stats;
@@ -150,9 +152,9 @@ pub async fn run(
         max_bytes: cfg.max_bytes,
         cert_not_after,
     });
-    tracker.spawn(warren_daemon::serve_status(
+    tracker.spawn(warren_daemon::control::serve(
         status_listener,
-        move || source.snapshot(),
+        move |r| control::answer(&source, &r),
         shutdown.child_token(),
     ));
     tracker.close();

@@ -304,6 +304,14 @@ impl Queue {
         Ok(out)
     }
 
+    /// Whether event `id` is queued.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn contains(&self, id: &EventId) -> Result<bool, QueueError> {
+        Ok(self.db.contains_key(index_key(id))?)
+    }
+
     /// The seq the next pushed event will get.
     pub fn next_seq(&self) -> u64 {
         self.lock().next_seq

@@ -1,4 +1,6 @@
-//! Counters shared by the edge's tasks, and rate-limited logging of rejected datagrams.
+//! What the edge's tasks share for `edge status` and `edge trace`: counters, the link, the
+//! last datagram received and rejected, the recent events' history; and rate-limited logging
+//! of rejected datagrams.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -8,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use warren_daemon::refusals::Refusals;
+
+use crate::history::History;
 
 /// Monotonic counters, since the daemon started.
 #[derive(Debug, Default)]
@@ -26,8 +30,34 @@ pub struct Stats {
     pub dropped_oldest: AtomicU64,
     /// Events sent and awaiting the hub's ack (a gauge).
     pub in_flight: AtomicU64,
+    /// The recent events, for `edge trace`.
+    pub history: History,
     rejected: Refusals,
     link: Mutex<Link>,
+    last_datagram: Mutex<Option<Datagram>>,
+    last_rejected: Mutex<Option<Rejection>>,
+}
+
+/// A datagram received: "is the edge listening on that address?"
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datagram {
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// From where.
+    pub source: String,
+}
+
+/// A datagram refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// From where.
+    pub source: String,
+    /// The counter it went to (`bad_signature`, `source_not_allowed`, …).
+    pub reason: String,
+    /// The details.
+    pub detail: String,
 }
 
 /// The state of the link to the hub.
@@ -62,9 +92,33 @@ pub struct Counters {
 
 impl Stats {
     /// Counts a refused datagram and logs it, at most once per reason per 10 s (with the number
-    /// of others since).
+    /// of others since); it becomes the last rejected one.
     pub fn reject(&self, reason: &'static str, source: SocketAddr, detail: &dyn Display) {
         self.rejected.refuse("a datagram", reason, &source, detail);
+        *lock(&self.last_rejected) = Some(Rejection {
+            at_ms: crate::now_ms(),
+            source: source.to_string(),
+            reason: reason.to_owned(),
+            detail: detail.to_string(),
+        });
+    }
+
+    /// Notes a datagram received from `source`, before any check.
+    pub fn received(&self, source: SocketAddr, at_ms: u64) {
+        *lock(&self.last_datagram) = Some(Datagram {
+            at_ms,
+            source: source.to_string(),
+        });
+    }
+
+    /// The last datagram received.
+    pub fn last_datagram(&self) -> Option<Datagram> {
+        lock(&self.last_datagram).clone()
+    }
+
+    /// The last datagram rejected.
+    pub fn last_rejected(&self) -> Option<Rejection> {
+        lock(&self.last_rejected).clone()
     }
 
     /// Counts `n` events refused for `reason` after decoding (logged by the caller).

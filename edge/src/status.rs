@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warren_daemon::nagios::{self, Metric, State};
+use warren_proto::EventId;
 
+use crate::history::EdgeTrace;
 use crate::queue::Queue;
-use crate::stats::{Counters, Link, Stats};
+use crate::stats::{Counters, Datagram, Link, Rejection, Stats};
 
 /// What `edge status --json` prints.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,6 +44,12 @@ pub struct EdgeStatus {
     /// What needs attention before it fails: a client certificate that ends within 30 days.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The last datagram received, accepted or not.
+    #[serde(default)]
+    pub last_datagram: Option<Datagram>,
+    /// The last datagram rejected, and why.
+    #[serde(default)]
+    pub last_rejected: Option<Rejection>,
 }
 
 /// What the daemon needs to answer status queries.
@@ -91,6 +99,19 @@ impl Source {
                 })
                 .into_iter()
                 .collect(),
+            last_datagram: self.stats.last_datagram(),
+            last_rejected: self.stats.last_rejected(),
+        }
+    }
+
+    /// What the edge knows of event `id` (reads the queue: blocking).
+    pub fn trace(&self, id: EventId) -> EdgeTrace {
+        EdgeTrace {
+            id,
+            edge_id: self.edge_id.clone(),
+            record: self.stats.history.get(&id),
+            queued: self.queue.contains(&id).unwrap_or(false),
+            connected: self.stats.link().connected,
         }
     }
 }
@@ -190,6 +211,19 @@ pub fn human(s: &EdgeStatus) -> String {
         out += &format!("last error: {e}\n");
     }
     out += &format!("listening: {}\n", s.listen.join(", "));
+    out += &match &s.last_datagram {
+        Some(d) => format!("last datagram: {} ago from {}\n", ago(d.at_ms), d.source),
+        None => "last datagram: none since the edge started\n".to_owned(),
+    };
+    if let Some(r) = &s.last_rejected {
+        out += &format!(
+            "last rejected: {} ago from {}: {} ({})\n",
+            ago(r.at_ms),
+            r.source,
+            r.reason,
+            r.detail
+        );
+    }
     let oldest = s.oldest_age_ms.map_or("-".to_owned(), |a| {
         humantime::format_duration(Duration::from_secs(a / 1000)).to_string()
     });

@@ -351,14 +351,7 @@ fn dead_letters(command: DeadLetterCommand) -> ExitCode {
         }
         Control::ListDeadLetters { .. } => {
             for d in &reply.dead_letters {
-                let at =
-                    chrono::DateTime::from_timestamp_millis(i64::try_from(d.at_ms).unwrap_or(0))
-                        .map(|t| {
-                            t.with_timezone(&chrono::Local)
-                                .format("%Y-%m-%d %H:%M:%S")
-                                .to_string()
-                        })
-                        .unwrap_or_default();
+                let at = warren_daemon::cli::local_time(d.at_ms);
                 println!(
                     "#{:<6} {at}  {:<12} {} attempts  {:?}  {}  event {}",
                     d.seq, d.notifier, d.attempts, d.title, d.error, d.id

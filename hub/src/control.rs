@@ -77,13 +77,9 @@ pub struct Control {
 impl Control {
     /// The answer to `r` (blocking: it reads the store).
     pub fn answer(&self, r: &Request) -> Vec<u8> {
-        let command = if r.body.iter().all(u8::is_ascii_whitespace) {
-            Command::Status
-        } else {
-            match serde_json::from_slice(&r.body) {
-                Ok(c) => c,
-                Err(e) => return reply(Err(format!("unreadable request: {e}"))),
-            }
+        let command = match r.command() {
+            Ok(c) => c.unwrap_or(Command::Status),
+            Err(e) => return reply(Err(e)),
         };
         let changes = matches!(
             command,

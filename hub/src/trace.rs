@@ -6,6 +6,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use warren_daemon::cli::local_time as time;
+
 use serde::{Deserialize, Serialize};
 use warren_proto::{Event, EventId};
 
@@ -132,6 +134,9 @@ pub struct Trace {
     pub steps: Vec<Step>,
 }
 
+/// Lines under a time stamp start under its end.
+const INDENT: &str = "                         ";
+
 /// What `hub trace` prints for an id the hub has no record of.
 pub fn unknown(id: &EventId, window: Duration) -> String {
     format!(
@@ -183,7 +188,7 @@ pub fn human(t: &Trace) -> String {
                 if let Some(first) = routing.first_seen {
                     let _ = writeln!(
                         out,
-                        "              source {} for this user",
+                        "{INDENT}source {} for this user",
                         if first {
                             "never seen before"
                         } else {
@@ -192,10 +197,10 @@ pub fn human(t: &Trace) -> String {
                     );
                 }
                 if routing.routes.is_empty() {
-                    out += "              no route is configured: nothing to deliver\n";
+                    let _ = writeln!(out, "{INDENT}no route is configured: nothing to deliver");
                 }
                 for r in &routing.routes {
-                    let _ = writeln!(out, "              {}", route(r));
+                    let _ = writeln!(out, "{INDENT}{}", route(r));
                 }
             }
             Step::Duplicates {
@@ -293,15 +298,4 @@ fn route(r: &RouteOutcome) -> String {
             format!("route[{route}] matched → {}", notifiers.join(", "))
         }
     }
-}
-
-/// Local time with milliseconds.
-fn time(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0))
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S%.3f")
-                .to_string()
-        })
-        .unwrap_or_default()
 }

@@ -221,6 +221,9 @@ max_backoff = "2s"
 warren is running. Try:
   send a login:   PAM_USER=eve {run} hare -- {home}
   send an alert:  {run} hare -- alert --title "Power" --message "Mains lost" --priority 2 {remote}
+  send a test:    {run} hare -- test {home}
+  follow it:      {run} warren-hub -- trace --socket {hub_sock} ID
+                  {run} warren-edge -- trace --socket {home_sock} ID
   edge status:    {run} warren-edge -- status --socket {home_sock}
   hub status:     {run} warren-hub -- status --socket {hub_sock}
   legacy topic:   mosquitto_sub -p {local_port} -t logging/hare -v

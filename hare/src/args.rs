@@ -28,7 +28,7 @@ options:
 pub enum Command {
     Help,
     Version,
-    Send(Options),
+    Send(Box<Options>),
 }
 
 /// What the command line asked for; the settings file fills what it leaves out.
@@ -138,7 +138,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     {
         return Err(usage("`hare alert` needs --title or --message"));
     }
-    Ok(Command::Send(opts))
+    Ok(Command::Send(Box::new(opts)))
 }
 
 #[cfg(test)]

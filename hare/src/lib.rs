@@ -32,7 +32,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             println!("hare {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Send(opts)) => opts,
+        Ok(Command::Send(opts)) => *opts,
         Err(e) => {
             report::error(&format!("{e}\n\n{}", args::USAGE));
             return ExitCode::from(2);

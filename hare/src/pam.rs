@@ -108,15 +108,23 @@ pub fn alert_event(alert: &Alert, hostname: &str) -> Event {
 }
 
 /// A `test` event for `hare test`: the fields of a login from this host, so it takes the routes
-/// such a login takes. Unset, the user is whoever ran it (through sudo too), the service sshd,
-/// and the source the ssh client this shell came from, if any.
+/// such a login takes. Unset, the user is whoever ran it (through sudo too; `ID` stands for
+/// `id -un`), the service sshd, and the source the ssh client this shell came from, if any.
 pub fn test_event(probe: &Probe, hostname: &str) -> Event {
-    test_event_from(probe, hostname, |name| std::env::var(name).ok())
+    test_event_from(probe, hostname, |name| match name {
+        // The environment may name no one (cron, a bare `su`); `id` always can.
+        "ID" => std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+        _ => std::env::var(name).ok(),
+    })
 }
 
 fn test_event_from(probe: &Probe, hostname: &str, get: impl Fn(&str) -> Option<String>) -> Event {
     let user = probe.user.clone().or_else(|| {
-        ["SUDO_USER", "USER", "LOGNAME"]
+        ["SUDO_USER", "USER", "LOGNAME", "ID"]
             .into_iter()
             .find_map(|v| get(v).filter(|u| !u.is_empty()))
     });

@@ -136,6 +136,61 @@ fn alert_for_scripts() {
 }
 
 #[test]
+fn test_sends_a_signed_test_event_and_prints_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("hare.key");
+    std::fs::write(&key, KEY_FILE).unwrap();
+    let (sock, addr) = listener();
+    let out = hare(
+        &[
+            "test",
+            "--legacy",
+            "--key-file",
+            key.to_str().unwrap(),
+            &addr,
+        ],
+        &[
+            ("SUDO_USER", b"dan"),
+            ("SSH_CLIENT", b"192.0.2.10 50000 22"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let raw = recv(&sock);
+    let d = Datagram::decode(&raw).unwrap();
+    assert_eq!(
+        (d.version, d.event.kind()),
+        (2, &Kind::Test),
+        "never legacy"
+    );
+    assert_eq!(d.event.get_str("user"), Some("dan"));
+    assert_eq!(d.event.get_str("rhost"), Some("192.0.2.10"));
+    let mut v = Verifier::new(KeySet::parse(KEY_FILE).unwrap(), false, 60);
+    assert_eq!(v.check(&raw, &d, d.event.tst()), Ok(true));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("test event {} sent to {addr}", d.id))
+            && stdout.contains(&format!("hub trace {}", d.id)),
+        "{stdout}"
+    );
+    nothing_more(&sock);
+}
+
+#[test]
+fn a_failed_test_says_so_where_a_login_carries_on() {
+    let bad = "hub:notaport";
+    let test = hare(&["test", bad], &[]);
+    assert_eq!(test.status.code(), Some(1), "{test:?}");
+    assert!(
+        String::from_utf8_lossy(&test.stderr).contains(bad),
+        "{test:?}"
+    );
+    assert!(
+        hare(&[bad], SSH_LOGIN).status.success(),
+        "a login is never held up"
+    );
+}
+
+#[test]
 fn close_session_is_silent_unless_logout_is_asked() {
     let (sock, addr) = listener();
     let close = [("PAM_TYPE", &b"close_session"[..]), ("PAM_USER", b"dan")];

@@ -152,8 +152,6 @@ pub fn unknown(id: &EventId, window: Duration) -> String {
 /// The trace for people.
 pub fn human(t: &Trace) -> String {
     let mut out = String::new();
-    let mut delivered = 0;
-    let mut dead = 0;
     for step in &t.steps {
         match step {
             Step::Received {
@@ -179,11 +177,11 @@ pub fn human(t: &Trace) -> String {
                 );
                 let _ = writeln!(
                     out,
-                    "{}  received from edge {edge} (site {site}), which took it from {remote}{} \
-                     at {}",
+                    "{}  received from edge {edge} (site {site}); the edge took it from {remote} \
+                     at {} ({})",
                     time(*at_ms),
-                    if *signed { ", signed" } else { "" },
                     time(*edge_received_ms),
+                    if *signed { "signed" } else { "unsigned" },
                 );
                 if let Some(first) = routing.first_seen {
                     let _ = writeln!(
@@ -222,16 +220,12 @@ pub fn human(t: &Trace) -> String {
                 result,
             } => {
                 let what = match result {
-                    AttemptResult::Delivered => {
-                        delivered += 1;
-                        "delivered".to_owned()
-                    }
+                    AttemptResult::Delivered => "delivered".to_owned(),
                     AttemptResult::Failed { error, retry_in_ms } => format!(
                         "failed: {error}; retry in {}",
                         humantime::format_duration(Duration::from_millis(*retry_in_ms))
                     ),
                     AttemptResult::DeadLetter { error, fallback } => {
-                        dead += 1;
                         let handed = fallback
                             .as_ref()
                             .map(|f| format!(", handed to {f}"))
@@ -247,26 +241,61 @@ pub fn human(t: &Trace) -> String {
             }
         }
     }
-    let queued: usize = t
-        .steps
-        .iter()
-        .map(|s| match s {
-            Step::Received { routing, .. } => routing
-                .routes
-                .iter()
-                .map(|r| match r {
-                    RouteOutcome::Fired { notifiers, .. } => notifiers.len(),
-                    _ => 0,
-                })
-                .sum(),
-            _ => 0,
-        })
-        .sum();
-    let _ = writeln!(
-        out,
-        "summary: {queued} deliveries queued, {delivered} delivered, {dead} dead letters"
-    );
+    let _ = writeln!(out, "outcome: {}", outcome(t));
     out
+}
+
+/// Where each delivery stands: its last attempt's result, in the order they were made.
+fn outcome(t: &Trace) -> String {
+    fn note<'a>(
+        last: &mut Vec<(&'a str, Option<&'a AttemptResult>)>,
+        name: &'a str,
+        result: Option<&'a AttemptResult>,
+    ) {
+        let i = last
+            .iter()
+            .position(|(n, _)| *n == name)
+            .unwrap_or_else(|| {
+                last.push((name, None));
+                last.len() - 1
+            });
+        if result.is_some() {
+            last[i].1 = result;
+        }
+    }
+    let mut last = Vec::new();
+    for step in &t.steps {
+        match step {
+            Step::Received { routing, .. } => {
+                for r in &routing.routes {
+                    if let RouteOutcome::Fired { notifiers, .. } = r {
+                        for n in notifiers {
+                            note(&mut last, n, None);
+                        }
+                    }
+                }
+            }
+            Step::Attempt {
+                notifier, result, ..
+            } => note(&mut last, notifier, Some(result)),
+            Step::Duplicates { .. } => {}
+        }
+    }
+    if last.is_empty() {
+        return "nothing to deliver".to_owned();
+    }
+    last.iter()
+        .map(|(name, result)| {
+            let state = match result {
+                None => "pending, not tried yet",
+                Some(AttemptResult::Delivered) => "delivered",
+                Some(AttemptResult::Failed { .. }) => "pending, retrying",
+                Some(AttemptResult::DeadLetter { .. }) => "gave up (dead letter)",
+            };
+            format!("{name} {state}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn route(r: &RouteOutcome) -> String {
@@ -297,5 +326,71 @@ fn route(r: &RouteOutcome) -> String {
         RouteOutcome::Fired { route, notifiers } => {
             format!("route[{route}] matched → {}", notifiers.join(", "))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outcome_is_each_deliverys_last_attempt() {
+        let attempt = |notifier: &str, attempt, result| Step::Attempt {
+            at_ms: 1,
+            notifier: notifier.into(),
+            attempt,
+            result,
+        };
+        let fired = |route, notifiers: &[&str]| RouteOutcome::Fired {
+            route,
+            notifiers: notifiers.iter().map(|n| (*n).to_owned()).collect(),
+        };
+        let t = Trace {
+            id: EventId::from_bytes([7; 16]),
+            steps: vec![
+                Step::Received {
+                    at_ms: 1,
+                    edge: "gw".into(),
+                    site: "home".into(),
+                    edge_received_ms: 1,
+                    remote: "127.0.0.1".into(),
+                    signed: true,
+                    event: Event::new(warren_proto::Kind::Test, 1),
+                    routing: Routing {
+                        first_seen: None,
+                        routes: vec![fired(0, &["mail", "push"]), fired(1, &["log"])],
+                    },
+                },
+                attempt(
+                    "push",
+                    1,
+                    AttemptResult::DeadLetter {
+                        error: "HTTP 401".into(),
+                        fallback: Some("mail".into()),
+                    },
+                ),
+                attempt(
+                    "mail",
+                    1,
+                    AttemptResult::Failed {
+                        error: "timeout".into(),
+                        retry_in_ms: 1000,
+                    },
+                ),
+                attempt("mail", 2, AttemptResult::Delivered),
+            ],
+        };
+        assert_eq!(
+            outcome(&t),
+            "mail delivered; push gave up (dead letter); log pending, not tried yet"
+        );
+        let human = human(&t);
+        assert!(
+            human.contains("route[0] matched → mail, push")
+                && human.contains(
+                    "push: attempt 1 gave up: HTTP 401; kept as a dead letter, handed to mail"
+                ),
+            "{human}"
+        );
     }
 }

@@ -21,7 +21,7 @@ pub struct Record {
     /// When the edge accepted it, ms since the epoch.
     pub accepted_ms: u64,
     /// The datagram's source; unknown for an event queued before a restart.
-    pub source: Option<String>,
+    pub source: Option<SocketAddr>,
     /// The same id received again while remembered.
     pub duplicates: u32,
     /// Times published to the hub.
@@ -72,7 +72,7 @@ impl History {
         if known {
             r.duplicates += 1;
         } else {
-            r.source = Some(source.to_string());
+            r.source = Some(source);
         }
     }
 
@@ -142,10 +142,10 @@ pub fn human(t: &EdgeTrace) -> String {
         };
         return out;
     };
-    let from = r
-        .source
-        .as_deref()
-        .unwrap_or("a sender before the last restart");
+    let from = r.source.map_or_else(
+        || "a sender before the last restart".to_owned(),
+        |s| s.to_string(),
+    );
     let _ = writeln!(out, "{}  accepted from {from}", time(r.accepted_ms));
     if r.duplicates > 0 {
         let _ = writeln!(out, "received {} more time(s), queued once", r.duplicates);
@@ -200,7 +200,7 @@ mod tests {
             r,
             Record {
                 accepted_ms: 10,
-                source: Some("192.0.2.1:4000".into()),
+                source: Some(src),
                 duplicates: 1,
                 sends: 2,
                 first_sent_ms: Some(12),

@@ -44,7 +44,7 @@ pub struct Datagram {
     /// When, ms since the epoch.
     pub at_ms: u64,
     /// From where.
-    pub source: String,
+    pub source: SocketAddr,
 }
 
 /// A datagram refused, and why.
@@ -53,7 +53,7 @@ pub struct Rejection {
     /// When, ms since the epoch.
     pub at_ms: u64,
     /// From where.
-    pub source: String,
+    pub source: SocketAddr,
     /// The counter it went to (`bad_signature`, `source_not_allowed`, …).
     pub reason: String,
     /// The details.
@@ -97,7 +97,7 @@ impl Stats {
         self.rejected.refuse("a datagram", reason, &source, detail);
         *lock(&self.last_rejected) = Some(Rejection {
             at_ms: crate::now_ms(),
-            source: source.to_string(),
+            source,
             reason: reason.to_owned(),
             detail: detail.to_string(),
         });
@@ -105,10 +105,7 @@ impl Stats {
 
     /// Notes a datagram received from `source`, before any check.
     pub fn received(&self, source: SocketAddr, at_ms: u64) {
-        *lock(&self.last_datagram) = Some(Datagram {
-            at_ms,
-            source: source.to_string(),
-        });
+        *lock(&self.last_datagram) = Some(Datagram { at_ms, source });
     }
 
     /// The last datagram received.

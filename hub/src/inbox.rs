@@ -501,8 +501,8 @@ impl Inbox {
         Ok(None)
     }
 
-    /// A delivery of event `id` succeeded (`step` says when): forget it, durably, so a crash cannot repeat
-    /// it.
+    /// A delivery of event `id` succeeded (`step` says when): forget it, durably, so a crash
+    /// cannot repeat it.
     ///
     /// # Errors
     /// When sled or the fsync fails.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use warren_daemon::cli::local_time as time;
 
 use serde::{Deserialize, Serialize};
-use warren_proto::{Event, EventId};
+use warren_proto::{Event, EventId, Kind};
 
 /// What one route (by its index in the config) made of an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,17 +164,7 @@ pub fn human(t: &Trace) -> String {
                 event,
                 routing,
             } => {
-                let f = |n| event.get_str(n).unwrap_or("-");
-                let _ = writeln!(
-                    out,
-                    "event {}: {} of {} on {} ({}) from {}",
-                    t.id,
-                    event.kind(),
-                    f("user"),
-                    f("hostname"),
-                    f("service"),
-                    f("rhost"),
-                );
+                let _ = writeln!(out, "event {}: {}", t.id, summary(event));
                 let _ = writeln!(
                     out,
                     "{}  received from edge {edge} (site {site}); the edge took it from {remote} \
@@ -243,6 +233,33 @@ pub fn human(t: &Trace) -> String {
     }
     let _ = writeln!(out, "outcome: {}", outcome(t));
     out
+}
+
+/// What happened, in a few words: a session's who, where and from where; anything else's
+/// title or message.
+fn summary(event: &Event) -> String {
+    let f = |n| event.get_str(n).filter(|v| !v.is_empty());
+    match event.kind() {
+        Kind::Login | Kind::Logout | Kind::Test => format!(
+            "{} of {} on {} ({}) from {}",
+            event.kind(),
+            f("user").unwrap_or("-"),
+            f("hostname").unwrap_or("-"),
+            f("service").unwrap_or("-"),
+            f("rhost").unwrap_or("-"),
+        ),
+        kind => {
+            let what = [f("title"), f("message")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ");
+            match f("hostname") {
+                Some(host) => format!("{kind} on {host}: {what}"),
+                None => format!("{kind}: {what}"),
+            }
+        }
+    }
 }
 
 /// Where each delivery stands: its last attempt's result, in the order they were made.
@@ -334,6 +351,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_summary_fits_the_kind() {
+        let mut login = Event::new(Kind::Login, 1);
+        login
+            .set_str("user", Some("dan"))
+            .set_str("hostname", Some("web"))
+            .set_str("service", Some("sshd"));
+        assert_eq!(summary(&login), "login of dan on web (sshd) from -");
+        let mut alert = Event::new(Kind::Alert, 1);
+        alert
+            .set_str("hostname", Some("ups"))
+            .set_str("title", Some("Power"))
+            .set_str("message", Some("Mains lost"));
+        assert_eq!(summary(&alert), "alert on ups: Power: Mains lost");
+    }
+
+    #[test]
     fn the_outcome_is_each_deliverys_last_attempt() {
         let attempt = |notifier: &str, attempt, result| Step::Attempt {
             at_ms: 1,
@@ -355,7 +388,7 @@ mod tests {
                     edge_received_ms: 1,
                     remote: "127.0.0.1".into(),
                     signed: true,
-                    event: Event::new(warren_proto::Kind::Test, 1),
+                    event: Event::new(Kind::Test, 1),
                     routing: Routing {
                         first_seen: None,
                         routes: vec![fired(0, &["mail", "push"]), fired(1, &["log"])],

@@ -210,6 +210,61 @@ fn a_test_event_is_traced_from_hare_to_every_notifier() {
 }
 
 #[test]
+fn a_test_sent_to_two_edges_is_notified_once_and_traced_as_a_duplicate() {
+    let t = Topology::new();
+    let (a, b) = (t.edge("gw", None), t.edge("gw2", None));
+    for edge in [&a, &b] {
+        wait_for("the edges to connect", WAIT, || {
+            edge.status().link.connected.then_some(())
+        });
+    }
+    let out = Command::new(bin("hare"))
+        .args(["test", "--config", "/dev/null", "--user", "dan"])
+        .args([a.udp.to_string(), b.udp.to_string()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = text(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let trace = wait_for("both copies at the hub, and the delivery", WAIT, || {
+        hub_trace(&t, &id).filter(|t| {
+            !attempts(t, "sshd_log").is_empty()
+                && t.steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Duplicates { count: 1, .. }))
+        })
+    });
+    let (first, dup) = match trace.steps.as_slice() {
+        [
+            Step::Received { edge, .. },
+            ..,
+            Step::Duplicates { last_edge, .. },
+        ] => (edge, last_edge),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(first, dup, "one copy from each edge");
+    let human = text(
+        &run(
+            "hub",
+            &["trace", "--config", t.hub.config.to_str().unwrap(), &id],
+        )
+        .stdout,
+    );
+    assert!(
+        human.contains(&format!(
+            "received 1 more time(s) inside the dedup window, last from edge {dup}"
+        )),
+        "{human}"
+    );
+    assert_eq!(attempts(&trace, "sshd_log"), [&AttemptResult::Delivered]);
+    assert_eq!(t.lines().len(), 1, "{:?}", t.lines());
+}
+
+#[test]
 fn an_unknown_id_says_so_and_what_to_check_next() {
     let t = Topology::new();
     let edge = t.edge("gw", None);

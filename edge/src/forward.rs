@@ -62,7 +62,12 @@ pub async fn run(
     wake: Arc<Notify>,
     stop: CancellationToken,
 ) -> Result<(), EdgeError> {
-    let (client, eventloop) = AsyncClient::new(mqtt_options(&cfg, secrets), cfg.window.max(16));
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, secrets), cfg.window.max(16));
+    // Events are small packets: Nagle would hold one back until the hub's delayed ACK (40 ms)
+    // whenever an earlier one is still unacknowledged.
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     // Unbounded so the driver never blocks: it carries acks for at most `window` events.
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
     let driver_stop = CancellationToken::new();

@@ -120,7 +120,13 @@ pub fn connect(o: &BusOptions) -> (AsyncClient, EventLoop) {
     if let Some(tls) = &o.tls {
         m.set_transport(Transport::tls_with_config(tls.clone()));
     }
-    AsyncClient::new(m, REQUEST_CAPACITY)
+    let (client, mut eventloop) = AsyncClient::new(m, REQUEST_CAPACITY);
+    // Acks and events are small packets: Nagle would hold one back until the peer's delayed
+    // ACK (40 ms) whenever an earlier one is still unacknowledged.
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    (client, eventloop)
 }
 
 /// Polls the event loop until `stop`: subscribes after every ConnAck (sessions are clean: the

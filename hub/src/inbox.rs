@@ -5,8 +5,9 @@
 //! - `t` + received-ms + event id: the same, in time order, for pruning;
 //! - `o` + notifier + `\0` + seq → [`OutboxEntry`]: deliveries still to make;
 //! - `d` + seq → a dead letter: deliveries given up on;
-//! - `x` + event id + step number → a [`Step`] of the event's trace (`hub trace`), forgotten
-//!   with the id's dedup record;
+//! - `x` + received-ms + event id + step number → a [`Step`] of the event's trace (`hub
+//!   trace`), found through the id's `s` record and forgotten with it; time first, so a
+//!   batch's traces land together rather than on a random page each;
 //! - the [`Space`]s other modules keep their state in (known sources, throttles, presence),
 //!   written through a [`Tx`] in the same batch as the events that change them.
 //!
@@ -214,7 +215,9 @@ impl Tx<'_> {
                 .map(u64::from_be_bytes);
             if seen_at.is_some_and(|t| t.saturating_add(window_ms) >= now_ms) {
                 out.duplicates += 1;
-                self.trace_duplicate(e, now_ms)?;
+                if let Some(first_ms) = seen_at {
+                    self.trace_duplicate(e, first_ms, now_ms)?;
+                }
                 continue;
             }
             if seen_at.is_none() {
@@ -233,11 +236,11 @@ impl Tx<'_> {
                 edge_received_ms: e.received,
                 remote: e.remote.clone(),
                 signed: e.signed,
-                event: e.event.clone(),
+                what: crate::trace::summary(&e.event),
                 routing,
             };
             self.raw_put(
-                trace_key(&e.id, self.db.generate_id()?).to_vec(),
+                trace_key(now_ms, &e.id, self.db.generate_id()?).to_vec(),
                 encode(&step),
             );
             out.new.push(i);
@@ -247,8 +250,13 @@ impl Tx<'_> {
 
     /// Counts a duplicate in the id's one [`Step::Duplicates`] record, so resends cannot grow
     /// a trace without bound.
-    fn trace_duplicate(&mut self, e: &Envelope, now_ms: u64) -> Result<(), InboxError> {
-        let key = trace_key(&e.id, DUPLICATES_STEP);
+    fn trace_duplicate(
+        &mut self,
+        e: &Envelope,
+        first_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), InboxError> {
+        let key = trace_key(first_ms, &e.id, DUPLICATES_STEP);
         let count = match self.raw_get(&key)?.map(|v| serde_json::from_slice(&v)) {
             Some(Ok(Step::Duplicates { count, .. })) => count,
             _ => 0,
@@ -548,10 +556,22 @@ impl Inbox {
     /// Adds an attempt's `step` to its event's trace in `batch`, if the event still has one
     /// (it is gone once the dedup window forgets the id; a digest never had one).
     fn trace(&self, batch: &mut sled::Batch, id: &EventId, step: &Step) -> Result<(), InboxError> {
-        if self.db.contains_key(seen_key(id))? {
-            batch.insert(&trace_key(id, self.db.generate_id()?), encode(step));
+        if let Some(ms) = self.seen_ms(id)? {
+            batch.insert(
+                trace_key(ms, id, self.db.generate_id()?).as_slice(),
+                encode(step),
+            );
         }
         Ok(())
+    }
+
+    /// When event `id` was recorded, if it is inside the dedup window.
+    fn seen_ms(&self, id: &EventId) -> Result<Option<u64>, InboxError> {
+        Ok(self
+            .db
+            .get(seen_key(id))?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map(u64::from_be_bytes))
     }
 
     /// The trace of event `id`, if the hub has one.
@@ -559,15 +579,18 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn trace_of(&self, id: &EventId) -> Result<Option<Trace>, InboxError> {
+        let Some(ms) = self.seen_ms(id)? else {
+            return Ok(None);
+        };
         let mut steps = Vec::new();
-        for item in self.db.scan_prefix(trace_prefix(id)) {
+        for item in self.db.scan_prefix(trace_prefix(ms, id)) {
             let (_, value) = item?;
             match serde_json::from_slice(&value) {
                 Ok(step) => steps.push(step),
                 Err(error) => tracing::warn!(%id, %error, "Unreadable trace step skipped."),
             }
         }
-        Ok((!steps.is_empty()).then(|| Trace { id: *id, steps }))
+        Ok((!steps.is_empty()).then_some(Trace { id: *id, steps }))
     }
 
     /// Moves a delivery to the dead letters and, if `fallback` is given, hands it to that
@@ -735,7 +758,7 @@ impl Inbox {
         Ok(n)
     }
 
-    /// Forgets ids recorded before `before_ms`, with their traces; returns how many.
+    /// Forgets ids recorded before `before_ms`, and their traces; returns how many ids.
     ///
     /// # Errors
     /// When sled fails.
@@ -757,19 +780,15 @@ impl Inbox {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes);
             // The id may have been seen again (after the window) under a later time key.
-            let current = self
-                .db
-                .get(seen_key(&id))?
-                .and_then(|v| v.as_ref().try_into().ok())
-                .map(u64::from_be_bytes);
-            if current == ts {
+            if self.seen_ms(&id)? == ts {
                 batch.remove(&seen_key(&id));
-                for step in self.db.scan_prefix(trace_prefix(&id)).keys() {
-                    batch.remove(step?);
-                }
                 n += 1;
             }
             batch.remove(key);
+        }
+        let end = trace_prefix(before_ms, &EventId::from_bytes([0; 16]));
+        for key in self.db.range([TRACE].as_slice()..end.as_slice()).keys() {
+            batch.remove(key?);
         }
         self.db.apply_batch(batch)?;
         let mut counts = self.lock();
@@ -862,16 +881,17 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-fn trace_prefix(id: &EventId) -> [u8; 17] {
-    let mut k = [TRACE; 17];
-    k[1..].copy_from_slice(id.as_bytes());
+fn trace_prefix(ms: u64, id: &EventId) -> [u8; 25] {
+    let mut k = [TRACE; 25];
+    k[1..9].copy_from_slice(&ms.to_be_bytes());
+    k[9..].copy_from_slice(id.as_bytes());
     k
 }
 
-fn trace_key(id: &EventId, step: u64) -> [u8; 25] {
-    let mut k = [TRACE; 25];
-    k[1..17].copy_from_slice(id.as_bytes());
-    k[17..].copy_from_slice(&step.to_be_bytes());
+fn trace_key(ms: u64, id: &EventId, step: u64) -> [u8; 33] {
+    let mut k = [TRACE; 33];
+    k[..25].copy_from_slice(&trace_prefix(ms, id));
+    k[25..].copy_from_slice(&step.to_be_bytes());
     k
 }
 
@@ -991,17 +1011,12 @@ mod tests {
             .commit(std::slice::from_ref(&a), 1400, 500, route_to(&["f"]))
             .unwrap();
         assert_eq!(c.duplicates, 1, "inside the window, across a restart");
-        let c = inbox
-            .commit(std::slice::from_ref(&a), 1600, 500, route_to(&["f"]))
-            .unwrap();
-        assert_eq!(c.new, [0], "past the window the id is new again");
         let a_steps = steps(&inbox, &a.id);
         assert!(
             matches!(
                 a_steps.as_slice(),
                 [
                     Step::Received { at_ms: 1000, .. },
-                    Step::Received { at_ms: 1600, .. },
                     Step::Duplicates {
                         count: 2,
                         last_ms: 1400,
@@ -1011,13 +1026,24 @@ mod tests {
             ),
             "{a_steps:?}"
         );
+        let c = inbox
+            .commit(std::slice::from_ref(&a), 1600, 500, route_to(&["f"]))
+            .unwrap();
+        assert_eq!(c.new, [0], "past the window the id is new again");
+        let a_steps = steps(&inbox, &a.id);
+        assert!(
+            matches!(a_steps.as_slice(), [Step::Received { at_ms: 1600, .. }]),
+            "a new trace: {a_steps:?}"
+        );
         assert_eq!(inbox.prune(1500).unwrap(), 1, "b was seen at 1000");
         assert_eq!(inbox.seen_count(), 1);
         assert!(inbox.trace_of(&b.id).unwrap().is_none(), "forgotten with b");
-        assert!(
-            inbox.trace_of(&a.id).unwrap().is_some(),
-            "a is still in the window"
+        assert_eq!(
+            inbox.db.scan_prefix(trace_prefix(1000, &a.id)).count(),
+            0,
+            "a's first trace is gone too"
         );
+        assert_eq!(steps(&inbox, &a.id).len(), 1, "a's second trace stays");
     }
 
     #[test]

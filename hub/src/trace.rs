@@ -97,8 +97,9 @@ pub enum Step {
         remote: String,
         /// Whether it was signed.
         signed: bool,
-        /// The event.
-        event: Event,
+        /// What happened, in a few words ([`summary`]): the event itself is not kept, which
+        /// keeps this record small on the inbox's hot path.
+        what: String,
         /// What the routes made of it.
         routing: Routing,
     },
@@ -161,10 +162,10 @@ pub fn human(t: &Trace) -> String {
                 edge_received_ms,
                 remote,
                 signed,
-                event,
+                what,
                 routing,
             } => {
-                let _ = writeln!(out, "event {}: {}", t.id, summary(event));
+                let _ = writeln!(out, "event {}: {what}", t.id);
                 let _ = writeln!(
                     out,
                     "{}  received from edge {edge} (site {site}); the edge took it from {remote} \
@@ -237,7 +238,7 @@ pub fn human(t: &Trace) -> String {
 
 /// What happened, in a few words: a session's who, where and from where; anything else's
 /// title or message.
-fn summary(event: &Event) -> String {
+pub fn summary(event: &Event) -> String {
     let f = |n| event.get_str(n).filter(|v| !v.is_empty());
     match event.kind() {
         Kind::Login | Kind::Logout | Kind::Test => format!(
@@ -388,7 +389,7 @@ mod tests {
                     edge_received_ms: 1,
                     remote: "127.0.0.1".into(),
                     signed: true,
-                    event: Event::new(Kind::Test, 1),
+                    what: "test".into(),
                     routing: Routing {
                         first_seen: None,
                         routes: vec![fired(0, &["mail", "push"]), fired(1, &["log"])],

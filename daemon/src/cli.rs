@@ -127,6 +127,22 @@ pub fn socket(
     }
 }
 
+/// Sends `command` as JSON to the daemon's status socket (from [`socket`]) and reads its
+/// answer.
+///
+/// # Errors
+/// A message saying what went wrong: no socket, nothing listening, a bad answer.
+pub fn ask<C: Serialize, T: DeserializeOwned>(
+    daemon: &str,
+    args: &StatusArgs,
+    socket_in: impl FnOnce(&Path) -> Result<PathBuf, String>,
+    command: &C,
+) -> Result<T, String> {
+    let path = socket(daemon, args, socket_in)?;
+    let body = serde_json::to_vec(command).map_err(|e| e.to_string())?;
+    crate::control::request(&path, daemon, &body)
+}
+
 /// A time in ms since the epoch as local time with milliseconds, for people.
 pub fn local_time(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
@@ -136,4 +152,28 @@ pub fn local_time(ms: u64) -> String {
                 .to_string()
         })
         .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// `text` with every control character but the newline escaped: what an event carries (a user
+/// name, an error quoting a server) must not drive the operator's terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(printable("dan\u{1b}[2J\r\nok"), "dan\\u{1b}[2J\\r\nok");
+    }
 }

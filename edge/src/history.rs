@@ -136,7 +136,8 @@ pub fn human(t: &EdgeTrace) -> String {
     let mut out = format!("event {} on edge {}\n", t.id, t.edge_id);
     let Some(r) = &t.record else {
         out += if t.queued {
-            "queued since before the edge last started; not sent since\n"
+            "queued; when it arrived is no longer remembered (a restart, or more than 10 000 \
+             events since), and it has not been sent since\n"
         } else {
             "no record\n"
         };

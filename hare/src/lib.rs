@@ -48,38 +48,54 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let deadline = started + settings.timeout;
     let sent = run(&opts, &settings, deadline);
     if opts.test.is_some() {
-        // Run by a person, who needs the id and an honest exit status.
-        return match sent {
-            Ok(id) => {
-                let id = id.map(|id| id.to_string()).unwrap_or_default();
-                println!(
-                    "test event {id} sent to {}\n\
-                     follow it on the hub:   hub trace {id}\n\
-                     and on the edge:        edge trace {id}",
-                    settings.destinations.join(", ")
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("hare: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return report_test(sent, &settings.destinations);
     }
-    if let Err(e) = sent {
-        report::error(&e);
+    match sent {
+        Ok(s) if !s.failures.is_empty() => report::error(&s.failures.join("; ")),
+        Ok(_) => {}
+        Err(e) => report::error(&e),
     }
     // Whatever happened, the login goes on.
     ExitCode::SUCCESS
 }
 
-/// Sends the event this run is for; returns its id, or `None` when there is nothing to report
-/// or the datagram carries no id (legacy).
-fn run(
-    opts: &Options,
-    settings: &config::Settings,
-    deadline: Instant,
-) -> Result<Option<EventId>, String> {
+/// What a run sent.
+#[derive(Default)]
+struct Sent {
+    /// The event's id; `None` when there was nothing to report or the datagram carries no id
+    /// (legacy).
+    id: Option<EventId>,
+    /// One message per destination it could not be sent to.
+    failures: Vec<String>,
+}
+
+/// `hare test` is run by a person, who needs the id (even when some destinations failed, the
+/// others have it) and an honest exit status.
+fn report_test(sent: Result<Sent, String>, destinations: &[String]) -> ExitCode {
+    let sent = match sent {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hare: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(id) = sent.id.filter(|_| sent.failures.len() < destinations.len()) {
+        println!(
+            "test event {id} sent to {}\n\
+             follow it on the hub:   hub trace {id}\n\
+             and on the edge:        edge trace {id}",
+            destinations.join(", ")
+        );
+    }
+    if sent.failures.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("hare: {}", sent.failures.join("; "));
+    ExitCode::FAILURE
+}
+
+/// Sends the event this run is for, if there is one.
+fn run(opts: &Options, settings: &config::Settings, deadline: Instant) -> Result<Sent, String> {
     let key = match &settings.key_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -103,7 +119,7 @@ fn run(
         (None, None) => {
             let Some(event) = pam::session_event(&pam::PamEnv::from_env(), &hostname, settings)
             else {
-                return Ok(None); // not a session we report, or an ignored user
+                return Ok(Sent::default()); // not a session we report, or an ignored user
             };
             event
         }
@@ -121,9 +137,5 @@ fn run(
         )
     };
     let failures = send::to_all(&settings.destinations, &bytes, deadline);
-    if failures.is_empty() {
-        Ok(id)
-    } else {
-        Err(failures.join("; "))
-    }
+    Ok(Sent { id, failures })
 }

@@ -188,6 +188,13 @@ fn a_failed_test_says_so_where_a_login_carries_on() {
         hare(&[bad], SSH_LOGIN).status.success(),
         "a login is never held up"
     );
+    // One good destination of two: it has the event, so the id is printed all the same.
+    let (sock, addr) = listener();
+    let partial = hare(&["test", &addr, bad], &[]);
+    assert_eq!(partial.status.code(), Some(1), "{partial:?}");
+    let id = Datagram::decode(&recv(&sock)).unwrap().id;
+    let stdout = String::from_utf8_lossy(&partial.stdout);
+    assert!(stdout.contains(&format!("hub trace {id}")), "{partial:?}");
 }
 
 #[test]

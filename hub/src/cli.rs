@@ -280,15 +280,16 @@ fn run(path: &Path) -> ExitCode {
 
 /// Sends `command` to the running hub; its answer, or what went wrong.
 fn ask(target: &StatusArgs, command: &Control) -> Result<Reply, String> {
-    warren_daemon::cli::socket("hub", target, |config| {
-        HubConfig::load(config)
-            .map(|c| c.status_socket)
-            .map_err(|e| e.to_string())
-    })
-    .and_then(|socket| {
-        let body = serde_json::to_vec(command).unwrap_or_default();
-        warren_daemon::control::request::<Reply>(&socket, "hub", &body)
-    })
+    warren_daemon::cli::ask(
+        "hub",
+        target,
+        |config| {
+            HubConfig::load(config)
+                .map(|c| c.status_socket)
+                .map_err(|e| e.to_string())
+        },
+        command,
+    )
 }
 
 fn trace(target: &StatusArgs, id: EventId) -> ExitCode {

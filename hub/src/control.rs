@@ -147,3 +147,51 @@ fn reply(r: Result<Reply, String>) -> Vec<u8> {
     });
     serde_json::to_vec(&r).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anyone_on_the_socket_may_trace_only_the_hubs_user_may_change() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let inbox = Arc::new(Inbox::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let control = Control {
+            source: Arc::new(Source {
+                mode: "embedded",
+                listen: Vec::new(),
+                stats: Arc::default(),
+                inbox: inbox.clone(),
+                notifiers: Vec::new(),
+                certificate: None,
+            }),
+            inbox,
+            wakes: Arc::default(),
+            dedup_window: Duration::from_secs(60),
+        };
+        let ask = |command: &Command| {
+            let r = Request {
+                body: serde_json::to_vec(command).unwrap_or_default(),
+                trusted: false,
+            };
+            serde_json::from_slice::<Reply>(&control.answer(&r)).unwrap_or_default()
+        };
+        let id = EventId::from_bytes([9; 16]);
+        let traced = ask(&Command::Trace { id });
+        assert!(
+            traced
+                .error
+                .is_some_and(|e| e.contains("no record of event")),
+            "answered, with the guidance"
+        );
+        let dropped = ask(&Command::DropDeadLetters {
+            which: Selection::All(None),
+        });
+        assert!(
+            dropped
+                .error
+                .is_some_and(|e| e.contains("only the hub's own user")),
+            "refused"
+        );
+    }
+}

@@ -161,6 +161,9 @@ pub struct Tx<'a> {
     added: BTreeMap<String, u64>,
     new_seen: u64,
     woken: Vec<NotifierName>,
+    /// Whether anything but a trace was written, which must then be durable before the
+    /// caller goes on (a batch of duplicates alone costs no fsync).
+    durable: bool,
 }
 
 impl Tx<'_> {
@@ -180,6 +183,7 @@ impl Tx<'_> {
     /// Removes the record `key` of `space`.
     pub fn remove(&mut self, space: Space, key: &[u8]) {
         let k = spaced(space, key);
+        self.durable = true;
         self.batch.remove(k.as_slice());
         self.overlay.insert(k, None);
     }
@@ -213,11 +217,9 @@ impl Tx<'_> {
                 .raw_get(&seen_key(&e.id))?
                 .and_then(|v| v.as_slice().try_into().ok())
                 .map(u64::from_be_bytes);
-            if seen_at.is_some_and(|t| t.saturating_add(window_ms) >= now_ms) {
+            if let Some(first_ms) = seen_at.filter(|t| t.saturating_add(window_ms) >= now_ms) {
                 out.duplicates += 1;
-                if let Some(first_ms) = seen_at {
-                    self.trace_duplicate(e, first_ms, now_ms)?;
-                }
+                self.trace_duplicate(e, first_ms, now_ms)?;
                 continue;
             }
             if seen_at.is_none() {
@@ -266,7 +268,7 @@ impl Tx<'_> {
             last_ms: now_ms,
             last_edge: e.edge.clone(),
         };
-        self.raw_put(key.to_vec(), encode(&step));
+        self.trace_put(key.to_vec(), encode(&step));
         Ok(())
     }
 
@@ -286,6 +288,12 @@ impl Tx<'_> {
     }
 
     fn raw_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.durable = true;
+        self.trace_put(key, value);
+    }
+
+    /// A write that may ride on sled's background flush: a trace's.
+    fn trace_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.batch.insert(key.as_slice(), value.as_slice());
         self.overlay.insert(key, Some(value));
     }
@@ -426,6 +434,7 @@ impl Inbox {
             added: BTreeMap::new(),
             new_seen: 0,
             woken: Vec::new(),
+            durable: false,
         };
         let r = f(&mut tx)?;
         let Tx {
@@ -435,10 +444,13 @@ impl Inbox {
             added,
             new_seen,
             woken,
+            durable,
             ..
         } = tx;
         if !overlay.is_empty() {
             self.db.apply_batch(batch)?;
+        }
+        if durable {
             self.db.flush()?;
             self.file.sync_all()?;
         }
@@ -763,6 +775,8 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn prune(&self, before_ms: u64) -> Result<u64, InboxError> {
+        // Held throughout, so no commit can see an id again between the check and the removal.
+        let mut counts = self.lock();
         let mut batch = sled::Batch::default();
         let mut n = 0;
         let end = time_key(before_ms, &EventId::from_bytes([0; 16]));
@@ -791,7 +805,6 @@ impl Inbox {
             batch.remove(key?);
         }
         self.db.apply_batch(batch)?;
-        let mut counts = self.lock();
         counts.seen = counts.seen.saturating_sub(n);
         Ok(n)
     }

@@ -337,7 +337,10 @@ impl Router {
             .map(|f| if f { "true" } else { "false" })
             .unwrap_or_default();
         let extra = [("first_seen", fact)];
+        let test = e.event.kind() == &Kind::Test;
         let mut out: Deliveries = Vec::new();
+        // Kept apart: a digest of an ended interval must not take the event's own place.
+        let mut digests: Deliveries = Vec::new();
         let mut routing = Routing {
             first_seen,
             routes: Vec::with_capacity(self.routes.len()),
@@ -347,10 +350,11 @@ impl Router {
                 routing.routes.push(refusal);
                 continue;
             }
-            if let Some(t) = &r.throttle {
+            // A test neither spends a throttle's budget nor ends up in its digest.
+            if let Some(t) = r.throttle.as_ref().filter(|_| !test) {
                 let (pass, digest) = t.admit(tx, i, e, &r.notify, now_ms, &self.salt)?;
                 if let Some(d) = digest {
-                    out.extend(self.digest(d, now));
+                    digests.extend(self.digest(d, now));
                 }
                 if !pass {
                     Stats::add(&self.stats.folded, 1);
@@ -370,6 +374,7 @@ impl Router {
                 notifiers,
             });
         }
+        out.append(&mut digests);
         Ok((out, routing))
     }
 
@@ -554,6 +559,37 @@ notify = ["audit"]
     }
 
     #[test]
+    fn the_event_that_ends_an_interval_is_notified_beside_its_digest() {
+        let r = routes(
+            r#"
+[[route]]
+notify = ["phone"]
+format = "{user}"
+throttle = { max = 1, per = "5m" }
+"#,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let t0 = Utc::now();
+        let route = |n: u8, at| {
+            let mut e = envelope("deploy", "203.0.113.9", "sshd");
+            e.id = warren_proto::EventId::from_bytes([n; 16]);
+            inbox.transact(|tx| r.route(&e, at, tx)).unwrap().0.0
+        };
+        assert_eq!(names(&route(1, t0)), ["phone"]);
+        assert!(
+            route(2, t0 + chrono::TimeDelta::seconds(1)).is_empty(),
+            "folded"
+        );
+        // Before the tick closed the interval, the next event does, and is notified too.
+        let out = route(3, t0 + chrono::TimeDelta::seconds(301));
+        let messages: Vec<&str> = out.iter().map(|(_, n)| n.message.as_str()).collect();
+        assert_eq!(names(&out), ["phone", "phone"]);
+        assert_eq!(messages[0], "deploy");
+        assert!(messages[1].starts_with("and 1 more login"), "{messages:?}");
+    }
+
+    #[test]
     fn first_seen_routes_and_renders() {
         let r = routes(
             r#"
@@ -591,9 +627,10 @@ match = { kind = "login", first_seen = true }
 notify = ["phone"]
 format = "new source {rhost}"
 [[route]]
-match = { kind = "test" }
-unless = { kind = "login" }
+match = { kind = "login" }
+unless = { kind = "test" }
 notify = ["audit"]
+throttle = { max = 1, per = "1h" }
 "#,
         );
         let dir = tempfile::tempdir().unwrap();
@@ -615,7 +652,7 @@ notify = ["audit"]
             assert_eq!(
                 names(&out),
                 ["phone"],
-                "a login's route; `kind = test` is vetoed"
+                "a login's route; `unless kind = test` vetoes"
             );
             assert_eq!(out[0].1.message, "[test] new source 203.0.113.9");
             assert!(
@@ -627,11 +664,11 @@ notify = ["audit"]
         let out = route(Kind::Login);
         assert_eq!(
             names(&out),
-            ["phone"],
-            "the tests did not make the source known"
+            ["phone", "audit"],
+            "the tests made no source known and spent no throttle budget"
         );
         assert_eq!(out[0].1.message, "new source 203.0.113.9");
-        assert!(route(Kind::Login).is_empty(), "the login did");
+        assert!(route(Kind::Login).is_empty(), "the login did both");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use warren_daemon::cli::local_time as time;
+use warren_daemon::cli::{local_time as time, printable};
 
 use serde::{Deserialize, Serialize};
 use warren_proto::{Event, EventId, Kind};
@@ -131,7 +131,7 @@ pub enum Step {
 pub struct Trace {
     /// The event id.
     pub id: EventId,
-    /// Its steps, oldest first.
+    /// Its steps in the order they were written; the duplicates' count comes last.
     pub steps: Vec<Step>,
 }
 
@@ -233,7 +233,7 @@ pub fn human(t: &Trace) -> String {
         }
     }
     let _ = writeln!(out, "outcome: {}", outcome(t));
-    out
+    printable(&out)
 }
 
 /// What happened, in a few words: a session's who, where and from where; anything else's

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use warren_daemon::retry::RetrySchedule;
 
 use crate::config::DeliveryConfig;
-use crate::inbox::{Inbox, InboxError, OutboxEntry};
+use crate::inbox::{Inbox, InboxError};
 use crate::notify::{Notifier, NotifierName, NotifyError};
 use crate::stats::Stats;
 use crate::trace::{AttemptResult, Step};
@@ -130,7 +130,7 @@ pub async fn run(
                 counters.delivered.fetch_add(1, Ordering::Relaxed);
                 counters.set_last_error(None);
                 tracing::debug!(notifier = %name, %id, attempts = entry.attempts, "Delivered.");
-                let step = attempt(&name, now, &entry, AttemptResult::Delivered);
+                let step = Step::attempt(&name, now, entry.attempts, AttemptResult::Delivered);
                 blocking(&inbox, {
                     let name = name.clone();
                     move |i| i.done(&name, seq, &id, &step)
@@ -175,10 +175,10 @@ pub async fn run(
         };
         tracing::warn!(notifier = %name, %id, attempts = entry.attempts, %error, retry_in = ?delay, "Delivery failed, will retry.");
         entry.last_error = Some(error.to_string());
-        let step = attempt(
+        let step = Step::attempt(
             &name,
             now,
-            &entry,
+            entry.attempts,
             AttemptResult::Failed {
                 error: error.to_string(),
                 retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
@@ -195,16 +195,6 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-/// The trace step of the attempt that made `entry.attempts`.
-fn attempt(name: &NotifierName, at_ms: u64, entry: &OutboxEntry, result: AttemptResult) -> Step {
-    Step::Attempt {
-        at_ms,
-        notifier: name.to_string(),
-        attempt: entry.attempts,
-        result,
-    }
 }
 
 async fn blocking<T: Send + 'static>(

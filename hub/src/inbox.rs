@@ -635,15 +635,15 @@ impl Inbox {
         let mut batch = sled::Batch::default();
         batch.remove(outbox_key(notifier, seq));
         batch.insert(&dead_key(seq), encode(&dead));
-        let step = Step::Attempt {
-            at_ms: now_ms,
-            notifier: notifier.to_string(),
-            attempt: entry.attempts,
-            result: AttemptResult::DeadLetter {
+        let step = Step::attempt(
+            notifier,
+            now_ms,
+            entry.attempts,
+            AttemptResult::DeadLetter {
                 error: error.to_owned(),
                 fallback: fallback.map(ToString::to_string),
             },
-        };
+        );
         self.trace(&mut batch, &entry.notification.envelope.id, &step)?;
         let fallback_seq = counts.next_seq;
         if let Some(to) = fallback {

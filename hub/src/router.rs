@@ -251,14 +251,14 @@ impl Route {
         if let Some(key) = self.matches.first(e, first_seen, false) {
             return Some(RouteOutcome::Unmatched {
                 route: i,
-                condition: key.to_owned(),
+                condition: key.into(),
                 value: value(key),
             });
         }
         let key = self.unless.as_ref()?.first(e, first_seen, true)?;
         Some(RouteOutcome::Vetoed {
             route: i,
-            condition: key.to_owned(),
+            condition: key.into(),
             value: value(key),
         })
     }

@@ -3,6 +3,7 @@
 //! end. The steps are kept in the inbox next to the event's dedup record and forgotten with it
 //! (`[dedup] window`), so a trace costs no second retention policy.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use warren_daemon::cli::{local_time as time, printable};
 
 use serde::{Deserialize, Serialize};
 use warren_proto::{Event, EventId, Kind};
+
+use crate::notify::NotifierName;
 
 /// What one route (by its index in the config) made of an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,8 +22,8 @@ pub enum RouteOutcome {
     Unmatched {
         /// `route[N]`.
         route: usize,
-        /// The condition's key.
-        condition: String,
+        /// The condition's key (borrowed when made: routing is on the inbox's hot path).
+        condition: Cow<'static, str>,
         /// The event's value for it.
         value: Option<String>,
     },
@@ -28,8 +31,8 @@ pub enum RouteOutcome {
     Vetoed {
         /// `route[N]`.
         route: usize,
-        /// The condition's key.
-        condition: String,
+        /// The condition's key (borrowed when made: routing is on the inbox's hot path).
+        condition: Cow<'static, str>,
         /// The event's value for it.
         value: Option<String>,
     },
@@ -124,6 +127,23 @@ pub enum Step {
         #[serde(flatten)]
         result: AttemptResult,
     },
+}
+
+impl Step {
+    /// The step of a delivery attempt to `notifier`, the `attempt`th, ended at `at_ms`.
+    pub fn attempt(
+        notifier: &NotifierName,
+        at_ms: u64,
+        attempt: u32,
+        result: AttemptResult,
+    ) -> Self {
+        Self::Attempt {
+            at_ms,
+            notifier: notifier.to_string(),
+            attempt,
+            result,
+        }
+    }
 }
 
 /// Everything the hub knows of one event.

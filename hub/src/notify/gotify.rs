@@ -72,7 +72,7 @@ impl Sink for GotifyNotifier {
     type Config = GotifyConfig;
 
     fn build(name: &NotifierName, c: &GotifyConfig, cx: &BuildContext) -> Result<Self, BuildError> {
-        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let err = BuildError::of(name);
         let base = super::http::base_url(&c.server).map_err(|e| err("server", &e))?;
         let token = super::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
         let key = super::http::secret_header(token.expose())

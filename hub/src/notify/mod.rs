@@ -262,6 +262,12 @@ impl BuildError {
             reason: reason.to_string(),
         }
     }
+
+    /// The errors of notifier `name`, made from a key and a reason: what every sink's `build`
+    /// reports through.
+    pub fn of(name: &NotifierName) -> impl Fn(&str, &dyn fmt::Display) -> Self + '_ {
+        move |key, reason| Self::new(name, key, reason)
+    }
 }
 
 /// One failed delivery attempt.

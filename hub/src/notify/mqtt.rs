@@ -153,7 +153,7 @@ impl Sink for MqttNotifier {
     type Config = MqttConfig;
 
     fn build(name: &NotifierName, c: &MqttConfig, cx: &BuildContext) -> Result<Self, BuildError> {
-        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let err = BuildError::of(name);
         let hub = match (c.broker.as_deref(), &c.address) {
             (Some("hub"), None) => true,
             (None, Some(_)) => false,
@@ -295,7 +295,7 @@ impl Sink for MqttNotifier {
 
 /// The external broker's connection settings, its files read.
 fn external(name: &NotifierName, c: &MqttConfig) -> Result<BusOptions, BuildError> {
-    let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+    let err = BuildError::of(name);
     let (host, port) = c
         .address
         .as_deref()

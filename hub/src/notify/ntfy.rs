@@ -90,7 +90,7 @@ impl Sink for NtfyNotifier {
     type Config = NtfyConfig;
 
     fn build(name: &NotifierName, c: &NtfyConfig, cx: &BuildContext) -> Result<Self, BuildError> {
-        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let err = BuildError::of(name);
         let base = super::http::base_url(&c.server).map_err(|e| err("server", &e))?;
         let topic_ok = !c.topic.is_empty()
             && c.topic.len() <= 64

@@ -118,7 +118,7 @@ impl Sink for PushoverNotifier {
         c: &PushoverConfig,
         cx: &BuildContext,
     ) -> Result<Self, BuildError> {
-        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let err = BuildError::of(name);
         let base = super::http::base_url(&c.api_url).map_err(|e| err("api_url", &e))?;
         let token = super::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
         let user = super::read_secret(&c.user_file).map_err(|e| err("user_file", &e))?;

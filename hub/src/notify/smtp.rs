@@ -100,7 +100,7 @@ impl Sink for SmtpNotifier {
     /// Reads the files, checks the addresses and templates, and builds the transport. Nothing
     /// connects or spawns here (`hub check-config` has no runtime).
     fn build(name: &NotifierName, c: &SmtpConfig, _: &BuildContext) -> Result<Self, BuildError> {
-        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let err = BuildError::of(name);
         // `[::1]` as well as `::1`: lettre and TLS want the bare address.
         let server = c.server.trim_start_matches('[').trim_end_matches(']');
         if server.is_empty() || server.contains(char::is_whitespace) {

@@ -95,7 +95,7 @@ impl Sink for TelegramNotifier {
         c: &TelegramConfig,
         cx: &BuildContext,
     ) -> Result<Self, BuildError> {
-        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let err = BuildError::of(name);
         let base = super::http::base_url(&c.api_url).map_err(|e| err("api_url", &e))?;
         let token = super::read_secret(&c.token_file).map_err(|e| err("token_file", &e))?;
         // `<bot id>:<secret>`; anything else would change the path it is put in.

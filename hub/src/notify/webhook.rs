@@ -59,7 +59,7 @@ impl Sink for WebhookNotifier {
         c: &WebhookConfig,
         cx: &BuildContext,
     ) -> Result<Self, BuildError> {
-        let err = |key: &str, r: &dyn std::fmt::Display| BuildError::new(name, key, r);
+        let err = BuildError::of(name);
         let (key, url) = match (&c.url, &c.url_file) {
             (Some(url), None) => ("url", url.clone()),
             (None, Some(path)) => (

@@ -32,6 +32,24 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `text` to `file`, readable and writable by its owner only (an existing file is
+/// truncated and made so).
+///
+/// # Errors
+/// When it cannot be written.
+pub fn write_private(file: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
+}
+
 /// Warns when `file`, which holds a secret, can be read by users other than its owner.
 pub fn warn_if_exposed(file: &Path) {
     if let Ok(meta) = std::fs::metadata(file) {

@@ -63,6 +63,19 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// Translate an mqttwarn.ini into notifiers and routes for hub.toml, printed on stdout.
+    /// What has no equivalent is listed at the top with the line it came from; secrets in
+    /// the file are written to files of their own, which the output names.
+    ImportMqttwarn {
+        /// The mqttwarn.ini.
+        ini: PathBuf,
+        /// Where the secrets go (created, mode 0700; each file 0600).
+        #[arg(long, default_value = "mqttwarn-secrets")]
+        secrets_dir: PathBuf,
+        /// The topic hared published logins on.
+        #[arg(long, default_value = warren_proto::topic::LEGACY)]
+        topic: String,
+    },
     /// Print the access rules the embedded broker enforces, for an external broker:
     /// each edge publishes and reads only its own topics.
     Acl {
@@ -226,6 +239,11 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         Command::Trace { target, id } => trace(&target, id),
         Command::DeadLetters { command } => dead_letters(command),
         Command::Pki { command } => pki(command),
+        Command::ImportMqttwarn {
+            ini,
+            secrets_dir,
+            topic,
+        } => import_mqttwarn(&ini, &secrets_dir, topic),
         Command::Acl {
             format: AclFormat::Mosquitto,
             hub_user,
@@ -251,6 +269,50 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `hub import-mqttwarn`: the fragment on stdout, the secrets in their files, a summary on
+/// stderr. Exit 2 when the file cannot be read or the secrets cannot be written.
+fn import_mqttwarn(ini: &Path, secrets_dir: &Path, topic: String) -> ExitCode {
+    let fail = |what: String| {
+        eprintln!("hub: {what}");
+        ExitCode::from(2)
+    };
+    let text = match std::fs::read_to_string(ini) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", ini.display())),
+    };
+    let secrets_dir = match std::path::absolute(secrets_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(format!("{}: {e}", secrets_dir.display())),
+    };
+    let opts = crate::mqttwarn::Options {
+        source: ini.display().to_string(),
+        secrets_dir: secrets_dir.clone(),
+        topic,
+    };
+    let imported = match crate::mqttwarn::import(&text, &opts) {
+        Ok(i) => i,
+        Err(e) => return fail(format!("{}: {e}", ini.display())),
+    };
+    if !imported.secrets.is_empty() {
+        if let Err(e) = warren_daemon::files::private_dir(&secrets_dir) {
+            return fail(format!("{}: {e}", secrets_dir.display()));
+        }
+        for (path, secret) in &imported.secrets {
+            if let Err(e) = warren_daemon::files::write_private(path, secret) {
+                return fail(format!("{}: {e}", path.display()));
+            }
+        }
+    }
+    print!("{}", imported.toml);
+    eprintln!(
+        "hub: {} secret files in {}; {} things not imported (listed at the top)",
+        imported.secrets.len(),
+        secrets_dir.display(),
+        imported.not_imported
+    );
+    ExitCode::SUCCESS
 }
 
 /// The config and everything it names: what `run` starts from and `check-config` checks.

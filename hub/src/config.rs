@@ -14,7 +14,7 @@ pub use warren_daemon::config::ConfigError;
 
 use crate::known::KnownSourcesConfig;
 use crate::notify::{NotifierConfig, NotifierName};
-use crate::router::{Route, RouteConfig};
+use crate::router::{ConditionsConfig, OneOrMany, Route, RouteConfig};
 
 const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "freebsd") {
     "/var/db/warren/hub"
@@ -223,12 +223,16 @@ impl TryFrom<toml::Table> for NotifierSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LegacyConfig {
-    /// Republish each new login in the hared format.
+    /// Republish each new login in the hared format on the hub's own broker.
     #[serde(default)]
     pub republish: bool,
     /// On this topic.
     #[serde(default = "default_legacy_topic")]
     pub topic: String,
+    /// `[legacy.external]`: republish them on another broker too — the mosquitto an
+    /// existing mqttwarn reads. The connection keys of an `mqtt` notifier (and `fallback`);
+    /// it becomes the notifier [`LEGACY_NOTIFIER`], so each publish is durable and retried.
+    pub external: Option<toml::Table>,
 }
 
 impl Default for LegacyConfig {
@@ -236,7 +240,55 @@ impl Default for LegacyConfig {
         Self {
             republish: false,
             topic: default_legacy_topic(),
+            external: None,
         }
+    }
+}
+
+/// The notifier that `[legacy.external]` becomes.
+pub const LEGACY_NOTIFIER: &str = "legacy";
+
+impl LegacyConfig {
+    /// The notifier and the route (every new login, tests aside) that `[legacy.external]`
+    /// stands for.
+    fn external_delivery(&self) -> Result<Option<(NotifierSpec, RouteConfig)>, String> {
+        let Some(table) = &self.external else {
+            return Ok(None);
+        };
+        let mut table = table.clone();
+        for key in ["type", "broker", "topic", "payload", "payload_format"] {
+            if table.contains_key(key) {
+                return Err(format!(
+                    "`{key}` is not for [legacy.external]: it publishes on [legacy] topic, in the hared format"
+                ));
+            }
+        }
+        for (key, value) in [
+            ("type", "mqtt"),
+            ("topic", self.topic.as_str()),
+            ("payload_format", "hared"),
+        ] {
+            table.insert(key.into(), toml::Value::String(value.into()));
+        }
+        let spec = NotifierSpec::try_from(table)?;
+        let notify = vec![NotifierName::try_from(LEGACY_NOTIFIER.to_owned())?];
+        let route = RouteConfig {
+            matches: ConditionsConfig {
+                kind: Some(OneOrMany::One("login".into())),
+                ..ConditionsConfig::default()
+            },
+            // A test event also matches `kind = "login"`; mqttwarn must not take it for one.
+            unless: Some(ConditionsConfig {
+                kind: Some(OneOrMany::One("test".into())),
+                ..ConditionsConfig::default()
+            }),
+            notify,
+            title: None,
+            format: None,
+            priority: None,
+            throttle: None,
+        };
+        Ok(Some((spec, route)))
     }
 }
 
@@ -405,20 +457,35 @@ impl RawHubConfig {
     pub fn validate(self, path: &Path) -> Result<HubConfig, ConfigError> {
         let invalid = |key: &str, reason: &str| ConfigError::invalid(path, key, reason);
         let broker = self.broker.validate().map_err(|(k, r)| invalid(k, &r))?;
-        if self.routes.is_empty() {
+        let (mut notifiers, mut route_configs) = (self.notifiers, self.routes);
+        if let Some((spec, route)) = self
+            .legacy
+            .external_delivery()
+            .map_err(|r| invalid("legacy.external", &r))?
+        {
+            if notifiers.contains_key(&route.notify[0]) {
+                return Err(invalid(
+                    &format!("notifier.{LEGACY_NOTIFIER}"),
+                    "the name is taken by [legacy.external]",
+                ));
+            }
+            notifiers.insert(route.notify[0].clone(), spec);
+            route_configs.push(route);
+        }
+        if route_configs.is_empty() {
             return Err(invalid(
                 "route",
                 "at least one [[route]] is needed, or nothing is ever notified",
             ));
         }
-        let mut routes = Vec::with_capacity(self.routes.len());
-        for (i, r) in self.routes.into_iter().enumerate() {
+        let mut routes = Vec::with_capacity(route_configs.len());
+        for (i, r) in route_configs.into_iter().enumerate() {
             routes.push(
-                r.validate(&self.notifiers)
+                r.validate(&notifiers)
                     .map_err(|(k, reason)| invalid(&format!("route[{i}].{k}"), &reason))?,
             );
         }
-        for (name, spec) in &self.notifiers {
+        for (name, spec) in &notifiers {
             if let Some(to) = &spec.fallback {
                 if to == name {
                     return Err(invalid(
@@ -426,15 +493,14 @@ impl RawHubConfig {
                         "names the notifier itself",
                     ));
                 }
-                if !self.notifiers.contains_key(to) {
+                if !notifiers.contains_key(to) {
                     return Err(invalid(
                         &format!("notifier.{name}.fallback"),
                         &format!("no notifier named `{to}`"),
                     ));
                 }
             }
-            let is_fallback = self
-                .notifiers
+            let is_fallback = notifiers
                 .values()
                 .any(|s| s.fallback.as_ref() == Some(name));
             if !is_fallback && !routes.iter().any(|r| r.notify.contains(name)) {
@@ -447,7 +513,8 @@ impl RawHubConfig {
         if self.delivery.give_up_after.is_zero() {
             return Err(invalid("delivery.give_up_after", "must be more than 0"));
         }
-        if self.legacy.republish && warren_proto::topic::parse_event(&self.legacy.topic).is_some() {
+        let republished = self.legacy.republish || self.legacy.external.is_some();
+        if republished && warren_proto::topic::parse_event(&self.legacy.topic).is_some() {
             return Err(invalid("legacy.topic", "must not be a warren event topic"));
         }
         let state_dir = self.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
@@ -465,7 +532,7 @@ impl RawHubConfig {
             presence: self.presence,
             known_sources: self.known_sources,
             metrics: self.metrics,
-            notifiers: self.notifiers,
+            notifiers,
             routes,
         })
     }
@@ -709,6 +776,44 @@ mod tests {
         if let Err(e) = HubConfig::parse(&readme, example) {
             panic!("{e}");
         }
+    }
+
+    #[test]
+    fn legacy_external_is_a_durable_notifier_fed_every_login() {
+        let path = Path::new("hub.toml");
+        let cfg = HubConfig::parse(
+            path,
+            "[broker]\nlisten_local = \"127.0.0.1:1883\"\n\
+             [legacy]\ntopic = \"classic/logins\"\n\
+             [legacy.external]\naddress = \"m:1883\"\ntls = false\nfallback = \"x\"\n\
+             [notifier.x]\ntype = \"log\"\n[[route]]\nnotify = [\"x\"]\n",
+        )
+        .unwrap();
+        let spec = &cfg.notifiers[&spec_name()];
+        assert_eq!(
+            spec.fallback.as_ref().map(ToString::to_string),
+            Some("x".into())
+        );
+        let NotifierConfig::Mqtt(m) = &spec.config else {
+            panic!("{spec:?}");
+        };
+        assert_eq!(m.topic, "classic/logins");
+        assert_eq!(m.address.as_deref(), Some("m:1883"));
+        assert_eq!(
+            m.payload_format,
+            Some(crate::notify::mqtt::PayloadFormat::Hared)
+        );
+        // Appended: the user's routes keep their numbers.
+        assert_eq!(cfg.routes.len(), 2);
+        assert_eq!(cfg.routes[1].notify, [spec_name()]);
+        assert!(
+            !cfg.legacy.republish,
+            "the hub's own broker is a separate choice"
+        );
+    }
+
+    fn spec_name() -> NotifierName {
+        NotifierName::try_from(LEGACY_NOTIFIER.to_owned()).unwrap()
     }
 
     /// Each invalid fixture starts with `# error: <what the message must contain>`.

@@ -19,6 +19,7 @@ pub mod inbox;
 pub mod known;
 pub mod metrics;
 mod mqtt31;
+pub mod mqttwarn;
 pub mod notify;
 pub mod passwd;
 pub mod pki;

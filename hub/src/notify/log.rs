@@ -7,24 +7,58 @@ use super::{BuildContext, BuildError, Notification, NotifierName, NotifyError, S
 /// `[notifier.NAME] type = "log"`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogConfig {}
+pub struct LogConfig {
+    /// The level it logs at (default `info`).
+    #[serde(default)]
+    pub level: Level,
+}
+
+/// A log level, as mqttwarn's `log` service names its targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// `debug`.
+    Debug,
+    /// `info`, the default.
+    #[default]
+    Info,
+    /// `warn`.
+    Warn,
+    /// `error`.
+    Error,
+}
 
 /// The built notifier.
 #[derive(Debug)]
 pub struct LogNotifier {
     name: NotifierName,
+    level: Level,
 }
 
 impl Sink for LogNotifier {
     type Config = LogConfig;
 
-    fn build(name: &NotifierName, _: &LogConfig, _: &BuildContext) -> Result<Self, BuildError> {
-        Ok(Self { name: name.clone() })
+    fn build(name: &NotifierName, c: &LogConfig, _: &BuildContext) -> Result<Self, BuildError> {
+        Ok(Self {
+            name: name.clone(),
+            level: c.level,
+        })
     }
 
-    /// Logs at info level; never fails.
+    /// Logs at the configured level; never fails.
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        tracing::info!(notifier = %self.name, id = %n.envelope.id, title = %n.title, message = %n.message, "Notification.");
+        // tracing's macros take the level as a constant.
+        macro_rules! log {
+            ($macro:ident) => {
+                tracing::$macro!(notifier = %self.name, id = %n.envelope.id, title = %n.title, message = %n.message, "Notification.")
+            };
+        }
+        match self.level {
+            Level::Debug => log!(debug),
+            Level::Info => log!(info),
+            Level::Warn => log!(warn),
+            Level::Error => log!(error),
+        }
         Ok(())
     }
 }
@@ -77,7 +111,27 @@ mod tests {
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         let name = NotifierName::try_from("log".to_owned()).unwrap();
-        let n = LogNotifier::build(&name, &LogConfig {}, &BuildContext::default()).unwrap();
+        let n = LogNotifier::build(&name, &LogConfig::default(), &BuildContext::default()).unwrap();
         conformance::run(Notifier::Log(n), &log).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn logs_at_its_level() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let name = NotifierName::try_from("log".to_owned()).unwrap();
+        let cfg: LogConfig = toml::from_str("level = \"error\"").unwrap();
+        let n = LogNotifier::build(&name, &cfg, &BuildContext::default()).unwrap();
+        n.send(&crate::testing::notification("hello"))
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+        assert!(text.contains("ERROR") && text.contains("hello"), "{text}");
+        assert!(toml::from_str::<LogConfig>("level = \"loud\"").is_err());
     }
 }

@@ -2,7 +2,8 @@
 //! another one.
 //!
 //! The payload is JSON `{"title","message","priority","event"}` (the envelope), as the webhook
-//! sends it, or the rendered `payload` template.
+//! sends it, the rendered `payload` template, or (`payload_format = "hared"`) the event in
+//! the classic chain's format, for an mqttwarn that reads it.
 //!
 //! - `broker = "hub"`: the publish is handed to the hub's own client of its broker. That client
 //!   queues it and sends it (again after a reconnect) on its own, so the notification counts
@@ -67,7 +68,8 @@ pub struct MqttConfig {
     /// A payload template instead of the JSON document; fields as in titles, plus `title` and
     /// `message`.
     pub payload: Option<String>,
-    /// What `payload` produces: `"text"` (default) or `"json"` (inserted values JSON-escaped).
+    /// What `payload` produces: `"text"` (default) or `"json"` (inserted values JSON-escaped);
+    /// or, without a `payload`, `"hared"`: the event as hared published it.
     pub payload_format: Option<PayloadFormat>,
 }
 
@@ -83,6 +85,19 @@ pub enum PayloadFormat {
     Text,
     /// JSON: values inserted JSON-escaped, so an event cannot break out of a string.
     Json,
+    /// No template: the event's fields plus `remote`, as hared published them on
+    /// `logging/hare` ([`warren_proto::Envelope::legacy_republish`]).
+    Hared,
+}
+
+/// What a notifier publishes.
+enum Payload {
+    /// The JSON document of [`Notification::document`].
+    Document,
+    /// A rendered template.
+    Template(Template, Escape),
+    /// The hared format.
+    Hared,
 }
 
 /// The built notifier. Its `Debug` shows where it publishes, never a password.
@@ -91,7 +106,7 @@ pub struct MqttNotifier {
     topic: Template,
     qos: QoS,
     retain: bool,
-    payload: Option<(Template, Escape)>,
+    payload: Payload,
 }
 
 enum Target {
@@ -217,16 +232,25 @@ impl Sink for MqttNotifier {
                 let escape = match format {
                     PayloadFormat::Text => Escape::None,
                     PayloadFormat::Json => Escape::Json,
+                    PayloadFormat::Hared => {
+                        return Err(err(
+                            "payload_format",
+                            &"\"hared\" is a fixed format: leave out `payload`",
+                        ));
+                    }
                 };
-                Some((
+                Payload::Template(
                     Template::parse(text).map_err(|e| err("payload", &e))?,
                     escape,
-                ))
+                )
             }
-            None if c.payload_format.is_some() => {
-                return Err(err("payload_format", &"is only for a payload template"));
-            }
-            None => None,
+            None => match c.payload_format {
+                None => Payload::Document,
+                Some(PayloadFormat::Hared) => Payload::Hared,
+                Some(_) => {
+                    return Err(err("payload_format", &"is only for a payload template"));
+                }
+            },
         };
         let target = if hub {
             for (set, key) in [
@@ -267,8 +291,9 @@ impl Sink for MqttNotifier {
             NotifyError::Permanent(format!("topic {shown:?}: {why}"))
         })?;
         let payload = match &self.payload {
-            Some((t, escape)) => n.render(t, now, *escape).into_bytes(),
-            None => n.document(),
+            Payload::Document => n.document(),
+            Payload::Template(t, escape) => n.render(t, now, *escape).into_bytes(),
+            Payload::Hared => n.envelope.legacy_republish(),
         };
         // rumqttc fails the whole connection on a packet over its limit: for the hub's own
         // client that would cut the hub off its broker. Fixed header, topic length and packet
@@ -814,9 +839,16 @@ mod tests {
             );
         }
         n.send(&notification("done")).await.unwrap();
-        let got = sub.wait_for_messages(2);
+        let hared = build(
+            "broker = \"hub\"\ntopic = \"logging/hare\"\npayload_format = \"hared\"",
+            &cx,
+        )
+        .unwrap();
+        hared.send(&notification("dan")).await.unwrap();
+        let got = sub.wait_for_messages(3);
         let topics: Vec<&str> = got.iter().map(|(t, ..)| t.as_str()).collect();
-        assert_eq!(topics, ["alerts", "done"]);
+        assert_eq!(topics, ["alerts", "done", "logging/hare"]);
+        assert_eq!(got[2].1, notification("dan").envelope.legacy_republish());
         driver.abort();
     }
 
@@ -884,6 +916,10 @@ mod tests {
             (
                 "broker = \"hub\"\ntopic = \"t\"\npayload = \"{x\"\npayload_format = \"text\"",
                 "payload",
+            ),
+            (
+                "broker = \"hub\"\ntopic = \"t\"\npayload = \"{user}\"\npayload_format = \"hared\"",
+                "payload_format",
             ),
             ("address = \"nowhere\"\ntopic = \"t\"", "address"),
             ("address = \"h:1\"\ntopic = \"t\"", "ca_file"),

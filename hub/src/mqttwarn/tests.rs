@@ -1,0 +1,152 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::HubConfig;
+
+fn options() -> Options {
+    Options {
+        source: "mqttwarn.ini".into(),
+        secrets_dir: "/etc/warren/mqttwarn".into(),
+        topic: "logging/hare".into(),
+    }
+}
+
+fn seed() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mqttwarn/seed.ini");
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// The fragment as part of a hub config.
+fn config(fragment: &str) -> HubConfig {
+    let text = format!("[broker]\nlisten_local = \"127.0.0.1:1883\"\n{fragment}");
+    HubConfig::parse(Path::new("hub.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[test]
+fn the_seed_config_imports_whole() {
+    let im = import(&seed(), &options()).unwrap();
+    let cfg = config(&im.toml);
+    let names: Vec<&str> = cfg.notifiers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["file_sshd_log", "log_error", "log_info", "pushover_pam"]
+    );
+    assert_eq!(cfg.routes.len(), 1);
+    assert_eq!(
+        cfg.routes[0]
+            .notify
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>(),
+        ["file_sshd_log", "log_info", "pushover_pam"]
+    );
+    let text = &im.toml;
+    for expected in [
+        "title = \"SSH login on {hostname}\"",
+        "format = \"{user}@{hostname} from {rhost} at {tstamp}\"",
+        "path = \"/var/log/sshd-logins.log\"",
+        "level = \"error\"",
+        "token_file = \"/etc/warren/mqttwarn/pushover_pam.token\"",
+        "user_file = \"/etc/warren/mqttwarn/pushover_pam.user\"",
+    ] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    // What it could not import is at the top, with its line.
+    let (head, _) = text.split_once("\n[notifier").unwrap();
+    for expected in [
+        "line 7: [defaults] functions = 'hare_funcs.py'",
+        "line 33: [logging/hare] filter = hare_filter(): a Python function",
+        "line 34: [logging/hare] alldata = moredata(): a Python function",
+        "line 3: [defaults] hostname, port, loglevel: how mqttwarn itself runs",
+    ] {
+        assert!(head.contains(expected), "{expected} in:\n{head}");
+    }
+    assert_eq!(im.not_imported, 4, "{head}");
+    // The secrets are in files, not in the config.
+    assert!(!text.contains("uQiRzpo4"), "{text}");
+    let files: Vec<(&Path, &str)> = im
+        .secrets
+        .iter()
+        .map(|(p, c)| (p.as_path(), c.as_str()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                Path::new("/etc/warren/mqttwarn/pushover_pam.token"),
+                "azGDORePK8gMaC0QOYAMyEEuzJnyUi\n"
+            ),
+            (
+                Path::new("/etc/warren/mqttwarn/pushover_pam.user"),
+                "uQiRzpo4DXghDmr9QzzfQu27cmVRsG\n"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn topics_services_and_templates_warren_lacks_are_listed() {
+    let ini = "[defaults]\nlaunch = file, slack\n\n\
+               [config:file]\ntargets = {'a': ['/x'], 'b': ['/tmp/{user}']}\n\n\
+               [config:slack]\ntargets = {'ops': ['#ops']}\n\n\
+               [config:ntfy]\ntargets = {'n': 'https://ntfy.sh/x'}\n\n\
+               [home/+/temperature]\ntargets = file:a\n\n\
+               [logins]\ntopic = logging/#\ntargets = {'logging/#': 'file:b', 'logging/hare': ['file:a', 'slack:ops', 'file:zz']}\n\
+               title = {payload}\nformat = {user:>8} {topic}\\n{host}\npriority = 2\nqos = 1\n";
+    let im = import(ini, &options()).unwrap();
+    let text = &im.toml;
+    for expected in [
+        "file:b: the file name \"/tmp/{user}\" is made per message",
+        "slack:ops: mqttwarn's `slack` service has no warren notifier",
+        "[config:ntfy]: not in `launch`",
+        "[home/+/temperature]: topic home/+/temperature is not where hared published logins",
+        "[logins] title = {payload}: `{payload}` is the message as it came",
+        "`{user:>8}` is Python formatting",
+        "[logins] qos = 1: mqttwarn's subscription QoS",
+    ] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    // The most specific topic of the dict wins; what it names that is missing is said.
+    assert!(
+        text.contains("# targets not imported: slack:ops (not imported), file:zz (no such target)"),
+        "{text}"
+    );
+    assert!(text.contains("priority = \"2\""), "{text}");
+    let cfg = config(text);
+    assert_eq!(cfg.routes.len(), 1);
+    assert_eq!(cfg.routes[0].notify[0].as_str(), "file_a");
+}
+
+#[test]
+fn templates_convert_or_say_why_not() {
+    for (python, warren) in [
+        ("{user} on {topic}", "{user} on logging/hare"),
+        ("a\\nb {{x}}", "a\nb {{x}}"),
+    ] {
+        assert_eq!(convert(python, "logging/hare").unwrap().0, warren);
+    }
+    for python in ["f()", "{0}", "{}", "{a.b}", "{a[0]}", "{a!r}", "{unclosed"] {
+        assert!(convert(python, "t").is_err(), "{python}");
+    }
+}
+
+#[test]
+fn topic_filters_match_as_mqtt_does() {
+    for (filter, yes) in [
+        ("logging/hare", true),
+        ("logging/+", true),
+        ("#", true),
+        ("logging/#", true),
+        ("+/+/x", false),
+        ("logging", false),
+        ("logging/hare/x", false),
+    ] {
+        assert_eq!(topic_matches(filter, "logging/hare"), yes, "{filter}");
+    }
+}
+
+#[test]
+fn a_file_python_cannot_read_is_an_error_with_its_line() {
+    let err = import("[a]\nk = 1\nk = 2\n", &options()).unwrap_err();
+    assert!(err.starts_with("line 3:"), "{err}");
+}

@@ -75,6 +75,16 @@ enum Command {
         /// The topic hared published logins on.
         #[arg(long, default_value = warren_proto::topic::LEGACY)]
         topic: String,
+        /// For targets warren has no notifier for: the Python that has mqttwarn, to run
+        /// mqttwarn's own plugin through an exec notifier.
+        #[arg(long, default_value = "/usr/bin/python3")]
+        mqttwarn_python: String,
+        /// …and the script that runs it (deploy/mqttwarn/warren-mqttwarn-service).
+        #[arg(long, default_value = "/usr/local/bin/warren-mqttwarn-service")]
+        runner: String,
+        /// List those targets as not imported instead.
+        #[arg(long)]
+        without_mqttwarn: bool,
     },
     /// Print the access rules the embedded broker enforces, for an external broker:
     /// each edge publishes and reads only its own topics.
@@ -243,7 +253,13 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             ini,
             secrets_dir,
             topic,
-        } => import_mqttwarn(&ini, &secrets_dir, topic),
+            mqttwarn_python,
+            runner,
+            without_mqttwarn,
+        } => {
+            let runner = (!without_mqttwarn).then_some((mqttwarn_python, runner));
+            import_mqttwarn(&ini, &secrets_dir, topic, runner)
+        }
         Command::Acl {
             format: AclFormat::Mosquitto,
             hub_user,
@@ -273,7 +289,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
 
 /// `hub import-mqttwarn`: the fragment on stdout, the secrets in their files, a summary on
 /// stderr. Exit 2 when the file cannot be read or the secrets cannot be written.
-fn import_mqttwarn(ini: &Path, secrets_dir: &Path, topic: String) -> ExitCode {
+fn import_mqttwarn(
+    ini: &Path,
+    secrets_dir: &Path,
+    topic: String,
+    runner: Option<(String, String)>,
+) -> ExitCode {
     let fail = |what: String| {
         eprintln!("hub: {what}");
         ExitCode::from(2)
@@ -286,10 +307,20 @@ fn import_mqttwarn(ini: &Path, secrets_dir: &Path, topic: String) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(format!("{}: {e}", secrets_dir.display())),
     };
+    let services = match runner.map(|r| std::path::absolute(ini).map(|ini| (r, ini))) {
+        None => None,
+        Some(Ok(((python, script), ini))) => Some(crate::mqttwarn::ServiceRunner {
+            python,
+            script,
+            ini: ini.display().to_string(),
+        }),
+        Some(Err(e)) => return fail(format!("{}: {e}", ini.display())),
+    };
     let opts = crate::mqttwarn::Options {
         source: ini.display().to_string(),
         secrets_dir: secrets_dir.clone(),
         topic,
+        services,
     };
     let imported = match crate::mqttwarn::import(&text, &opts) {
         Ok(i) => i,

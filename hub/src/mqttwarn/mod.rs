@@ -30,6 +30,21 @@ pub struct Options {
     pub secrets_dir: PathBuf,
     /// The topic hared published logins on.
     pub topic: String,
+    /// Runs mqttwarn's own service plugins for the targets warren has no notifier for; none:
+    /// those are listed as not imported.
+    pub services: Option<ServiceRunner>,
+}
+
+/// How the hub runs one of mqttwarn's service plugins: `deploy/mqttwarn/warren-mqttwarn-service`
+/// under a Python that has mqttwarn, reading the imported ini.
+#[derive(Debug, Clone)]
+pub struct ServiceRunner {
+    /// The Python interpreter with mqttwarn installed.
+    pub python: String,
+    /// The `warren-mqttwarn-service` script.
+    pub script: String,
+    /// The mqttwarn.ini, absolute: the script reads the service's config from it.
+    pub ini: String,
 }
 
 /// The imported config.
@@ -217,7 +232,14 @@ impl Importer<'_> {
                 continue;
             };
             let name = self.unique_name(service, &target);
-            match services::notifier(&name, &module, address, &config, &mut self.secrets) {
+            let written = self.secrets.files.len();
+            let keys = services::notifier(&name, &module, address, &config, &mut self.secrets)
+                .or_else(|why| {
+                    // Secrets of a translation that failed half-way are not needed.
+                    self.secrets.files.truncate(written);
+                    self.through_mqttwarn(service, &target, why)
+                });
+            match keys {
                 Ok(keys) => {
                     self.notifiers.push(Notifier {
                         name: name.clone(),
@@ -233,6 +255,28 @@ impl Importer<'_> {
             }
         }
         self.targets.insert(service.to_owned(), names);
+    }
+
+    /// An `exec` notifier running mqttwarn's own plugin for a target warren cannot send to
+    /// itself (`why`), when a runner is configured.
+    fn through_mqttwarn(&self, service: &str, target: &str, why: String) -> Result<Keys, String> {
+        let Some(r) = &self.opts.services else {
+            return Err(why);
+        };
+        let mut command = vec![
+            r.python.as_str(),
+            r.script.as_str(),
+            "--ini",
+            r.ini.as_str(),
+            "--service",
+            service,
+            "--target",
+            target,
+        ];
+        if self.opts.topic != warren_proto::topic::LEGACY {
+            command.extend(["--topic", self.opts.topic.as_str()]);
+        }
+        Ok(Keys::through_mqttwarn(command, why))
     }
 
     /// `SERVICE_TARGET` as a notifier name: `[a-z0-9_-]`, at most 64, not yet taken.
@@ -452,6 +496,18 @@ impl Importer<'_> {
                     let indent = if i == 0 { "  - " } else { "    " };
                     let _ = writeln!(out, "#{indent}{l}");
                 }
+            }
+        }
+        let via: Vec<&str> = self
+            .notifiers
+            .iter()
+            .filter(|n| n.keys.via_mqttwarn)
+            .map(|n| n.name.as_str())
+            .collect();
+        if !via.is_empty() {
+            out.push_str("#\n# Sent by mqttwarn's own service plugins, which warren has no notifier for: install\n# deploy/mqttwarn/warren-mqttwarn-service; the hub's user must be able to run mqttwarn\n# and read its ini.\n");
+            for l in wrap(&via.join(", "), 92) {
+                let _ = writeln!(out, "#   {l}");
             }
         }
         if !self.secrets.files.is_empty() {

@@ -21,12 +21,26 @@ pub struct Keys {
     pub keys: Vec<(&'static str, Value)>,
     /// Differences from what mqttwarn did, printed above the keys.
     pub caveats: Vec<String>,
+    /// Whether it runs mqttwarn's own plugin.
+    pub via_mqttwarn: bool,
 }
 
 impl Keys {
     fn of(kind: &str) -> Self {
         let mut k = Self::default();
         k.set("type", kind);
+        k
+    }
+
+    /// An `exec` notifier running `command`, mqttwarn's own plugin, because warren has no
+    /// notifier of its own for the target (`why`).
+    pub fn through_mqttwarn(command: Vec<&str>, why: String) -> Self {
+        let mut k = Self::of("exec");
+        k.set("command", command);
+        k.caveat(format!(
+            "through mqttwarn's own service (warren-mqttwarn-service): {why}"
+        ));
+        k.via_mqttwarn = true;
         k
     }
 
@@ -135,7 +149,7 @@ pub fn notifier(
         "mqtt" => mqtt(name, &a, config, secrets),
         "execute" => execute(&a, config),
         _ => Err(format!(
-            "mqttwarn's `{module}` service has no warren notifier: the `exec` notifier runs any program with the notification as JSON on stdin, and through Apprise reaches most services (docs/notifiers.md#apprise-through-exec)"
+            "warren has no `{module}` notifier (an `exec` notifier with Apprise reaches most services: docs/notifiers.md)"
         )),
     }
 }
@@ -338,19 +352,7 @@ fn smtp(
     if !starttls && !local {
         k.caveat("mqttwarn sent this mail in clear text; warren requires STARTTLS to a server that is not local");
     }
-    if let Some(user) = config.get("username").and_then(Literal::text) {
-        k.set("username", user);
-        let password = config
-            .get("password")
-            .and_then(Literal::text)
-            .unwrap_or_default();
-        secrets.key(
-            &mut k,
-            "password_file",
-            format!("{name}.password"),
-            &password,
-        )?;
-    }
+    login(&mut k, name, config, secrets)?;
     k.set(
         "from",
         config
@@ -422,23 +424,29 @@ fn mqtt(
     k.set("address", format!("{host}:{port}"));
     k.set("tls", false);
     k.caveat("mqttwarn connected without TLS: to use it, set `tls = true` and `ca_file`");
+    login(&mut k, name, config, secrets)?;
+    let qos = [config.get("qos"), config.get("retain")];
+    let with = |i: usize| qos[i].cloned().unwrap_or(Literal::Int(0));
+    publish_keys(&mut k, topic, &[a[0], &with(0), &with(1)])?;
+    Ok(k)
+}
+
+/// `username` and `password_file` from the service's `username` and `password`, if any.
+fn login(
+    k: &mut Keys,
+    name: &str,
+    config: &ServiceConfig,
+    secrets: &mut Secrets,
+) -> Result<(), String> {
     if let Some(user) = config.get("username").and_then(Literal::text) {
         k.set("username", user);
         let password = config
             .get("password")
             .and_then(Literal::text)
             .unwrap_or_default();
-        secrets.key(
-            &mut k,
-            "password_file",
-            format!("{name}.password"),
-            &password,
-        )?;
+        secrets.key(k, "password_file", format!("{name}.password"), &password)?;
     }
-    let qos = [config.get("qos"), config.get("retain")];
-    let with = |i: usize| qos[i].cloned().unwrap_or(Literal::Int(0));
-    publish_keys(&mut k, topic, &[a[0], &with(0), &with(1)])?;
-    Ok(k)
+    Ok(())
 }
 
 /// `topic`, `qos` and `retain` of an `mqtt` notifier from mqttwarn's `[topic, qos, retain]`.
@@ -596,7 +604,7 @@ mod tests {
             ("telegram", "['@dan']", &[("token", "'1:a'")][..], "chat id"),
             ("http", "['get', 'http://x/']", &[][..], "GET"),
             ("execute", "['/bin/page', '[TEXT]']", &[][..], "stdin"),
-            ("slack", "['#ops']", &[][..], "exec"),
+            ("slack", "['#ops']", &[][..], "no `slack` notifier"),
         ] {
             let err = keys(module, address, config)
                 .map(|k| shown(&k))

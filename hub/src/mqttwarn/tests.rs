@@ -8,6 +8,7 @@ fn options() -> Options {
         source: "mqttwarn.ini".into(),
         secrets_dir: "/etc/warren/mqttwarn".into(),
         topic: "logging/hare".into(),
+        services: None,
     }
 }
 
@@ -97,7 +98,7 @@ fn topics_services_and_templates_warren_lacks_are_listed() {
     let text = &im.toml;
     for expected in [
         "file:b: the file name \"/tmp/{user}\" is made per message",
-        "slack:ops: mqttwarn's `slack` service has no warren notifier",
+        "slack:ops: warren has no `slack` notifier",
         "[config:ntfy]: not in `launch`",
         "[home/+/temperature]: topic home/+/temperature is not where hared published logins",
         "[logins] title = {payload}: `{payload}` is the message as it came",
@@ -149,4 +150,33 @@ fn topic_filters_match_as_mqtt_does() {
 fn a_file_python_cannot_read_is_an_error_with_its_line() {
     let err = import("[a]\nk = 1\nk = 2\n", &options()).unwrap_err();
     assert!(err.starts_with("line 3:"), "{err}");
+}
+
+#[test]
+fn mqttwarns_own_plugins_send_what_warren_cannot() {
+    let ini = "[defaults]\nlaunch = slack, file\n\
+               [config:slack]\ntoken = 'xoxb-1'\ntargets = {'ops': ['#ops']}\n\
+               [config:file]\ntargets = {'a': ['/x'], 'per': ['/tmp/{user}']}\n\
+               [logging/hare]\ntargets = slack:ops, file:a, file:per\nformat = {user}\n";
+    let opts = Options {
+        services: Some(ServiceRunner {
+            python: "/opt/mqttwarn/bin/python3".into(),
+            script: "/usr/local/bin/warren-mqttwarn-service".into(),
+            ini: "/etc/mqttwarn/mqttwarn.ini".into(),
+        }),
+        ..options()
+    };
+    let im = import(ini, &opts).unwrap();
+    let text = &im.toml;
+    assert_eq!(im.not_imported, 0, "{text}");
+    assert!(
+        text.contains("command = [\"/opt/mqttwarn/bin/python3\", \"/usr/local/bin/warren-mqttwarn-service\", \"--ini\", \"/etc/mqttwarn/mqttwarn.ini\", \"--service\", \"slack\", \"--target\", \"ops\"]"),
+        "{text}"
+    );
+    assert!(text.contains("#   slack_ops, file_per"), "{text}");
+    // The token stays in the ini, which the plugin reads: no secret file for it.
+    assert!(im.secrets.is_empty());
+    let cfg = config(text);
+    let notify: Vec<&str> = cfg.routes[0].notify.iter().map(|n| n.as_str()).collect();
+    assert_eq!(notify, ["slack_ops", "file_a", "file_per"]);
 }

@@ -100,16 +100,23 @@ mod tests {
         }
     }
 
+    impl Captured {
+        /// A log capturing this thread's events until the guard is dropped.
+        fn installed() -> (Self, tracing::subscriber::DefaultGuard) {
+            let log = Self::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            (log, tracing::subscriber::set_default(subscriber))
+        }
+    }
+
     // Single-threaded, so the delivery task logs on the thread that holds the subscriber.
     #[tokio::test(flavor = "current_thread")]
     async fn conforms() {
-        let log = Captured::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (log, _guard) = Captured::installed();
         let name = NotifierName::try_from("log".to_owned()).unwrap();
         let n = LogNotifier::build(&name, &LogConfig::default(), &BuildContext::default()).unwrap();
         conformance::run(Notifier::Log(n), &log).await;
@@ -117,13 +124,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn logs_at_its_level() {
-        let log = Captured::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (log, _guard) = Captured::installed();
         let name = NotifierName::try_from("log".to_owned()).unwrap();
         let cfg: LogConfig = toml::from_str("level = \"error\"").unwrap();
         let n = LogNotifier::build(&name, &cfg, &BuildContext::default()).unwrap();

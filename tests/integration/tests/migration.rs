@@ -272,3 +272,76 @@ fn the_imported_seed_config_notifies_as_mqttwarn_does_and_mqttwarn_stays_fed() {
     assert_eq!((legacy.delivered, legacy.outbox), (1, 0), "{legacy:?}");
     assert!(lines(&mqttwarn_file).iter().all(|l| !l.contains("tess")));
 }
+
+/// A target warren has no notifier for — here mqttwarn's `execute` with the message as an
+/// argument — is sent by mqttwarn's own plugin, run by the hub through
+/// `warren-mqttwarn-service`; and unlike mqttwarn, the hub retries it when it fails.
+#[test]
+fn mqttwarns_own_plugin_sends_what_warren_cannot_and_is_retried() {
+    let Some(python) = venv_tool("python3") else {
+        require(
+            "python3 with mqttwarn in .venv (.ci/run installs it)",
+            false,
+        );
+        return;
+    };
+    if venv_tool("mqttwarn").is_none() {
+        require(
+            "mqttwarn (pip install mqttwarn; .ci/run puts it in .venv)",
+            false,
+        );
+        return;
+    }
+    let classic = tempfile::tempdir().unwrap();
+    let c = classic.path();
+    let (out, flag) = (c.join("paged.txt"), c.join("failed-once"));
+    // Fails the first time (no flag yet), then appends the message it is given as `$0`.
+    let script = format!(
+        "test -e {flag} || {{ touch {flag}; exit 1; }}; printf '%s\\n' \"$0\" >> {out}",
+        flag = flag.display(),
+        out = out.display()
+    );
+    let ini = c.join("mqttwarn.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[defaults]\nlaunch = execute\n\n[config:execute]\ntargets = {{\n    'page': ['/bin/sh', '-c', {script:?}, '[TEXT]'],\n    }}\n\n\
+             [logging/hare]\ntargets = execute:page\nformat = {{user}} on {{hostname}} from {{rhost}}\n"
+        ),
+    )
+    .unwrap();
+    let runner = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/mqttwarn/warren-mqttwarn-service")
+        .canonicalize()
+        .unwrap();
+    let imported = Command::new(bin("hub"))
+        .arg("import-mqttwarn")
+        .arg(&ini)
+        .arg("--mqttwarn-python")
+        .arg(&python)
+        .arg("--runner")
+        .arg(&runner)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+    let fragment = String::from_utf8(imported.stdout).unwrap();
+    assert!(fragment.contains("[notifier.execute_page]\n"), "{fragment}");
+    assert!(!fragment.contains("NOT IMPORTED"), "{fragment}");
+
+    let t = Topology::with_hub_config(&format!(
+        "[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"200ms\"\n{fragment}"
+    ));
+    let edge = t.edge("gw", None);
+    edge.send_confirmed(&[login("dan")]);
+    let paged = wait_for("the page", WAIT, || {
+        let l = lines(&out);
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(paged, ["dan on web from 192.0.2.10"]);
+    let status = wait_for("the delivery recorded", WAIT, || {
+        let s = t.hub.status().notifiers["execute_page"].clone();
+        (s.delivered == 1).then_some(s)
+    });
+    assert_eq!((status.failures, status.outbox), (1, 0), "{status:?}");
+    assert_eq!(lines(&out).len(), 1);
+}

@@ -32,20 +32,25 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `text` to `file`, readable and writable by its owner only (an existing file is
-/// truncated and made so).
+/// Writes `text` to a new `file`, readable and writable by its owner only; with `overwrite`,
+/// an existing file is truncated and made so. A symbolic link is never followed: it could
+/// point the secret at a file another user reads.
 ///
 /// # Errors
-/// When it cannot be written.
-pub fn write_private(file: &Path, text: &str) -> io::Result<()> {
+/// When it cannot be written, exists (without `overwrite`), or is a symbolic link.
+pub fn write_private(file: &Path, text: &str, overwrite: bool) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true)
         .mode(0o600)
-        .open(file)?;
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed());
+    if overwrite {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts.open(file)?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(text.as_bytes())
 }

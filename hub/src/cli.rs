@@ -69,9 +69,13 @@ enum Command {
     ImportMqttwarn {
         /// The mqttwarn.ini.
         ini: PathBuf,
-        /// Where the secrets go (created, mode 0700; each file 0600).
+        /// Where the secrets go: created (mode 0700), or a directory of yours only you can
+        /// enter; each file new, mode 0600.
         #[arg(long, default_value = "mqttwarn-secrets")]
         secrets_dir: PathBuf,
+        /// Replace secret files that exist.
+        #[arg(long)]
+        force: bool,
         /// The topic hared published logins on.
         #[arg(long, default_value = warren_proto::topic::LEGACY)]
         topic: String,
@@ -252,13 +256,14 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         Command::ImportMqttwarn {
             ini,
             secrets_dir,
+            force,
             topic,
             mqttwarn_python,
             runner,
             without_mqttwarn,
         } => {
             let runner = (!without_mqttwarn).then_some((mqttwarn_python, runner));
-            import_mqttwarn(&ini, &secrets_dir, topic, runner)
+            import_mqttwarn(&ini, &secrets_dir, force, topic, runner)
         }
         Command::Acl {
             format: AclFormat::Mosquitto,
@@ -292,6 +297,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
 fn import_mqttwarn(
     ini: &Path,
     secrets_dir: &Path,
+    force: bool,
     topic: String,
     runner: Option<(String, String)>,
 ) -> ExitCode {
@@ -307,34 +313,29 @@ fn import_mqttwarn(
         Ok(d) => d,
         Err(e) => return fail(format!("{}: {e}", secrets_dir.display())),
     };
-    let services = match runner.map(|r| std::path::absolute(ini).map(|ini| (r, ini))) {
-        None => None,
-        Some(Ok(((python, script), ini))) => Some(crate::mqttwarn::ServiceRunner {
-            python,
-            script,
-            ini: ini.display().to_string(),
-        }),
-        Some(Err(e)) => return fail(format!("{}: {e}", ini.display())),
+    let absolute = match std::path::absolute(ini) {
+        Ok(a) => a,
+        Err(e) => return fail(format!("{}: {e}", ini.display())),
     };
     let opts = crate::mqttwarn::Options {
         source: ini.display().to_string(),
         secrets_dir: secrets_dir.clone(),
+        ini_dir: absolute.parent().map(Path::to_owned).unwrap_or_default(),
         topic,
-        services,
+        services: runner.map(|(python, script)| crate::mqttwarn::ServiceRunner {
+            python,
+            script,
+            ini: absolute.display().to_string(),
+        }),
     };
     let imported = match crate::mqttwarn::import(&text, &opts) {
         Ok(i) => i,
         Err(e) => return fail(format!("{}: {e}", ini.display())),
     };
-    if !imported.secrets.is_empty() {
-        if let Err(e) = warren_daemon::files::private_dir(&secrets_dir) {
-            return fail(format!("{}: {e}", secrets_dir.display()));
-        }
-        for (path, secret) in &imported.secrets {
-            if let Err(e) = warren_daemon::files::write_private(path, secret) {
-                return fail(format!("{}: {e}", path.display()));
-            }
-        }
+    if !imported.secrets.is_empty()
+        && let Err(e) = crate::mqttwarn::write_secrets(&secrets_dir, &imported.secrets, force)
+    {
+        return fail(e);
     }
     print!("{}", imported.toml);
     eprintln!(

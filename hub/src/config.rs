@@ -256,10 +256,21 @@ impl LegacyConfig {
             return Ok(None);
         };
         let mut table = table.clone();
-        for key in ["type", "broker", "topic", "payload", "payload_format"] {
+        // What it publishes is fixed: hared's format on [legacy] topic, at QoS 1 (done at
+        // the broker's PUBACK, so retried until then), never retained (mqttwarn would notify
+        // the last login again each time it reconnects).
+        for key in [
+            "type",
+            "broker",
+            "topic",
+            "payload",
+            "payload_format",
+            "qos",
+            "retain",
+        ] {
             if table.contains_key(key) {
                 return Err(format!(
-                    "`{key}` is not for [legacy.external]: it publishes on [legacy] topic, in the hared format"
+                    "`{key}` is not for [legacy.external]: it publishes each login once, at QoS 1, on [legacy] topic, in hared's format"
                 ));
             }
         }

@@ -41,8 +41,10 @@ impl Section {
 /// a continuation, a section or key given twice (Python refuses both too).
 pub fn parse(text: &str) -> Result<Vec<Section>, (usize, String)> {
     let mut sections: Vec<Section> = Vec::new();
-    // Whether the last key may take continuation lines (not after a section header).
+    // Whether the last key may take continuation lines (not after a section header), and
+    // its line's indentation: only a line indented further continues it.
     let mut in_value = false;
+    let mut key_indent = 0;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let trimmed = raw.trim();
@@ -55,15 +57,20 @@ pub fn parse(text: &str) -> Result<Vec<Section>, (usize, String)> {
             }
             continue;
         }
-        let indented = raw.starts_with([' ', '\t']);
-        if indented && in_value {
+        let indent = raw.len() - raw.trim_start().len();
+        if in_value && indent > key_indent {
             if let Some(e) = last_entry(&mut sections) {
                 e.value.push('\n');
                 e.value.push_str(trimmed);
             }
             continue;
         }
-        if let Some(name) = trimmed.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        // As Python's `\[(?P<header>.+)\]`: up to the last `]`, anything after it ignored.
+        let header = trimmed
+            .strip_prefix('[')
+            .and_then(|r| r.rfind(']').map(|end| &r[..end]))
+            .filter(|name| !name.is_empty());
+        if let Some(name) = header {
             if let Some(s) = sections.iter().find(|s| s.name == name) {
                 return Err((
                     line,
@@ -104,6 +111,7 @@ pub fn parse(text: &str) -> Result<Vec<Section>, (usize, String)> {
             });
         }
         in_value = true;
+        key_indent = indent;
     }
     finish(&mut sections);
     Ok(sections)
@@ -147,6 +155,18 @@ mod tests {
         let format = s[2].get("format").unwrap();
         assert_eq!(format.value, "{user}: at {tstamp} # not a comment");
         assert_eq!(s[2].get("targets").unwrap().value, "file:a");
+    }
+
+    #[test]
+    fn only_a_deeper_indent_continues_a_value() {
+        let s = parse("[a] ; a note\n  k = 1\n  t = 2\n    more\n").unwrap();
+        assert_eq!(s[0].name, "a");
+        let values: Vec<(&str, &str)> = s[0]
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(values, [("k", "1"), ("t", "2\nmore")]);
     }
 
     #[test]

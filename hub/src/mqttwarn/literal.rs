@@ -74,6 +74,7 @@ pub fn parse(text: &str) -> Result<Literal, String> {
         s: text.as_bytes(),
         text,
         at: 0,
+        depth: 0,
     };
     let v = p.value()?;
     p.blank();
@@ -95,10 +96,14 @@ pub fn value(text: &str) -> Literal {
     parse(text).unwrap_or_else(|_| Literal::Str(text.to_owned()))
 }
 
+/// Deeper nesting than any mqttwarn config has is refused, not followed down the stack.
+const MAX_DEPTH: usize = 32;
+
 struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
     at: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -131,10 +136,20 @@ impl Parser<'_> {
 
     fn value(&mut self) -> Result<Literal, String> {
         self.blank();
+        if matches!(self.peek(), Some(b'[' | b'(' | b'{')) {
+            if self.depth == MAX_DEPTH {
+                return Err(self.error("nested too deep"));
+            }
+            self.depth += 1;
+            let v = match self.peek() {
+                Some(b'[') => self.items(b']').map(Literal::List),
+                Some(b'(') => self.items(b')').map(Literal::List),
+                _ => self.dict(),
+            };
+            self.depth -= 1;
+            return v;
+        }
         match self.peek() {
-            Some(b'[') => Ok(Literal::List(self.items(b']')?)),
-            Some(b'(') => Ok(Literal::List(self.items(b')')?)),
-            Some(b'{') => self.dict(),
             Some(q @ (b'\'' | b'"')) => {
                 // Adjacent strings concatenate, as in Python.
                 let mut s = self.string(q)?;
@@ -205,7 +220,11 @@ impl Parser<'_> {
             }
             self.at += 1;
             let value = self.value()?;
-            out.push((key, value));
+            // As Python: a key given twice keeps its first place and its last value.
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => out.push((key, value)),
+            }
             self.blank();
             match self.peek() {
                 Some(b',') => self.at += 1,
@@ -294,6 +313,24 @@ mod tests {
         assert_eq!(n.get("priority"), Some(&Literal::Int(-1)));
         assert_eq!(n.get("x"), Some(&Literal::Float(1.5)));
         assert_eq!(n.get("y"), Some(&Literal::Bool(true)));
+    }
+
+    #[test]
+    fn python_dict_and_nesting_rules() {
+        let v = parse("{'a': 1, 'b': 2, 'a': 3}").unwrap();
+        assert_eq!(
+            v,
+            Literal::Dict(vec![
+                (Literal::Str("a".into()), Literal::Int(3)),
+                (Literal::Str("b".into()), Literal::Int(2))
+            ])
+        );
+        assert!(
+            parse(&"[".repeat(100_000))
+                .unwrap_err()
+                .contains("too deep")
+        );
+        assert!(parse(&format!("{}{}", "[".repeat(32), "]".repeat(32))).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use literal::Literal;
 use services::{Keys, Secrets, ServiceConfig};
@@ -28,6 +28,8 @@ pub struct Options {
     pub source: String,
     /// The directory for secret files (absolute, so the output names them absolutely).
     pub secrets_dir: PathBuf,
+    /// The ini's directory (absolute): mqttwarn reads a relative `$FILE:` from there.
+    pub ini_dir: PathBuf,
     /// The topic hared published logins on.
     pub topic: String,
     /// Runs mqttwarn's own service plugins for the targets warren has no notifier for; none:
@@ -94,8 +96,9 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, String> {
         notes: Vec::new(),
         notifiers: Vec::new(),
         targets: BTreeMap::new(),
-        secrets: Secrets::new(opts.secrets_dir.clone()),
+        secrets: Secrets::new(opts.secrets_dir.clone(), opts.ini_dir.clone()),
         fields: BTreeSet::new(),
+        routed: BTreeSet::new(),
     };
     let defaults = sections.iter().find(|s| s.name == "defaults");
     let launched: Vec<String> = defaults
@@ -149,6 +152,49 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, String> {
     })
 }
 
+/// Writes the secret files into `dir`: created private (0700) if it is not there; an
+/// existing one must be a directory of this user's that no one else can enter, so nothing
+/// already there is loosened or tightened (think `--secrets-dir /etc/warren`). Files are
+/// new (or, with `overwrite`, replaced), 0600, never through a symbolic link.
+///
+/// # Errors
+/// The path and the reason.
+pub fn write_secrets(
+    dir: &Path,
+    files: &[(PathBuf, String)],
+    overwrite: bool,
+) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let shown = dir.display();
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => {
+            let mine = m.uid() == rustix::process::geteuid().as_raw();
+            if !m.is_dir() || !mine || m.permissions().mode() & 0o077 != 0 {
+                return Err(format!(
+                    "{shown}: must be a directory of yours that only you can enter (mode 0700), or not exist"
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("{shown}: {e}"))?,
+        Err(e) => return Err(format!("{shown}: {e}")),
+    }
+    for (path, secret) in files {
+        warren_daemon::files::write_private(path, secret, overwrite).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                " (--force replaces it)"
+            } else {
+                ""
+            };
+            format!("{}: {e}{hint}", path.display())
+        })?;
+    }
+    Ok(())
+}
+
 /// A notifier as printed.
 struct Notifier {
     name: String,
@@ -176,6 +222,8 @@ struct Importer<'a> {
     secrets: Secrets,
     /// The fields the imported templates use.
     fields: BTreeSet<String>,
+    /// The notifiers earlier routes send to.
+    routed: BTreeSet<String>,
 }
 
 impl Importer<'_> {
@@ -229,6 +277,10 @@ impl Importer<'_> {
         let mut names = Vec::new();
         for (target, address) in &items {
             let Some(target) = target.text() else {
+                self.note(
+                    targets.line,
+                    format!("[{}]: a target named by a {target:?}, not a string", s.name),
+                );
                 continue;
             };
             let name = self.unique_name(service, &target);
@@ -368,7 +420,7 @@ impl Importer<'_> {
         route.title = match s.get("title") {
             Some(e) => self.template(s, e),
             // mqttwarn's own default title.
-            None => Some(format!("mqttwarn: {logins}")),
+            None => Some(format!("mqttwarn: {}", literal_braces(logins))),
         };
         match s.get("format") {
             Some(e) => route.format = self.template(s, e),
@@ -378,16 +430,13 @@ impl Importer<'_> {
             ),
         }
         if let Some(e) = s.get("priority") {
-            route.priority = match literal::value(&e.value) {
-                Literal::Int(p) => Some(p.to_string()),
-                _ => self.template(s, e),
-            };
+            route.priority = self.template(s, e);
         }
         for e in &s.entries {
             let why = match e.key.as_str() {
                 "targets" | "topic" | "title" | "format" | "priority" => continue,
                 "filter" => {
-                    "a Python function deciding which messages to drop: warren has none; a route's `unless` (user, rhost_cidr, service, …) or `match` does this"
+                    "a Python function deciding which messages to drop: warren has none, so the route below notifies every login, those it dropped too; a route's `unless` (user, rhost_cidr, service, …) or `match` does this"
                 }
                 "alldata" | "datamap" => {
                     "a Python function adding fields: warren has none; its templates have tstamp (the login's local time), site, edge, id and remote built in"
@@ -411,6 +460,22 @@ impl Importer<'_> {
             );
             return None;
         }
+        // mqttwarn sent once per section; a warren notifier gets an event once, with the
+        // first route's words.
+        let shared: Vec<&str> = route
+            .notify
+            .iter()
+            .filter(|n| self.routed.contains(*n))
+            .map(String::as_str)
+            .collect();
+        if !shared.is_empty() {
+            let shared = shared.join(", ");
+            self.note(
+                s.line,
+                format!("[{}]: an earlier section also sends to {shared}; mqttwarn sent once per section, warren sends each notifier a login once, with the first route's title and format", s.name),
+            );
+        }
+        self.routed.extend(route.notify.iter().cloned());
         Some(route)
     }
 
@@ -451,12 +516,9 @@ impl Importer<'_> {
     }
 
     /// A `title`, `format` or `priority` as a warren template; `None` (noted) when it is
-    /// not one.
+    /// not one. Taken as written: mqttwarn does not unquote these.
     fn template(&mut self, s: &ini::Section, e: &ini::Entry) -> Option<String> {
-        let text = literal::value(&e.value)
-            .text()
-            .unwrap_or_else(|| e.value.clone());
-        match convert(&text, &self.opts.topic) {
+        match convert(&e.value, &self.opts.topic) {
             Ok((t, fields)) => {
                 self.fields.extend(fields);
                 Some(t)
@@ -476,11 +538,11 @@ impl Importer<'_> {
 
     fn render(&self, routes: &[Route]) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# Imported from {} by `hub import-mqttwarn`: add it to hub.toml.",
+        let source = format!(
+            "Imported from {} by `hub import-mqttwarn`: add it to hub.toml.",
             self.opts.source
         );
+        comment(&mut out, &source, "# ", "# ");
         if !self.notes.is_empty() {
             out.push_str("#\n# NOT IMPORTED: decide what each of these becomes.\n");
             let mut notes: Vec<&(usize, String)> = self.notes.iter().collect();
@@ -492,10 +554,7 @@ impl Importer<'_> {
                 } else {
                     format!("line {line}: ")
                 };
-                for (i, l) in wrap(&format!("{at}{text}"), 92).iter().enumerate() {
-                    let indent = if i == 0 { "  - " } else { "    " };
-                    let _ = writeln!(out, "#{indent}{l}");
-                }
+                comment(&mut out, &format!("{at}{text}"), "#  - ", "#    ");
             }
         }
         let via: Vec<&str> = self
@@ -506,29 +565,27 @@ impl Importer<'_> {
             .collect();
         if !via.is_empty() {
             out.push_str("#\n# Sent by mqttwarn's own service plugins, which warren has no notifier for: install\n# deploy/mqttwarn/warren-mqttwarn-service; the hub's user must be able to run mqttwarn\n# and read its ini.\n");
-            for l in wrap(&via.join(", "), 92) {
-                let _ = writeln!(out, "#   {l}");
-            }
+            comment(&mut out, &via.join(", "), "#   ", "#   ");
         }
         if !self.secrets.files.is_empty() {
             out.push_str("#\n# Secrets from the file are in files of their own (mode 0600), named below:\n# make them readable by the hub's user only.\n");
         }
         for n in &self.notifiers {
             let _ = writeln!(out, "\n[notifier.{}]", n.name);
-            let _ = writeln!(out, "# {}", n.origin);
+            comment(&mut out, &n.origin, "# ", "# ");
             for c in &n.keys.caveats {
-                for l in wrap(c, 94) {
-                    let _ = writeln!(out, "# {l}");
-                }
+                comment(&mut out, c, "# ", "# ");
             }
             for (key, value) in &n.keys.keys {
                 let _ = writeln!(out, "{key} = {value}");
             }
         }
         for r in routes {
-            let _ = writeln!(out, "\n[[route]]\n# {}", r.origin);
+            out.push_str("\n[[route]]\n");
+            comment(&mut out, &r.origin, "# ", "# ");
             if !r.left_out.is_empty() {
-                let _ = writeln!(out, "# targets not imported: {}", r.left_out.join(", "));
+                let left_out = format!("targets not imported: {}", r.left_out.join(", "));
+                comment(&mut out, &left_out, "# ", "#   ");
             }
             out.push_str("match = { kind = \"login\" }\n");
             let names: Vec<Value> = r.notify.iter().map(|n| n.as_str().into()).collect();
@@ -547,14 +604,15 @@ impl Importer<'_> {
     }
 }
 
-/// mqttwarn's `name()` or `module.name()`: a Python function.
+/// A Python function by name, as mqttwarn tells one: `^\w+\(\)`.
 fn is_function(value: &str) -> bool {
-    value.trim().strip_suffix("()").is_some_and(|name| {
-        !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-    })
+    let name = value.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+    name.len() < value.len() && name.starts_with("()")
+}
+
+/// `text` as a template's literal text.
+fn literal_braces(text: &str) -> String {
+    text.replace('{', "{{").replace('}', "}}")
 }
 
 /// A Python `str.format` template as a warren template, and the fields it uses. `{topic}`
@@ -587,7 +645,7 @@ fn convert(text: &str, topic: &str) -> Result<(String, Vec<String>), String> {
                     }
                 }
                 match inner.as_str() {
-                    "topic" => out.push_str(&topic.replace('{', "{{").replace('}', "}}")),
+                    "topic" => out.push_str(&literal_braces(topic)),
                     "payload" => {
                         return Err(
                             "`{payload}` is the message as it came; warren has no such field"
@@ -632,21 +690,30 @@ fn topic_matches(filter: &str, topic: &str) -> bool {
     levels.next().is_none()
 }
 
-/// `text` in lines of at most about `width` characters, broken at spaces.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for word in text.split(' ') {
-        let line = lines.last_mut().expect("never empty");
-        if !line.is_empty() && line.len() + 1 + word.len() > width {
-            lines.push(word.to_owned());
-        } else {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
+/// Writes `text` as comment lines of about 96 characters, the first starting with `first`,
+/// the others with `rest`. Control characters (the line breaks of a value that went on over
+/// several lines, or that a Python string put in a name) become spaces: nothing from the ini
+/// can end a comment and become config.
+fn comment(out: &mut String, text: &str, first: &str, rest: &str) {
+    const WIDTH: usize = 96;
+    let text = text.replace(char::is_control, " ");
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !empty && line.len() + 1 + word.len() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = rest.to_owned();
+            empty = true;
         }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
     }
-    lines
+    out.push_str(&line);
+    out.push('\n');
 }
 
 #[cfg(test)]

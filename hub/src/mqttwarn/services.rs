@@ -57,15 +57,18 @@ impl Keys {
 #[derive(Debug)]
 pub struct Secrets {
     dir: PathBuf,
+    /// The ini's directory, which mqttwarn reads a relative `$FILE:` from.
+    ini_dir: PathBuf,
     /// Files to write: path and content.
     pub files: Vec<(PathBuf, String)>,
 }
 
 impl Secrets {
-    /// Secrets to be written under `dir`.
-    pub fn new(dir: PathBuf) -> Self {
+    /// Secrets to be written under `dir`, for an ini in `ini_dir`.
+    pub fn new(dir: PathBuf, ini_dir: PathBuf) -> Self {
         Self {
             dir,
+            ini_dir,
             files: Vec::new(),
         }
     }
@@ -87,8 +90,8 @@ impl Secrets {
         file: String,
         value: &str,
     ) -> Result<(), String> {
-        if let Some(var) = expansion(value, "FILE") {
-            keys.set(key, var);
+        if let Some(file) = expansion(value, "FILE") {
+            keys.set(key, self.ini_dir.join(file).display().to_string());
         } else if let Some(var) = expansion(value, "ENV") {
             return Err(format!(
                 "reads the secret from ${{ENV:{var}}}: put it in a file and name that file in `{key}`"
@@ -184,16 +187,20 @@ fn file(address: &Literal, a: &[&Literal], config: &ServiceConfig) -> Result<Key
 
 fn log(a: &[&Literal]) -> Result<Keys, String> {
     let level = nth(a, 0).unwrap_or_else(|| "info".into());
+    // mqttwarn's own levels (its plugin fails on any other).
     let level = match level.as_str() {
         "debug" => "debug",
         "info" => "info",
-        "warn" | "warning" => "warn",
-        "error" | "crit" | "critical" => "error",
+        "warn" => "warn",
+        "error" | "crit" => "error",
         other => return Err(format!("log level {other:?} is not one mqttwarn knows")),
     };
     let mut k = Keys::of("log");
     if level != "info" {
         k.set("level", level);
+    }
+    if level == "debug" {
+        k.caveat("the hub logs at info and above unless RUST_LOG says otherwise (RUST_LOG=debug)");
     }
     Ok(k)
 }
@@ -216,8 +223,9 @@ fn pushover(
     if let Some(devices) = nth(a, 3) {
         k.set("device", devices);
     }
+    // Pushover's own bounds, as mqttwarn enforced them.
     for (from, to, min, max) in [
-        ("api_retry", "retry", 30, i64::MAX),
+        ("api_retry", "retry", 30, 10_800),
         ("api_expire", "expire", 0, 10_800),
     ] {
         if let Some(Literal::Int(v)) = config.get(from) {
@@ -241,7 +249,7 @@ fn ntfy(address: &Literal) -> Result<Keys, String> {
         .trim_end_matches('/')
         .rsplit_once('/')
         .filter(|(base, _)| base.contains("://"))
-        .ok_or_else(|| format!("{url:?} is not a topic URL"))?;
+        .ok_or("the URL is not a topic's (https://SERVER/TOPIC)")?;
     if base.contains('@') || topic.contains('?') {
         return Err(
             "the URL carries credentials: use warren's `token_file` (an access token)".into(),
@@ -333,6 +341,8 @@ fn smtp(
     if to.is_empty() {
         return Err("no recipients".into());
     }
+    // smtplib.SMTP(server): port 25 unless the server names one.
+    let port = port.unwrap_or(25);
     let mut k = Keys::of("smtp");
     let local = host == "localhost"
         || host
@@ -346,9 +356,7 @@ fn smtp(
     };
     k.set("server", host);
     k.set("security", security);
-    if let Some(p) = port {
-        k.set("port", p);
-    }
+    k.set("port", port);
     if !starttls && !local {
         k.caveat("mqttwarn sent this mail in clear text; warren requires STARTTLS to a server that is not local");
     }
@@ -380,12 +388,12 @@ fn http(name: &str, a: &[&Literal], secrets: &mut Secrets) -> Result<Keys, Strin
     {
         return Err("basic authentication: put `Authorization: Basic …` in a file and name it in the webhook's `secret_headers`".into());
     }
-    let mut k = Keys::of("webhook");
-    if url.contains('?') || url.contains('@') {
-        secrets.key(&mut k, "url_file", format!("{name}.url"), &url)?;
-    } else {
-        k.set("url", url);
+    if url.contains('{') {
+        return Err("the URL is made per message; a webhook's URL is fixed".into());
     }
+    let mut k = Keys::of("webhook");
+    // Many services carry the token in the URL's path (Slack, Discord): a secret.
+    secrets.key(&mut k, "url_file", format!("{name}.url"), &url)?;
     k.caveat("mqttwarn POSTed its `params` form-encoded; warren's webhook POSTs JSON {title, message, priority, event} (or a `body` template)");
     Ok(k)
 }
@@ -503,7 +511,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), crate::mqttwarn::literal::value(v)))
             .collect();
-        let mut secrets = Secrets::new("/s".into());
+        let mut secrets = Secrets::new("/s".into(), "/etc/mqttwarn".into());
         let name = format!("{module}_t");
         notifier(
             &name,
@@ -556,6 +564,21 @@ mod tests {
                 "type = \"smtp\"\nserver = \"localhost\"\nsecurity = \"none\"\nport = 25\nfrom = \"w@localhost\"\nto = [\"a@example.org\", \"b@example.org\"]",
             ),
             (
+                "smtp",
+                "['a@example.org']",
+                &[
+                    ("server", "'mail.example.org'"),
+                    ("sender", "'w@example.org'"),
+                ][..],
+                "type = \"smtp\"\nserver = \"mail.example.org\"\nsecurity = \"starttls\"\nport = 25\nfrom = \"w@example.org\"\nto = [\"a@example.org\"]",
+            ),
+            (
+                "http",
+                "['post', 'https://hooks.example.org/services/T0/B0/XYZ', None, None]",
+                &[][..],
+                "type = \"webhook\"\nurl_file = \"/s/http_t.url\"",
+            ),
+            (
                 "mqttpub",
                 "['alerts/x', 2, True]",
                 &[][..],
@@ -576,12 +599,16 @@ mod tests {
     #[test]
     fn secrets_go_to_files() {
         let config = ServiceConfig::new();
-        let mut secrets = Secrets::new("/s".into());
-        let address = parse("['ukey', '$FILE:/etc/po.token', 'siren']").unwrap();
+        let mut secrets = Secrets::new("/s".into(), "/etc/mqttwarn".into());
+        let address = parse("['ukey', '$FILE:po.token', 'siren']").unwrap();
         let k = notifier("pushover_pam", "pushover", &address, &config, &mut secrets).unwrap();
         let text = shown(&k);
         assert!(!text.contains("ukey"), "{text}");
-        assert!(text.contains("token_file = \"/etc/po.token\""), "{text}");
+        // A relative `$FILE:` is the ini's directory's, as mqttwarn reads it.
+        assert!(
+            text.contains("token_file = \"/etc/mqttwarn/po.token\""),
+            "{text}"
+        );
         assert!(
             text.contains("user_file = \"/s/pushover_pam.user\""),
             "{text}"

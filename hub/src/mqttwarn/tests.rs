@@ -7,6 +7,7 @@ fn options() -> Options {
     Options {
         source: "mqttwarn.ini".into(),
         secrets_dir: "/etc/warren/mqttwarn".into(),
+        ini_dir: "/etc/mqttwarn".into(),
         topic: "logging/hare".into(),
         services: None,
     }
@@ -179,4 +180,61 @@ fn mqttwarns_own_plugins_send_what_warren_cannot() {
     let cfg = config(text);
     let notify: Vec<&str> = cfg.routes[0].notify.iter().map(|n| n.as_str()).collect();
     assert_eq!(notify, ["slack_ops", "file_a", "file_per"]);
+}
+
+#[test]
+fn nothing_from_the_ini_escapes_a_comment() {
+    // A name and a value with line breaks, which would end a comment and become config.
+    let ini = "[defaults]\nlaunch = file\n\
+               [config:file]\ntargets = {'a\\n[notifier.evil]\\ntype = \"exec\"': ['/x'], 'b': ['/y']}\n\
+               [logging/hare]\ntargets = file:b\nformat = {user}\nweird = one\n  [notifier.evil2]\n  type = \"log\"\n";
+    let im = import(ini, &options()).unwrap();
+    let cfg = config(&im.toml);
+    let names: Vec<&str> = cfg.notifiers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["file_a__notifier_evil__type____exec_", "file_b"],
+        "{}",
+        im.toml
+    );
+    assert!(
+        im.toml.contains("weird = one [notifier.evil2]"),
+        "{}",
+        im.toml
+    );
+}
+
+#[test]
+fn secret_files_are_new_private_and_never_through_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("secrets");
+    let file = dir.join("pushover_pam.token");
+    let files = vec![(file.clone(), "t0ken\n".to_owned())];
+    write_secrets(&dir, &files, false).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&dir), mode(&file)), (0o700, 0o600));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "t0ken\n");
+    // Not replaced unless asked.
+    let again = write_secrets(&dir, &files, false).unwrap_err();
+    assert!(again.contains("--force"), "{again}");
+    write_secrets(&dir, &files, true).unwrap();
+    // A link planted where a secret goes is not followed, even with --force.
+    let elsewhere = tmp.path().join("readable-by-all");
+    std::fs::write(&elsewhere, "").unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+    assert!(write_secrets(&dir, &files, true).is_err());
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "");
+    // A directory others can enter is refused, not changed.
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let files = vec![(open.join("x"), "s\n".to_owned())];
+    assert!(
+        write_secrets(&open, &files, false)
+            .unwrap_err()
+            .contains("0700")
+    );
+    assert_eq!(mode(&open), 0o755);
 }

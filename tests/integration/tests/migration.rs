@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use warren_harness::http::{HttpServer, Reply};
@@ -28,6 +28,18 @@ sys.argv = ['mqttwarn', '--config-file=' + config]
 from mqttwarn.commands import run
 sys.exit(run())
 ";
+
+/// The Python of mqttwarn's virtual environment, which can import it; [`require`]d.
+fn mqttwarn_python() -> Option<PathBuf> {
+    let python = venv_tool("mqttwarn")
+        .map(|m| m.with_file_name("python3"))
+        .filter(|p| p.is_file());
+    require(
+        "mqttwarn in a virtual environment (pip install mqttwarn; .ci/run puts it in .venv)",
+        python.is_some(),
+    );
+    python
+}
 
 fn pushover_ok() -> Reply {
     Reply::Full(
@@ -86,20 +98,9 @@ fn lines(path: &Path) -> Vec<String> {
 
 #[test]
 fn the_imported_seed_config_notifies_as_mqttwarn_does_and_mqttwarn_stays_fed() {
-    let (Some(python), true) = (venv_tool("python3"), Mosquitto::available()) else {
-        require(
-            "python3 with mqttwarn in .venv (.ci/run installs it)",
-            false,
-        );
+    let (Some(python), true) = (mqttwarn_python(), Mosquitto::available()) else {
         return;
     };
-    if venv_tool("mqttwarn").is_none() {
-        require(
-            "mqttwarn (pip install mqttwarn; .ci/run puts it in .venv)",
-            false,
-        );
-        return;
-    }
     let classic = tempfile::tempdir().unwrap();
     let c = classic.path();
     let mosquitto = Mosquitto::start(
@@ -161,7 +162,8 @@ fn the_imported_seed_config_notifies_as_mqttwarn_does_and_mqttwarn_stays_fed() {
         ),
         1,
     );
-    std::fs::write(c.join("mosquitto.password"), "warren-pw\n").unwrap();
+    warren_daemon::files::write_private(&c.join("mosquitto.password"), "warren-pw\n", false)
+        .unwrap();
     let t = Topology::with_hub_config(&format!(
         "{fragment}\n[legacy.external]\naddress = \"127.0.0.1:{}\"\ntls = false\nusername = \"warren\"\npassword_file = \"{}\"\n",
         mosquitto.port,
@@ -278,20 +280,9 @@ fn the_imported_seed_config_notifies_as_mqttwarn_does_and_mqttwarn_stays_fed() {
 /// `warren-mqttwarn-service`; and unlike mqttwarn, the hub retries it when it fails.
 #[test]
 fn mqttwarns_own_plugin_sends_what_warren_cannot_and_is_retried() {
-    let Some(python) = venv_tool("python3") else {
-        require(
-            "python3 with mqttwarn in .venv (.ci/run installs it)",
-            false,
-        );
+    let Some(python) = mqttwarn_python() else {
         return;
     };
-    if venv_tool("mqttwarn").is_none() {
-        require(
-            "mqttwarn (pip install mqttwarn; .ci/run puts it in .venv)",
-            false,
-        );
-        return;
-    }
     let classic = tempfile::tempdir().unwrap();
     let c = classic.path();
     let (out, flag) = (c.join("paged.txt"), c.join("failed-once"));

@@ -177,6 +177,21 @@ fn backslash(s: &str, special: &str, out: &mut String) {
     }
 }
 
+/// The fields every template has besides the event's own, rendered by [`field`].
+pub const BUILT_IN: [&str; 11] = [
+    "site",
+    "edge",
+    "id",
+    "remote",
+    "kind",
+    "tstamp",
+    "_dtepoch",
+    "_dtiso",
+    "_ltiso",
+    "_dthhmm",
+    "_dthhmmss",
+];
+
 fn field(out: &mut String, name: &str, e: &Envelope, now: DateTime<Utc>) {
     let local = now.with_timezone(&Local);
     let _ = match name {
@@ -226,6 +241,13 @@ mod tests {
         Template::parse(t)
             .unwrap()
             .render(&envelope(), Utc.timestamp_opt(1_795_708_600, 0).unwrap())
+    }
+
+    #[test]
+    fn every_built_in_renders() {
+        for name in BUILT_IN {
+            assert!(!render(&format!("{{{name}}}")).is_empty(), "{name}");
+        }
     }
 
     #[test]

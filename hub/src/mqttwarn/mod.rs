@@ -63,26 +63,9 @@ pub struct Imported {
 /// Sections that are not topics.
 const NOT_TOPICS: [&str; 3] = ["defaults", "failover", "cron"];
 
-/// Fields a warren template has for a login: the datagram's and warren's own.
-const LOGIN_FIELDS: [&str; 18] = [
-    "hostname",
-    "user",
-    "service",
-    "rhost",
-    "tty",
-    "ruser",
-    "tst",
-    "kind",
-    "remote",
-    "site",
-    "edge",
-    "id",
-    "tstamp",
-    "_dtepoch",
-    "_dtiso",
-    "_ltiso",
-    "_dthhmm",
-    "_dthhmmss",
+/// A login datagram's fields; a template also has [`crate::template::BUILT_IN`].
+const LOGIN_FIELDS: [&str; 7] = [
+    "hostname", "user", "service", "rhost", "tty", "ruser", "tst",
 ];
 
 /// Imports `text`, an `mqttwarn.ini`.
@@ -132,7 +115,10 @@ pub fn import(text: &str, opts: &Options) -> Result<Imported, String> {
     let unknown: Vec<String> = im
         .fields
         .iter()
-        .filter(|f| !LOGIN_FIELDS.contains(&f.as_str()))
+        .filter(|f| {
+            let f = f.as_str();
+            !LOGIN_FIELDS.contains(&f) && !crate::template::BUILT_IN.contains(&f)
+        })
         .map(|f| format!("{{{f}}}"))
         .collect();
     if !unknown.is_empty() {

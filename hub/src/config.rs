@@ -15,6 +15,7 @@ pub use warren_daemon::config::ConfigError;
 use crate::known::KnownSourcesConfig;
 use crate::notify::{NotifierConfig, NotifierName};
 use crate::router::{ConditionsConfig, OneOrMany, Route, RouteConfig};
+use crate::web::{Web, WebConfig};
 
 const DEFAULT_STATE_DIR: &str = if cfg!(target_os = "freebsd") {
     "/var/db/warren/hub"
@@ -51,9 +52,12 @@ pub struct RawHubConfig {
     /// The sources each user logs in from.
     #[serde(default)]
     pub known_sources: KnownSourcesConfig,
-    /// Prometheus metrics.
+    /// The older name of `[web] listen`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The page, its JSON API and the Prometheus metrics.
+    #[serde(default)]
+    pub web: WebConfig,
     /// Notifiers by name.
     #[serde(default, rename = "notifier")]
     pub notifiers: BTreeMap<NotifierName, NotifierSpec>,
@@ -332,11 +336,11 @@ impl Default for PresenceConfig {
     }
 }
 
-/// `[metrics]`.
+/// `[metrics]`: from before the page; its `listen` is `[web] listen`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Serve Prometheus text on `http://<listen>/metrics`; keep it on loopback.
+    /// See [`WebConfig::listen`].
     pub listen: Option<SocketAddr>,
 }
 
@@ -434,8 +438,8 @@ pub struct HubConfig {
     pub presence: PresenceConfig,
     /// Known sources.
     pub known_sources: KnownSourcesConfig,
-    /// Metrics listener.
-    pub metrics: MetricsConfig,
+    /// The page, `/api/v1` and `/metrics`, if served.
+    pub web: Option<Web>,
     /// Notifiers.
     pub notifiers: BTreeMap<NotifierName, NotifierSpec>,
     /// Routes.
@@ -528,6 +532,10 @@ impl RawHubConfig {
         if republished && warren_proto::topic::parse_event(&self.legacy.topic).is_some() {
             return Err(invalid("legacy.topic", "must not be a warren event topic"));
         }
+        let web = self
+            .web
+            .validate(self.metrics.listen, &broker)
+            .map_err(|(k, r)| invalid(k, &r))?;
         let state_dir = self.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
         Ok(HubConfig {
             path: path.to_owned(),
@@ -542,7 +550,7 @@ impl RawHubConfig {
             legacy: self.legacy,
             presence: self.presence,
             known_sources: self.known_sources,
-            metrics: self.metrics,
+            web,
             notifiers,
             routes,
         })

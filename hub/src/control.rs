@@ -160,6 +160,7 @@ mod tests {
             source: Arc::new(Source {
                 mode: "embedded",
                 listen: Vec::new(),
+                web: None,
                 stats: Arc::default(),
                 inbox: inbox.clone(),
                 notifiers: Vec::new(),

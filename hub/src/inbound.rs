@@ -82,7 +82,7 @@ impl Pipeline {
         let from_edges = envelopes.len();
         let transitions = lock(&self.presence).due(now);
         for t in transitions {
-            self.stats.set_online(&t.edge, &t.site, t.online);
+            self.stats.set_online(&t.edge, &t.site, t.online, t.since_ms);
             tracing::warn!(edge = %t.edge, site = %t.site, online = t.online, why = %t.why, "Edge presence changed.");
             if self.cfg.presence.events {
                 envelopes.push(t.event(now, self.inbox.salt()));
@@ -97,12 +97,17 @@ impl Pipeline {
             self.presence.clone(),
         );
         let window_ms = u64::try_from(self.cfg.dedup.window.as_millis()).unwrap_or(u64::MAX);
+        let listed = self.cfg.web.is_some();
         let (committed, envelopes) = tokio::task::spawn_blocking(move || {
             let received = chrono::Utc::now();
             let c = inbox.transact(|tx| {
                 lock(&presence).store(tx);
                 let c = tx.record(&envelopes, now, window_ms, |e, tx| {
-                    router.route(e, received, tx)
+                    let (deliveries, routing) = router.route(e, received, tx)?;
+                    if listed {
+                        crate::recent::put(tx, e, &routing, now);
+                    }
+                    Ok((deliveries, routing))
                 })?;
                 if ticked {
                     for (name, n) in router.close_intervals(received, tx)? {

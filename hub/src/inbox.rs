@@ -150,6 +150,8 @@ pub enum Space {
     Throttle = b'g',
     /// What was last announced about each edge.
     Presence = b'p',
+    /// The newest events, for the web page ([`crate::recent`]).
+    Recent = b'r',
 }
 
 /// One atomic, durable write to the store ([`Inbox::transact`]): reads see its own writes.
@@ -468,6 +470,52 @@ impl Inbox {
     /// When sled fails.
     pub fn scan(&self, space: Space) -> Result<Vec<Record>, InboxError> {
         scan(&self.db, space)
+    }
+
+    /// Up to `limit` records of `space` with keys before `before` (or the last ones), from
+    /// the last back.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn scan_back(
+        &self,
+        space: Space,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Record>, InboxError> {
+        let start = spaced(space, &[]);
+        let end = match before {
+            Some(key) => spaced(space, key),
+            None => vec![space as u8 + 1],
+        };
+        let mut out = Vec::new();
+        for item in self.db.range(start..end).rev().take(limit) {
+            let (k, v) = item?;
+            out.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes the records of `space` with keys before `cutoff`, and the first ones beyond the
+    /// last `keep`; returns how many.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn trim_space(&self, space: Space, cutoff: &[u8], keep: u64) -> Result<u64, InboxError> {
+        let cutoff = spaced(space, cutoff);
+        let excess = self.count(space).saturating_sub(keep);
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for key in self.db.scan_prefix([space as u8]).keys() {
+            let key = key?;
+            if n >= excess && key.as_ref() >= cutoff.as_slice() {
+                break;
+            }
+            batch.remove(key);
+            n += 1;
+        }
+        self.db.apply_batch(batch)?;
+        Ok(n)
     }
 
     /// Records in `space`.
@@ -842,6 +890,7 @@ impl Inbox {
         window: Duration,
         keep_dead: Duration,
         known: KnownSourcesConfig,
+        recent: crate::recent::Retention,
         stop: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
@@ -860,12 +909,13 @@ impl Inbox {
                     inbox.prune(ids_before)?,
                     inbox.prune_dead(dead_before)?,
                     known.prune(&inbox, crate::now_ms())?,
+                    recent.prune(&inbox, crate::now_ms())?,
                 ))
             });
             match pruned.await {
-                Ok(Ok((0, 0, 0))) => {}
-                Ok(Ok((ids, dead, sources))) => {
-                    tracing::debug!(ids, dead_letters = dead, sources, "Pruned expired records.");
+                Ok(Ok((0, 0, 0, 0))) => {}
+                Ok(Ok((ids, dead, sources, events))) => {
+                    tracing::debug!(ids, dead_letters = dead, sources, events, "Pruned expired records.");
                 }
                 Ok(Err(error)) => tracing::error!(%error, "Pruning expired records failed."),
                 Err(error) => tracing::error!(%error, "Pruning task failed."),

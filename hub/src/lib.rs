@@ -4,7 +4,7 @@
 //! [`config`] reads the TOML, [`resources`] every file it names; [`run`] wires the tasks: the
 //! [`bus`] client feeds the [`inbound`] task, which commits new events and their deliveries to
 //! the [`inbox`] before acking them; one [`delivery`] task per notifier drains its outbox; the
-//! status socket answers `hub status`.
+//! status socket answers `hub status`, and the [`web`] listener serves the page and metrics.
 
 pub mod acl;
 pub mod broker;
@@ -24,6 +24,7 @@ pub mod notify;
 pub mod passwd;
 pub mod pki;
 pub mod presence;
+pub mod recent;
 pub mod resources;
 pub mod router;
 pub mod session;
@@ -35,6 +36,7 @@ mod testing;
 pub mod throttle;
 pub mod trace;
 pub mod trust;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -82,7 +84,7 @@ pub enum HubError {
 ///
 /// The tasks: the broker (embedded: rumqttd and its TLS [`front`]; or an external one), the
 /// [`bus`] client feeding the [`inbound`] task, which commits to the [`inbox`] and acks; one
-/// [`delivery`] task per notifier; the inbox's pruner; the status socket and metrics.
+/// [`delivery`] task per notifier; the inbox's pruner; the status socket and the web page.
 ///
 /// # Errors
 /// When the inbox, the broker or a socket cannot be set up, or the inbox fails.
@@ -170,29 +172,50 @@ pub async fn run(
         cfg.dedup.window,
         cfg.delivery.keep_dead_letters,
         cfg.known_sources.clone(),
+        cfg.web
+            .as_ref()
+            .map_or(recent::Retention::NONE, |w| w.retention),
         shutdown.child_token(),
     ));
 
+    let web = match (&cfg.web, res.web) {
+        (Some(w), Some(guard)) => {
+            let listener = tokio::net::TcpListener::bind(w.listen)
+                .await
+                .map_err(|source| HubError::Bind {
+                    what: "web listener",
+                    addr: w.listen.to_string(),
+                    source,
+                })?;
+            let url = format!(
+                "{}://{}/",
+                if guard.tls.is_some() { "https" } else { "http" },
+                listener.local_addr().unwrap_or(w.listen)
+            );
+            tracing::info!(%url, "Serving the page, /api/v1 and /metrics.");
+            Some((listener, guard, url))
+        }
+        _ => None,
+    };
     let source = Arc::new(status::Source {
         mode,
         listen: listen.into_iter().collect(),
+        web: web.as_ref().map(|(_, _, url)| url.clone()),
         stats: stats.clone(),
         inbox: inbox.clone(),
         notifiers: names,
         certificate: res.certificate,
     });
-    if let Some(addr) = cfg.metrics.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| HubError::Bind {
-                what: "metrics listener",
-                addr: addr.to_string(),
-                source,
-            })?;
-        tracing::info!(%addr, "Serving Prometheus metrics on /metrics.");
-        tracker.spawn(metrics::serve(
+    if let (Some((listener, guard, _)), Some(w)) = (web, &cfg.web) {
+        let site = web::Site {
+            source: source.clone(),
+            token: guard.token,
+            refresh: w.refresh,
+        };
+        tracker.spawn(web::serve(
             listener,
-            source.clone(),
+            guard.tls,
+            Arc::new(site),
             shutdown.child_token(),
         ));
     }

@@ -1,69 +1,9 @@
-//! Prometheus metrics: `GET /metrics` in the text exposition format, on a listener that should
-//! stay on loopback (or behind the scraper's own network policy).
+//! Prometheus metrics: a status snapshot in the text exposition format, served on
+//! `/metrics` by the [web listener](crate::web).
 
 use std::fmt::Write;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-use crate::status::{HubStatus, Source};
-
-/// Serves until `stop`.
-pub async fn serve(listener: TcpListener, source: Arc<Source>, stop: CancellationToken) {
-    let connections = TaskTracker::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            () = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(error) => {
-                    tracing::warn!(%error, "Metrics listener accept failed.");
-                    continue;
-                }
-            },
-        };
-        let source = source.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| respond(req, source.clone()));
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "Metrics connection ended.");
-            }
-        });
-    }
-    connections.close();
-    connections.wait().await;
-}
-
-async fn respond(
-    req: Request<hyper::body::Incoming>,
-    source: Arc<Source>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    if req.method() != Method::GET || req.uri().path() != "/metrics" {
-        *resp.status_mut() = StatusCode::NOT_FOUND;
-        return Ok(resp);
-    }
-    match tokio::task::spawn_blocking(move || source.snapshot()).await {
-        Ok(snapshot) => {
-            *resp.body_mut() = Full::new(Bytes::from(render(&snapshot)));
-            resp.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-        }
-        Err(_) => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
-    }
-    Ok(resp)
-}
+use crate::status::HubStatus;
 
 /// The exposition text for a snapshot.
 pub fn render(s: &HubStatus) -> String {

@@ -56,6 +56,8 @@ pub struct Transition {
     pub site: String,
     /// Back online (or gone offline).
     pub online: bool,
+    /// Since when, ms since the epoch.
+    pub since_ms: u64,
     /// Why, in words.
     pub why: String,
     /// Its queue depth as last reported.
@@ -172,6 +174,7 @@ impl Tracker {
                 edge: id.clone(),
                 site: e.site.clone(),
                 online: e.online,
+                since_ms: e.since_ms,
                 why,
                 queue_depth: e.queue_depth,
             });

@@ -31,6 +31,8 @@ pub struct Resources {
     /// The hub's own certificate (server, or client of an external broker), to warn before
     /// it ends.
     pub certificate: Option<CertFacts>,
+    /// The page's TLS and token, if it is served.
+    pub web: Option<crate::web::Guard>,
 }
 
 /// The broker, ready to start or to connect to.
@@ -76,11 +78,17 @@ impl Resources {
                     })
             })
             .collect::<Result<_, _>>()?;
+        let web = cfg
+            .web
+            .as_ref()
+            .map(|w| crate::web::Guard::load(&cfg.path, w))
+            .transpose()?;
         Ok(Self {
             broker,
             notifiers,
             hub_bus: cx.hub_bus,
             certificate,
+            web,
         })
     }
 }

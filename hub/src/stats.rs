@@ -69,15 +69,35 @@ pub struct EdgeInfo {
     pub site: String,
     /// Whether its presence says it is connected.
     pub online: bool,
+    /// Since when it has been online (or offline), ms since the epoch, if this hub saw it
+    /// change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
     /// Last envelope or presence from it, ms since the epoch.
     pub last_seen_ms: u64,
     /// Its queue depth, as its last presence said.
     pub queue_depth: u64,
+    /// The age of its oldest queued event when its last presence was written, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_age_ms: Option<u64>,
+    /// Its software version, as its last presence said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
     /// Events received from it.
     pub events: u64,
     /// When the certificate it last connected with ends, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_not_after: Option<i64>,
+}
+
+impl EdgeInfo {
+    /// Sets whether it is online, noting when that changed.
+    fn turn(&mut self, online: bool, at_ms: u64) {
+        if online != self.online || self.since_ms.is_none() {
+            self.since_ms = Some(at_ms);
+        }
+        self.online = online;
+    }
 }
 
 impl Stats {
@@ -116,18 +136,20 @@ impl Stats {
         let mut edges = lock(&self.edges);
         let e = edges.entry(p.edge.clone()).or_default();
         e.site.clone_from(&p.site);
-        e.online = p.state == PresenceState::Online;
+        e.turn(p.state == PresenceState::Online, now_ms);
         e.queue_depth = p.queue_depth;
+        e.oldest_age_ms = p.oldest_age_ms;
+        e.version.clone_from(&p.version);
         e.last_seen_ms = now_ms;
     }
 
     /// Records a presence change decided by [`crate::presence`] (silence, too) — also of an
     /// edge known only from before a restart, so monitoring sees the one that never came back.
-    pub fn set_online(&self, edge: &str, site: &str, online: bool) {
+    pub fn set_online(&self, edge: &str, site: &str, online: bool, since_ms: u64) {
         let mut edges = lock(&self.edges);
         let e = edges.entry(edge.to_owned()).or_default();
         site.clone_into(&mut e.site);
-        e.online = online;
+        e.turn(online, since_ms);
     }
 
     /// The edge table.

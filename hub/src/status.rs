@@ -44,6 +44,9 @@ pub struct HubStatus {
     pub mode: String,
     /// The TLS listener's bound address (port 0 resolved), if any.
     pub listen: Vec<String>,
+    /// Where the page is served ([`crate::web`]), port 0 resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<String>,
     /// Whether the hub's MQTT client is connected.
     pub broker_connected: bool,
     /// Edges seen since start.
@@ -93,6 +96,8 @@ pub struct Source {
     pub mode: &'static str,
     /// Bound TLS listener.
     pub listen: Vec<String>,
+    /// The page's address.
+    pub web: Option<String>,
     /// Counters.
     pub stats: Arc<Stats>,
     /// The store.
@@ -142,6 +147,7 @@ impl Source {
             pid: std::process::id(),
             mode: self.mode.to_owned(),
             listen: self.listen.clone(),
+            web: self.web.clone(),
             broker_connected: *s.bus_connected.borrow(),
             warnings: own.into_iter().chain(of_edges).collect(),
             edges,

@@ -90,7 +90,7 @@ pub fn run(o: &Options) -> Result<(), String> {
     let local_port = free_port().map_err(|e| e.to_string())?;
     let notifications = d("notifications.log");
     let hub_config = d("hub.toml");
-    let hub_toml = |tls: &str| {
+    let hub_toml = |tls: &str, web: &str| {
         format!(
             r#"# The demo's hub. For a real deployment: listen_tls = "0.0.0.0:8883", a state_dir under
 # /var/lib/warren, and notifiers for your phone (see README.md).
@@ -104,6 +104,9 @@ client_ca_file = "{pki}/ca.pem"            # edges must present a certificate fr
 crl_file = "{pki}/crl.pem"                 # `hub pki revoke EDGE_ID` cuts an edge off
 [legacy]
 republish = true                          # hared format on logging/hare
+[web]
+listen = "{web}"              # the page: sites, edges, recent logins, notifiers (docs/web.md)
+refresh = "2s"
 [presence]
 events = true                             # an edge that stops reporting is an alert
 grace = "5s"
@@ -132,15 +135,19 @@ format = "ALERT {{title}}: {{message}} ({{hostname}}, {{site}})"
             notifications = show(&notifications),
         )
     };
-    write(&hub_config, &hub_toml("127.0.0.1:0"))?;
+    write(&hub_config, &hub_toml("127.0.0.1:0", "127.0.0.1:0"))?;
     let hub_program = program("hub", "hub.log");
     let mut hub = Hub::launch(&hub_program, &hub_config)?;
     let hub_addr = format!("127.0.0.1:{}", hub.port);
-    // Pin the port the OS chose, so a restarted hub is where the edges look for it.
-    write(&hub_config, &hub_toml(&hub_addr))?;
+    let page = hub.try_status()?.web.unwrap_or_default();
+    // Pin the ports the OS chose, so a restarted hub is where the edges (and the browser)
+    // look for it.
+    let web_addr = page.trim_start_matches("http://").trim_end_matches('/');
+    write(&hub_config, &hub_toml(&hub_addr, web_addr))?;
     println!(
         "hub      listening on {hub_addr} (TLS, client certificates), local MQTT on 127.0.0.1:{local_port}"
     );
+    println!("         its page: {page}");
 
     let mut edges = Vec::new();
     for (id, site) in [("home-gw", "home"), ("remote-gw", "remote")] {
@@ -227,6 +234,7 @@ warren is running. Try:
   edge status:    {run} warren-edge -- status --socket {home_sock}
   hub status:     {run} warren-hub -- status --socket {hub_sock}
   legacy topic:   mosquitto_sub -p {local_port} -t logging/hare -v
+  look at it:     {page} in a browser (or curl {page}api/v1/events)
 Files (configs, certificates, state, logs) are in {dir}.{stop}"#,
         home = edges[0].udp,
         remote = edges[1].udp,

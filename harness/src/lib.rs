@@ -2,10 +2,12 @@
 //! built binaries, child processes that are killed even when a test fails, waiting for
 //! readiness instead of sleeping, a hub and edges started from their configs, a CA made with
 //! `hub pki`, a real mosquitto, a real SMTP server (aiosmtpd), an HTTP server standing in for
-//! web APIs, a TCP link that a test can cut, and a server that never answers. It depends on
+//! web APIs, a headless browser, a TCP link that a test can cut, and a server that never
+//! answers. It depends on
 //! neither `warren-edge` nor `warren-hub`: it runs their binaries and reads their status socket
 //! as JSON, so both crates' own tests can use it.
 
+pub mod browser;
 pub mod daemon;
 pub mod http;
 pub mod mosquitto;
@@ -18,6 +20,7 @@ pub mod smtp;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use browser::Browser;
 pub use daemon::{Edge, Hub};
 pub use mosquitto::Mosquitto;
 pub use pki::Pki;

@@ -915,7 +915,13 @@ impl Inbox {
             match pruned.await {
                 Ok(Ok((0, 0, 0, 0))) => {}
                 Ok(Ok((ids, dead, sources, events))) => {
-                    tracing::debug!(ids, dead_letters = dead, sources, events, "Pruned expired records.");
+                    tracing::debug!(
+                        ids,
+                        dead_letters = dead,
+                        sources,
+                        events,
+                        "Pruned expired records."
+                    );
                 }
                 Ok(Err(error)) => tracing::error!(%error, "Pruning expired records failed."),
                 Err(error) => tracing::error!(%error, "Pruning task failed."),

@@ -168,15 +168,17 @@ pub async fn run(
         cfg: cfg.clone(),
     };
     let mut inbound = tracker.spawn(inbound::run(rx, pipeline));
-    tracker.spawn(inbox.clone().prune_expired(
-        cfg.dedup.window,
-        cfg.delivery.keep_dead_letters,
-        cfg.known_sources.clone(),
-        cfg.web
-            .as_ref()
-            .map_or(recent::Retention::NONE, |w| w.retention),
-        shutdown.child_token(),
-    ));
+    tracker.spawn(
+        inbox.clone().prune_expired(
+            cfg.dedup.window,
+            cfg.delivery.keep_dead_letters,
+            cfg.known_sources.clone(),
+            cfg.web
+                .as_ref()
+                .map_or(recent::Retention::NONE, |w| w.retention),
+            shutdown.child_token(),
+        ),
+    );
 
     let web = match (&cfg.web, res.web) {
         (Some(w), Some(guard)) => {

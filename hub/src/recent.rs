@@ -261,11 +261,22 @@ mod tests {
         assert_eq!(users(&first), ["u4", "u3"]);
         let e = &first.events[0];
         assert_eq!(
-            (e.kind.as_str(), e.site.as_str(), e.host.as_deref(), e.rhost.as_deref()),
+            (
+                e.kind.as_str(),
+                e.site.as_str(),
+                e.host.as_deref(),
+                e.rhost.as_deref()
+            ),
             ("login", "paris", Some("web"), Some("192.0.2.7"))
         );
-        assert_eq!((e.first_seen, e.notified.as_slice()), (Some(true), &["pager".to_owned()][..]));
-        assert_eq!((e.tst, e.received_ms, e.title.as_deref()), (1_795_000_004, 1004, None));
+        assert_eq!(
+            (e.first_seen, e.notified.as_slice()),
+            (Some(true), &["pager".to_owned()][..])
+        );
+        assert_eq!(
+            (e.tst, e.received_ms, e.title.as_deref()),
+            (1_795_000_004, 1004, None)
+        );
 
         let cursor: Cursor = first.next.as_deref().unwrap().parse().unwrap();
         let second = page(&inbox, Some(cursor), 2).unwrap();

@@ -69,7 +69,9 @@ impl Guard {
         let token = web
             .token_file
             .as_deref()
-            .map(|p| Secret::read(p).map_err(|e| ConfigError::file(config, "web.token_file", p, &e)))
+            .map(|p| {
+                Secret::read(p).map_err(|e| ConfigError::file(config, "web.token_file", p, &e))
+            })
             .transpose()?;
         Ok(Self { tls, token })
     }
@@ -122,7 +124,9 @@ pub async fn serve(
                 Some(acceptor) => {
                     match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => connection(stream, peer, site, stop).await,
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "Web TLS handshake failed."),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "Web TLS handshake failed.")
+                        }
                         Err(_) => tracing::debug!(%peer, "Web TLS handshake timed out."),
                     }
                 }

@@ -15,6 +15,8 @@ use crate::status::HubStatus;
 
 /// Certificates ending within this many days are marked.
 const CERT_WARN_DAYS: i64 = 30;
+/// An event received this much later than (or before) its own time shows both.
+const LATE_MS: u64 = 60_000;
 
 /// The page for `status` and `events`; `older` when it shows a later page of events (which
 /// is not reloaded: it would not change).
@@ -41,7 +43,12 @@ pub fn render(status: &HubStatus, events: &Page, older: bool, refresh: Duration)
          <link rel=\"stylesheet\" href=\"/style.css\"></head><body>",
         sites.len()
     );
-    header(&mut out, status, now_ms, if older { None } else { Some(refresh) });
+    header(
+        &mut out,
+        status,
+        now_ms,
+        if older { None } else { Some(refresh) },
+    );
     sites_section(&mut out, &sites, now_ms);
     events_section(&mut out, events, older, now_ms);
     notifiers_section(&mut out, status, now_ms);
@@ -204,14 +211,17 @@ fn events_section(out: &mut String, page: &Page, older: bool, now_ms: u64) {
 
 fn event_row(out: &mut String, e: &RecentEvent, now_ms: u64) {
     let new_source = e.first_seen == Some(true);
-    let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "—".to_owned(), |v| Esc(v).to_string());
+    let opt = |v: &Option<String>| {
+        v.as_deref()
+            .map_or_else(|| "—".to_owned(), |v| Esc(v).to_string())
+    };
     let _ = write!(
         out,
         "<tr class=\"event {}{}\"><td data-label=\"Time\">{}</td><td data-label=\"Site\">{}</td>\
          <td data-label=\"Host\">{}</td><td data-label=\"User\">{}</td><td data-label=\"Source\">{}",
         Esc(&e.kind),
         if new_source { " first-seen" } else { "" },
-        Time(e.received_ms, now_ms),
+        when(e, now_ms),
         Esc(&e.site),
         opt(&e.host),
         opt(&e.user),
@@ -222,7 +232,11 @@ fn event_row(out: &mut String, e: &RecentEvent, now_ms: u64) {
             " <span class=\"new\" title=\"the first login of this user from this network\">never seen</span>",
         );
     }
-    let _ = write!(out, "</td><td data-label=\"Service\">{}</td><td data-label=\"What\">", opt(&e.service));
+    let _ = write!(
+        out,
+        "</td><td data-label=\"Service\">{}</td><td data-label=\"What\">",
+        opt(&e.service)
+    );
     if e.kind != "login" {
         let _ = write!(out, "<span class=\"kind\">{}</span> ", Esc(&e.kind));
     }
@@ -233,9 +247,29 @@ fn event_row(out: &mut String, e: &RecentEvent, now_ms: u64) {
         .join(": ");
     let _ = write!(out, "{}", Esc(&what));
     if !e.notified.is_empty() {
-        let _ = write!(out, " <span class=\"to\">→ {}</span>", Esc(&e.notified.join(", ")));
+        let _ = write!(
+            out,
+            " <span class=\"to\">→ {}</span>",
+            Esc(&e.notified.join(", "))
+        );
     }
     out.push_str("</td></tr>");
+}
+
+/// When the event happened (its own `tst`), and when the hub got it if that was more than
+/// [`LATE_MS`] later: a login an edge held through an outage shows both.
+fn when(e: &RecentEvent, now_ms: u64) -> String {
+    let at_ms = u64::try_from(e.tst)
+        .unwrap_or_default()
+        .saturating_mul(1000);
+    if e.received_ms.abs_diff(at_ms) <= LATE_MS {
+        return Time(at_ms, now_ms).to_string();
+    }
+    format!(
+        "{} <span class=\"late\">received {}</span>",
+        Time(at_ms, now_ms),
+        Time(e.received_ms, now_ms)
+    )
 }
 
 fn notifiers_section(out: &mut String, s: &HubStatus, now_ms: u64) {
@@ -250,13 +284,19 @@ fn notifiers_section(out: &mut String, s: &HubStatus, now_ms: u64) {
             "<tr class=\"notifier{}\"><td data-label=\"Notifier\">{}</td><td data-label=\"Outbox\">{}</td>\
              <td data-label=\"Delivered\">{}</td><td data-label=\"Failed attempts\">{}</td>\
              <td data-label=\"Given up\">{}</td><td data-label=\"Last error\">{}</td></tr>",
-            if n.last_error.is_some() { " failing" } else { "" },
+            if n.last_error.is_some() {
+                " failing"
+            } else {
+                ""
+            },
             Esc(name),
             n.outbox,
             n.delivered,
             n.failures,
             n.dead,
-            n.last_error.as_deref().map_or_else(String::new, |e| Esc(e).to_string()),
+            n.last_error
+                .as_deref()
+                .map_or_else(String::new, |e| Esc(e).to_string()),
         );
     }
     out.push_str("</tbody></table>");
@@ -394,7 +434,7 @@ mod tests {
         RecentEvent {
             id: EventId::generate(),
             received_ms: crate::now_ms(),
-            tst: 0,
+            tst: i64::try_from(crate::now_ms() / 1000).unwrap(),
             kind: "login".into(),
             site: "paris".into(),
             edge: "gw".into(),
@@ -423,8 +463,10 @@ mod tests {
 
     #[test]
     fn the_page_shows_edges_events_and_notifiers() {
+        let mut held = event("eve", Some(false));
+        held.tst -= 3600;
         let page = Page {
-            events: vec![event("dan", Some(true)), event("eve", Some(false))],
+            events: vec![event("dan", Some(true)), held],
             next: Some("1-00".into()),
         };
         let html = render(&status(), &page, false, Duration::from_secs(5));
@@ -442,9 +484,21 @@ mod tests {
         ] {
             assert!(html.contains(expected), "{expected} not in {html}");
         }
-        assert_eq!(html.matches("never seen").count(), 1, "only dan's source is new");
+        assert_eq!(
+            html.matches("never seen").count(),
+            1,
+            "only dan's source is new"
+        );
+        assert_eq!(
+            html.matches("class=\"late\"").count(),
+            1,
+            "only eve's login arrived late"
+        );
         let older = render(&status(), &page, true, Duration::from_secs(5));
-        assert!(!older.contains("http-equiv=\"refresh\""), "an older page stays put");
+        assert!(
+            !older.contains("http-equiv=\"refresh\""),
+            "an older page stays put"
+        );
         assert!(older.contains("Back to the newest"));
     }
 

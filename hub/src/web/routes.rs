@@ -61,7 +61,10 @@ pub async fn respond(
 
 async fn answer(req: &Request<hyper::body::Incoming>, peer: SocketAddr, site: Arc<Site>) -> Answer {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET and HEAD only\n");
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read-only: GET and HEAD only\n",
+        );
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
@@ -103,8 +106,8 @@ async fn answer(req: &Request<hyper::body::Incoming>, peer: SocketAddr, site: Ar
             Ok(before) => {
                 let refresh = site.refresh;
                 blocking(&site, move |s| {
-                    let page = recent::page(&s.inbox, before, DEFAULT_LIMIT)
-                        .map_err(|e| e.to_string())?;
+                    let page =
+                        recent::page(&s.inbox, before, DEFAULT_LIMIT).map_err(|e| e.to_string())?;
                     let html = super::page::render(&s.snapshot(), &page, before.is_some(), refresh);
                     let mut resp = Response::new(Full::new(Bytes::from(html)));
                     set_type(&mut resp, "text/html; charset=utf-8");
@@ -160,7 +163,10 @@ async fn blocking(
         Err(e) => e.to_string(),
     };
     tracing::error!(%error, "Answering a web request failed.");
-    text(StatusCode::INTERNAL_SERVER_ERROR, "the hub could not read its store\n")
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the hub could not read its store\n",
+    )
 }
 
 /// Whether the request carries the token: as a bearer token, or as the password of HTTP Basic
@@ -208,7 +214,8 @@ fn is_loopback_host(host: &str) -> bool {
             _ => host,
         },
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The query's `before` and `limit`.
@@ -278,7 +285,10 @@ mod tests {
 
     fn headers(authorization: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(authorization).unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(authorization).unwrap(),
+        );
         h
     }
 
@@ -351,7 +361,10 @@ mod tests {
         assert!(q("before=nonsense").before().is_err());
         let c = format!("12-{}", warren_proto::EventId::generate());
         assert_eq!(
-            q(&format!("before={c}")).before().unwrap().map(|c| c.to_string()),
+            q(&format!("before={c}"))
+                .before()
+                .unwrap()
+                .map(|c| c.to_string()),
             Some(c)
         );
     }

@@ -15,7 +15,7 @@
    --order edge-restart (default) stops the edge after queueing and starts it again once the
    hub is subscribed; --order hub-late starts the hub under a retrying edge instead.
 
-    bench/edge_forward.py [--count 100000] [--rate 20000] [--window 1000] [--timeout 600]
+    bench/edge_forward.py [--count 100000] [--rate 20000] [--window 1000] [--timeout 600] [--web]
 """
 
 import argparse
@@ -41,6 +41,8 @@ def main():
                     help="edge-restart: hub up and subscribed before the edge reconnects; "
                     "hub-late: the hub starts while the edge is retrying (shows the "
                     "first-window stall)")
+    ap.add_argument("--web", action="store_true",
+                    help="serve the hub's page, which also records each event for it")
     wb.add_quiet_arg(ap)
     args = ap.parse_args()
     wb.prepare(args)
@@ -48,7 +50,8 @@ def main():
     pki = wb.pki(os.path.join(d, "pki"), edges=("bench",))
     tls_port = wb.free_port()
     hub_dir = os.path.join(d, "hub")
-    hub_cfg = wb.hub_config(hub_dir, tls_port, pki, client_auth=True, notifier=args.notifier)
+    hub_cfg = wb.hub_config(hub_dir, tls_port, pki, client_auth=True, notifier=args.notifier,
+                            web=args.web)
     udp = wb.free_port(wb.socket.SOCK_DGRAM)
     edge_cfg = wb.edge_config(
         os.path.join(d, "edge"), udp, hub_addr=f"localhost:{tls_port}",

@@ -188,8 +188,9 @@ def edge_config(d, udp_port, hub_addr="127.0.0.1:1", tls=None, edge_id="bench",
 
 
 def hub_config(d, tls_port, pki, client_auth=True, notifier="file", max_connections=None,
-               listen_local=None):
-    """Writes <d>/hub.toml: embedded broker on 127.0.0.1:tls_port, one notifier, one route."""
+               listen_local=None, web=False):
+    """Writes <d>/hub.toml: embedded broker on 127.0.0.1:tls_port, one notifier, one route;
+    with `web`, the page on a loopback port (so the hub keeps its recent events too)."""
     os.makedirs(d, exist_ok=True)
     broker = [
         f'listen_tls = "127.0.0.1:{tls_port}"',
@@ -217,6 +218,8 @@ match = {{ kind = "login" }}
 notify = ["out"]
 format = "User {{user}} logged into {{hostname}} from {{rhost}} at {{tstamp}}"
 """
+    if web:
+        text += '[web]\nlisten = "127.0.0.1:0"\n'
     path = os.path.join(d, "hub.toml")
     with open(path, "w") as f:
         f.write(text)

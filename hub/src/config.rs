@@ -52,7 +52,7 @@ pub struct RawHubConfig {
     /// The sources each user logs in from.
     #[serde(default)]
     pub known_sources: KnownSourcesConfig,
-    /// The older name of `[web] listen`.
+    /// Prometheus metrics alone (`[web]` serves them with the page).
     #[serde(default)]
     pub metrics: MetricsConfig,
     /// The page, its JSON API and the Prometheus metrics.
@@ -336,11 +336,11 @@ impl Default for PresenceConfig {
     }
 }
 
-/// `[metrics]`: from before the page; its `listen` is `[web] listen`.
+/// `[metrics]`, from before the page: `/metrics` alone. `[web]` serves it too.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// See [`WebConfig::listen`].
+    /// Serve Prometheus text on `http://<listen>/metrics`.
     pub listen: Option<SocketAddr>,
 }
 
@@ -438,7 +438,7 @@ pub struct HubConfig {
     pub presence: PresenceConfig,
     /// Known sources.
     pub known_sources: KnownSourcesConfig,
-    /// The page, `/api/v1` and `/metrics`, if served.
+    /// The page, `/api/v1` and `/metrics` (or `/metrics` alone), if served.
     pub web: Option<Web>,
     /// Notifiers.
     pub notifiers: BTreeMap<NotifierName, NotifierSpec>,

@@ -98,7 +98,7 @@ impl Pipeline {
             self.presence.clone(),
         );
         let window_ms = u64::try_from(self.cfg.dedup.window.as_millis()).unwrap_or(u64::MAX);
-        let listed = self.cfg.web.is_some();
+        let listed = self.cfg.web.as_ref().is_some_and(|w| w.page);
         let (committed, envelopes) = tokio::task::spawn_blocking(move || {
             let received = chrono::Utc::now();
             let c = inbox.transact(|tx| {
@@ -106,7 +106,7 @@ impl Pipeline {
                 let c = tx.record(&envelopes, now, window_ms, |e, tx| {
                     let (deliveries, routing) = router.route(e, received, tx)?;
                     if listed {
-                        crate::recent::put(tx, e, &routing, now);
+                        crate::recent::put(tx, e, &routing, now)?;
                     }
                     Ok((deliveries, routing))
                 })?;

@@ -274,6 +274,15 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// A number larger than any this store gave before (crash or not): to order records
+    /// written in one millisecond.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn next_id(&self) -> Result<u64, InboxError> {
+        Ok(self.db.generate_id()?)
+    }
+
     /// Every record of `space` as stored before this transaction, in key order.
     ///
     /// # Errors
@@ -503,16 +512,15 @@ impl Inbox {
     /// When sled fails.
     pub fn trim_space(&self, space: Space, cutoff: &[u8], keep: u64) -> Result<u64, InboxError> {
         let cutoff = spaced(space, cutoff);
-        let excess = self.count(space).saturating_sub(keep);
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for key in self.db.scan_prefix([space as u8]).keys() {
+        // From the last back: the first `keep` at or after the cutoff stay.
+        for (i, key) in self.db.scan_prefix([space as u8]).keys().rev().enumerate() {
             let key = key?;
-            if n >= excess && key.as_ref() >= cutoff.as_slice() {
-                break;
+            if i as u64 >= keep || key.as_ref() < cutoff.as_slice() {
+                batch.remove(key);
+                n += 1;
             }
-            batch.remove(key);
-            n += 1;
         }
         self.db.apply_batch(batch)?;
         Ok(n)

@@ -180,24 +180,29 @@ pub async fn run(
         ),
     );
 
-    let web = match (&cfg.web, res.web) {
-        (Some(w), Some(guard)) => {
-            let listener = tokio::net::TcpListener::bind(w.listen)
+    let web = match res.web {
+        Some(guard) => {
+            let addr = guard.web.listen;
+            let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| HubError::Bind {
                     what: "web listener",
-                    addr: w.listen.to_string(),
+                    addr: addr.to_string(),
                     source,
                 })?;
             let url = format!(
                 "{}://{}/",
                 if guard.tls.is_some() { "https" } else { "http" },
-                listener.local_addr().unwrap_or(w.listen)
+                listener.local_addr().unwrap_or(addr)
             );
-            tracing::info!(%url, "Serving the page, /api/v1 and /metrics.");
+            if guard.web.page {
+                tracing::info!(%url, "Serving the page, /api/v1 and /metrics.");
+            } else {
+                tracing::info!(%url, "Serving /metrics.");
+            }
             Some((listener, guard, url))
         }
-        _ => None,
+        None => None,
     };
     let source = Arc::new(status::Source {
         mode,
@@ -208,11 +213,12 @@ pub async fn run(
         notifiers: names,
         certificate: res.certificate,
     });
-    if let (Some((listener, guard, _)), Some(w)) = (web, &cfg.web) {
+    if let Some((listener, guard, _)) = web {
         let site = web::Site {
             source: source.clone(),
             token: guard.token,
-            refresh: w.refresh,
+            page: guard.web.page,
+            refresh: guard.web.refresh,
         };
         tracker.spawn(web::serve(
             listener,

@@ -13,6 +13,9 @@ use warren_proto::{Envelope, EventId, Kind};
 use crate::inbox::{Inbox, InboxError, Space, Tx};
 use crate::trace::{RouteOutcome, Routing};
 
+/// The most bytes of an alert's title or message kept.
+const MAX_TEXT: usize = 1024;
+
 /// What the page shows of one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentEvent {
@@ -54,22 +57,39 @@ pub struct RecentEvent {
     pub notified: Vec<String>,
 }
 
-/// A position in the list: the events before it are older.
+/// An event's place in the list, which is also its key in the store: when the hub received
+/// it, then a number that grows with each record (the events of one commit share their
+/// millisecond), then its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     received_ms: u64,
+    seq: u64,
     id: EventId,
 }
 
 impl Cursor {
-    fn key(self) -> [u8; 24] {
-        key(self.received_ms, &self.id)
+    fn key(self) -> [u8; 32] {
+        let mut k = [0; 32];
+        k[..8].copy_from_slice(&self.received_ms.to_be_bytes());
+        k[8..16].copy_from_slice(&self.seq.to_be_bytes());
+        k[16..].copy_from_slice(self.id.as_bytes());
+        k
+    }
+
+    fn of_key(key: &[u8]) -> Option<Self> {
+        let int =
+            |r: std::ops::Range<usize>| Some(u64::from_be_bytes(key.get(r)?.try_into().ok()?));
+        Some(Self {
+            received_ms: int(0..8)?,
+            seq: int(8..16)?,
+            id: EventId::from_bytes(key.get(16..32)?.try_into().ok()?),
+        })
     }
 }
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.received_ms, self.id)
+        write!(f, "{}-{}-{}", self.received_ms, self.seq, self.id)
     }
 }
 
@@ -78,9 +98,12 @@ impl FromStr for Cursor {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("`{s}` is not a cursor from a previous page's `next`");
-        let (ms, id) = s.split_once('-').ok_or_else(bad)?;
+        let mut parts = s.splitn(3, '-');
+        let mut next = || parts.next().ok_or_else(bad);
+        let (ms, seq, id) = (next()?, next()?, next()?);
         Ok(Self {
             received_ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
             id: id.parse().map_err(|_| bad())?,
         })
     }
@@ -123,8 +146,11 @@ impl Retention {
 }
 
 /// Records `e`, which `routing` routed, as received at `at_ms`.
-pub fn put(tx: &mut Tx<'_>, e: &Envelope, routing: &Routing, at_ms: u64) {
-    let text = |name| e.event.get_str(name).map(str::to_owned);
+///
+/// # Errors
+/// When the store fails.
+pub fn put(tx: &mut Tx<'_>, e: &Envelope, routing: &Routing, at_ms: u64) -> Result<(), InboxError> {
+    let text = |name| e.event.get_str(name).map(|v| clip(v).to_owned());
     let login = matches!(e.event.kind(), Kind::Login | Kind::Logout | Kind::Test);
     let record = RecentEvent {
         id: e.id,
@@ -151,11 +177,27 @@ pub fn put(tx: &mut Tx<'_>, e: &Envelope, routing: &Routing, at_ms: u64) {
             .cloned()
             .collect(),
     };
+    let at = Cursor {
+        received_ms: at_ms,
+        seq: tx.next_id()?,
+        id: e.id,
+    };
     tx.put(
         Space::Recent,
-        &key(at_ms, &e.id),
+        &at.key(),
         serde_json::to_vec(&record).unwrap_or_default(),
     );
+    Ok(())
+}
+
+/// `text` cut to [`MAX_TEXT`] bytes: an alert's message can be as long as a datagram, and the
+/// list keeps thousands.
+fn clip(text: &str) -> &str {
+    let mut end = text.len().min(MAX_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Up to `limit` events older than `before` (or the newest), newest first.
@@ -164,38 +206,27 @@ pub fn put(tx: &mut Tx<'_>, e: &Envelope, routing: &Routing, at_ms: u64) {
 /// When the store fails.
 pub fn page(inbox: &Inbox, before: Option<Cursor>, limit: usize) -> Result<Page, InboxError> {
     let before = before.map(Cursor::key);
-    let records = inbox.scan_back(Space::Recent, before.as_ref().map(|k| k.as_slice()), limit)?;
-    let full = records.len() == limit;
+    // One more than asked: whether there is a next page, without an empty one at the end.
+    let mut records = inbox.scan_back(
+        Space::Recent,
+        before.as_ref().map(|k| k.as_slice()),
+        limit + 1,
+    )?;
+    let more = records.len() > limit;
+    records.truncate(limit);
+    let next = records
+        .last()
+        .filter(|_| more)
+        .and_then(|(k, _)| Cursor::of_key(k))
+        .map(|c| c.to_string());
     let mut events = Vec::with_capacity(records.len());
-    let mut last = None;
-    for (k, v) in records {
-        last = Some(k);
+    for (_, v) in records {
         match serde_json::from_slice(&v) {
             Ok(e) => events.push(e),
             Err(error) => tracing::warn!(%error, "Unreadable recent event skipped."),
         }
     }
-    let next = last
-        .filter(|_| full)
-        .and_then(|k| cursor_of(&k))
-        .map(|c| c.to_string());
     Ok(Page { events, next })
-}
-
-fn key(ms: u64, id: &EventId) -> [u8; 24] {
-    let mut k = [0; 24];
-    k[..8].copy_from_slice(&ms.to_be_bytes());
-    k[8..].copy_from_slice(id.as_bytes());
-    k
-}
-
-fn cursor_of(key: &[u8]) -> Option<Cursor> {
-    let ms = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
-    let id: [u8; 16] = key.get(8..24)?.try_into().ok()?;
-    Some(Cursor {
-        received_ms: ms,
-        id: EventId::from_bytes(id),
-    })
 }
 
 #[cfg(test)]
@@ -235,7 +266,7 @@ mod tests {
                             notifiers: vec!["pager".into()],
                         }],
                     };
-                    put(tx, e, &routing, *at);
+                    put(tx, e, &routing, *at)?;
                 }
                 Ok(())
             })
@@ -284,6 +315,38 @@ mod tests {
         let third = page(&inbox, second.next.unwrap().parse().ok(), 2).unwrap();
         assert_eq!(users(&third), ["u0"]);
         assert_eq!(third.next, None, "a short page is the last");
+        let exact = page(&inbox, None, 5).unwrap();
+        assert_eq!(
+            (exact.events.len(), exact.next),
+            (5, None),
+            "so is one that ends it"
+        );
+    }
+
+    #[test]
+    fn one_commits_events_keep_their_order_and_alerts_their_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path()).unwrap();
+        let events: Vec<_> = (0..20).map(|i| (login(&format!("u{i}"), 0), 7)).collect();
+        store(&inbox, &events);
+        let listed: Vec<_> = page(&inbox, None, 100)
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.user.unwrap())
+            .collect();
+        let sent: Vec<_> = (0..20).rev().map(|i| format!("u{i}")).collect();
+        assert_eq!(listed, sent, "newest first, in one millisecond too");
+
+        let mut alert = login("x", 0);
+        alert.event = warren_proto::Event::new(Kind::Alert, 0);
+        alert.event.set_str("message", Some(&"é".repeat(2000)));
+        store(&inbox, &[(alert, 8)]);
+        let kept = page(&inbox, None, 1).unwrap().events[0]
+            .message
+            .clone()
+            .unwrap();
+        assert_eq!(kept.len(), MAX_TEXT, "cut at a character boundary");
     }
 
     #[test]
@@ -312,10 +375,19 @@ mod tests {
     fn a_cursor_round_trips_and_junk_is_refused() {
         let c = Cursor {
             received_ms: 42,
+            seq: 7,
             id: EventId::generate(),
         };
         assert_eq!(c.to_string().parse::<Cursor>(), Ok(c));
-        for junk in ["", "42", "x-00", "42-zz"] {
+        assert_eq!(Cursor::of_key(&c.key()), Some(c));
+        for junk in [
+            "",
+            "42",
+            "42-7",
+            "x-7-00",
+            "42-7-zz",
+            &format!("42-{}", EventId::generate()),
+        ] {
             assert!(junk.parse::<Cursor>().is_err(), "{junk}");
         }
     }

@@ -69,10 +69,13 @@ pub struct EdgeInfo {
     pub site: String,
     /// Whether its presence says it is connected.
     pub online: bool,
-    /// Since when it has been online (or offline), ms since the epoch, if this hub saw it
-    /// change.
+    /// Since when it has been online (or offline), ms since the epoch, if that changed while
+    /// this hub was running: what a restarted hub first hears is a state, not a change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<u64>,
+    /// When this hub first heard of it, ms since the epoch.
+    #[serde(default)]
+    pub first_heard_ms: u64,
     /// Last envelope or presence from it, ms since the epoch.
     pub last_seen_ms: u64,
     /// Its queue depth, as its last presence said.
@@ -88,14 +91,19 @@ pub struct EdgeInfo {
     /// When the certificate it last connected with ends, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_not_after: Option<i64>,
+    /// Whether `online` has been set (by a presence message or a decided change) rather than
+    /// defaulted for an edge first heard of by its certificate or an event.
+    #[serde(skip)]
+    pub(crate) state_known: bool,
 }
 
 impl EdgeInfo {
-    /// Sets whether it is online, noting when that changed.
-    fn turn(&mut self, online: bool, at_ms: u64) {
-        if online != self.online || self.since_ms.is_none() {
+    /// What a presence message says it is: a change once its state is known.
+    fn said(&mut self, online: bool, at_ms: u64) {
+        if self.state_known && online != self.online {
             self.since_ms = Some(at_ms);
         }
+        self.state_known = true;
         self.online = online;
     }
 }
@@ -117,7 +125,7 @@ impl Stats {
     /// Records an envelope from `edge`.
     pub fn saw_event(&self, edge: &str, site: &str, now_ms: u64) {
         let mut edges = lock(&self.edges);
-        let e = edges.entry(edge.to_owned()).or_default();
+        let e = heard(&mut edges, edge, now_ms);
         e.site = site.to_owned();
         e.last_seen_ms = now_ms;
         e.events += 1;
@@ -125,18 +133,15 @@ impl Stats {
 
     /// Records the end of the certificate `edge` connected with.
     pub fn saw_certificate(&self, edge: &str, not_after: i64) {
-        lock(&self.edges)
-            .entry(edge.to_owned())
-            .or_default()
-            .cert_not_after = Some(not_after);
+        heard(&mut lock(&self.edges), edge, crate::now_ms()).cert_not_after = Some(not_after);
     }
 
     /// Applies a presence message.
     pub fn saw_presence(&self, p: &Presence, now_ms: u64) {
         let mut edges = lock(&self.edges);
-        let e = edges.entry(p.edge.clone()).or_default();
+        let e = heard(&mut edges, &p.edge, now_ms);
         e.site.clone_from(&p.site);
-        e.turn(p.state == PresenceState::Online, now_ms);
+        e.said(p.state == PresenceState::Online, now_ms);
         e.queue_depth = p.queue_depth;
         e.oldest_age_ms = p.oldest_age_ms;
         e.version.clone_from(&p.version);
@@ -147,9 +152,14 @@ impl Stats {
     /// edge known only from before a restart, so monitoring sees the one that never came back.
     pub fn set_online(&self, edge: &str, site: &str, online: bool, since_ms: u64) {
         let mut edges = lock(&self.edges);
-        let e = edges.entry(edge.to_owned()).or_default();
+        let e = heard(&mut edges, edge, since_ms);
         site.clone_into(&mut e.site);
-        e.turn(online, since_ms);
+        // A decided change; one the presence messages already showed keeps its time.
+        if !e.state_known || online != e.online {
+            e.since_ms = Some(since_ms);
+        }
+        e.state_known = true;
+        e.online = online;
     }
 
     /// The edge table.
@@ -163,6 +173,72 @@ impl Stats {
     }
 }
 
+/// The entry of `edge`, made (first heard at `now_ms`) if new.
+fn heard<'a>(
+    edges: &'a mut BTreeMap<String, EdgeInfo>,
+    edge: &str,
+    now_ms: u64,
+) -> &'a mut EdgeInfo {
+    edges.entry(edge.to_owned()).or_insert_with(|| EdgeInfo {
+        first_heard_ms: now_ms,
+        ..EdgeInfo::default()
+    })
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_proto::envelope::VERSION;
+
+    fn presence(online: bool) -> Presence {
+        Presence {
+            v: VERSION,
+            state: if online {
+                PresenceState::Online
+            } else {
+                PresenceState::Offline
+            },
+            edge: "gw".into(),
+            site: "paris".into(),
+            version: "0.1.0".into(),
+            queue_depth: 3,
+            queue_bytes: 300,
+            oldest_age_ms: Some(2000),
+            ts: 0,
+        }
+    }
+
+    #[test]
+    fn since_is_a_change_seen_not_the_first_state_heard() {
+        let s = Stats::default();
+        s.saw_certificate("gw", 1);
+        s.saw_presence(&presence(true), 1000);
+        let gw = &s.edges()["gw"];
+        assert!(gw.online);
+        assert_eq!(
+            gw.since_ms, None,
+            "a restarted hub hears a state, not a change"
+        );
+        assert!(gw.first_heard_ms > 0);
+        assert_eq!((gw.queue_depth, gw.oldest_age_ms), (3, Some(2000)));
+        s.saw_presence(&presence(true), 2000);
+        assert_eq!(s.edges()["gw"].since_ms, None);
+        s.saw_presence(&presence(false), 3000);
+        assert_eq!(s.edges()["gw"].since_ms, Some(3000));
+        // The presence tracker's decision of the same change keeps the time it was seen.
+        s.set_online("gw", "paris", false, 3500);
+        assert_eq!(s.edges()["gw"].since_ms, Some(3000));
+        s.set_online("gw", "paris", true, 4000);
+        assert_eq!(
+            (s.edges()["gw"].online, s.edges()["gw"].since_ms),
+            (true, Some(4000))
+        );
+        // An edge the hub knew only from its store, found silent: the decision is the change.
+        s.set_online("ups", "lyon", false, 5000);
+        assert_eq!(s.edges()["ups"].since_ms, Some(5000));
+    }
 }

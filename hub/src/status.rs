@@ -276,6 +276,9 @@ pub fn human(s: &HubStatus) -> String {
             "NOT connected"
         }
     );
+    if let Some(page) = &s.web {
+        out += &format!("page: {page}\n");
+    }
     out += &format!(
         "events: {} received, {} duplicates dropped, {} invalid, {} acked, {} ids remembered\n",
         s.received, s.duplicates, s.invalid, s.acked, s.seen_ids

@@ -1003,7 +1003,7 @@ async fn prometheus_metrics() {
         (hub.status().notifiers["sshd_log"].delivered == 1).then_some(())
     });
     let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut body = String::new();
     http.read_to_string(&mut body).unwrap();
@@ -1016,6 +1016,13 @@ async fn prometheus_metrics() {
     ] {
         assert!(body.contains(line), "{line} missing from:\n{body}");
     }
+    // A [metrics] listener serves the counters alone, as before the page: no login.
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 404"), "{body}");
 }
 
 /// A login of `user` from `rhost` at `tst`, through `edge`.

@@ -33,11 +33,14 @@ pub struct WebConfig {
     pub keep_events: Option<u64>,
 }
 
-/// `[web]`, validated.
+/// `[web]` (or the older `[metrics]`), validated.
 #[derive(Debug, Clone)]
 pub struct Web {
     /// Where.
     pub listen: SocketAddr,
+    /// The page and `/api/v1` besides `/metrics`: false for a `[metrics]` listener, which
+    /// serves the counters alone, as it did before the page existed.
+    pub page: bool,
     /// Certificate and key, for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The token file.
@@ -55,8 +58,9 @@ const DEFAULT_KEEP_EVENTS: u64 = 10_000;
 const MAX_KEEP_EVENTS: u64 = 1_000_000;
 
 impl WebConfig {
-    /// Checks it against the broker (whose certificate is the default); `metrics` is the
-    /// older `[metrics] listen`, which names the same listener. `None` when nothing is served.
+    /// Checks it against the broker (whose certificate is the default). `metrics` is the
+    /// older `[metrics] listen`: without `[web]` it serves `/metrics` alone, unguarded as it
+    /// always was (counters, no login). `None` when nothing is served.
     ///
     /// # Errors
     /// `(key, reason)`.
@@ -70,22 +74,25 @@ impl WebConfig {
             (Some(_), Some(_)) => {
                 return err(
                     "metrics.listen",
-                    "is the same listener as web.listen: keep only web.listen",
+                    "is not needed with web.listen, which serves /metrics too",
                 );
             }
-            (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => {
-                let set = self.tls.is_some()
-                    || self.cert_file.is_some()
-                    || self.key_file.is_some()
-                    || self.token_file.is_some()
-                    || self.refresh.is_some()
-                    || self.keep.is_some()
-                    || self.keep_events.is_some();
-                return if set {
-                    err("web.listen", "is needed for the other [web] keys")
-                } else {
+            (Some(a), None) => a,
+            (None, Some(listen)) if self.is_empty() => {
+                return Ok(Some(Web {
+                    listen,
+                    page: false,
+                    tls: None,
+                    token_file: None,
+                    refresh: DEFAULT_REFRESH,
+                    retention: Retention::NONE,
+                }));
+            }
+            (None, _) => {
+                return if self.is_empty() {
                     Ok(None)
+                } else {
+                    err("web.listen", "is needed for the other [web] keys")
                 };
             }
         };
@@ -140,21 +147,32 @@ impl WebConfig {
             return err("web.refresh", "must be at least 1s");
         }
         let keep_events = self.keep_events.unwrap_or(DEFAULT_KEEP_EVENTS);
-        if keep_events > MAX_KEEP_EVENTS {
-            return Err((
-                "web.keep_events",
-                format!("must be at most {MAX_KEEP_EVENTS}"),
-            ));
+        if !(1..=MAX_KEEP_EVENTS).contains(&keep_events) {
+            return Err(("web.keep_events", format!("must be 1 to {MAX_KEEP_EVENTS}")));
+        }
+        let keep = self.keep.unwrap_or(DEFAULT_KEEP);
+        if keep.is_zero() {
+            return err("web.keep", "must be more than 0");
         }
         Ok(Some(Web {
             listen,
+            page: true,
             tls,
             token_file: self.token_file,
             refresh,
-            retention: Retention {
-                keep: self.keep.unwrap_or(DEFAULT_KEEP),
-                keep_events,
-            },
+            retention: Retention { keep, keep_events },
         }))
+    }
+
+    /// Whether no key is set.
+    fn is_empty(&self) -> bool {
+        self.listen.is_none()
+            && self.tls.is_none()
+            && self.cert_file.is_none()
+            && self.key_file.is_none()
+            && self.token_file.is_none()
+            && self.refresh.is_none()
+            && self.keep.is_none()
+            && self.keep_events.is_none()
     }
 }

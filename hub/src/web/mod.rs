@@ -4,9 +4,11 @@
 //!
 //! The page lists every login, so it is guarded like one: loopback by default; any other
 //! address needs HTTPS and a token ([`config`]); without a token, only requests naming a
-//! loopback host are answered, so a web site cannot read it through DNS rebinding. The store
-//! work of each request runs on the blocking pool, and connections are capped and timed out,
-//! so a slow or hostile client cannot hold the hub.
+//! loopback host are answered, so a web site cannot read it through DNS rebinding. (An older
+//! `[metrics]` listener serves `/metrics` alone, as before.) The store work of each request
+//! runs on the blocking pool; connections are capped, must send their headers in time, and
+//! live a bounded time, so a slow or hostile client cannot hold the listener or the hub's
+//! shutdown.
 
 pub mod config;
 mod page;
@@ -33,11 +35,17 @@ pub use self::routes::Site;
 /// Most connections at once; the others wait in the backlog.
 const MAX_CONNECTIONS: usize = 64;
 /// A client that has not finished its TLS handshake, or sent a request's headers, by then is
-/// dropped.
+/// dropped; so is one that has not read its answer by then when the hub stops.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection is closed after this long, whatever it does: one that never reads its answers
+/// holds no slot for longer. A browser just opens another.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 
-/// What protects the listener: TLS and the token, read from the files `[web]` names.
+/// The listener's settings with what protects it: TLS and the token, read from the files
+/// `[web]` names.
 pub struct Guard {
+    /// `[web]`.
+    pub web: Web,
     /// HTTPS.
     pub tls: Option<TlsAcceptor>,
     /// What every request must carry.
@@ -73,13 +81,18 @@ impl Guard {
                 Secret::read(p).map_err(|e| ConfigError::file(config, "web.token_file", p, &e))
             })
             .transpose()?;
-        Ok(Self { tls, token })
+        Ok(Self {
+            web: web.clone(),
+            tls,
+            token,
+        })
     }
 }
 
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
+            .field("web", &self.web)
             .field("tls", &self.tls.is_some())
             .field("token", &self.token)
             .finish()
@@ -133,6 +146,7 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
     connections.close();
     connections.wait().await;
 }
@@ -147,15 +161,19 @@ where
         .header_read_timeout(CLIENT_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stop.cancelled() => {
-            // A browser keeps its connection open: end it after the request in progress.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let served = async {
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = stop.cancelled() => {
+                // A browser keeps its connection open: end it after the request in progress.
+                conn.as_mut().graceful_shutdown();
+                tokio::time::timeout(CLIENT_TIMEOUT, conn.as_mut()).await.unwrap_or(Ok(()))
+            }
         }
     };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "Web connection ended.");
+    match tokio::time::timeout(MAX_CONNECTION_AGE, served).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "Web connection ended."),
+        Err(_) => tracing::debug!(%peer, "Web connection closed at its age limit."),
     }
 }

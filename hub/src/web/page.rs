@@ -8,13 +8,12 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
+use warren_daemon::tls::EXPIRY_WARNING_DAYS;
 
 use crate::recent::{Page, RecentEvent};
 use crate::stats::EdgeInfo;
 use crate::status::HubStatus;
 
-/// Certificates ending within this many days are marked.
-const CERT_WARN_DAYS: i64 = 30;
 /// An event received this much later than (or before) its own time shows both.
 const LATE_MS: u64 = 60_000;
 
@@ -40,7 +39,7 @@ pub fn render(status: &HubStatus, events: &Page, older: bool, refresh: Duration)
     let _ = write!(
         out,
         "<title>warren hub: {} sites, {offline} edges offline</title>\
-         <link rel=\"stylesheet\" href=\"/style.css\"></head><body>",
+         <link rel=\"stylesheet\" href=\"style.css\"></head><body>",
         sites.len()
     );
     header(
@@ -53,9 +52,9 @@ pub fn render(status: &HubStatus, events: &Page, older: bool, refresh: Duration)
     events_section(&mut out, events, older, now_ms);
     notifiers_section(&mut out, status, now_ms);
     out.push_str(
-        "<footer>The same as JSON: <a href=\"/api/v1/status\">/api/v1/status</a>, \
-         <a href=\"/api/v1/events\">/api/v1/events</a>; Prometheus: \
-         <a href=\"/metrics\">/metrics</a>.</footer></body></html>\n",
+        "<footer>The same as JSON: <a href=\"api/v1/status\">/api/v1/status</a>, \
+         <a href=\"api/v1/events\">/api/v1/events</a>; Prometheus: \
+         <a href=\"metrics\">/metrics</a>.</footer></body></html>\n",
     );
     out
 }
@@ -143,8 +142,15 @@ fn edge_row(out: &mut String, id: &str, e: &EdgeInfo, now_ms: u64) {
          <td data-label=\"State\"><span class=\"state {class}\">{state}</span>",
         Esc(id)
     );
-    if let Some(since) = e.since_ms {
-        let _ = write!(out, " since {}", Time(since, now_ms));
+    match e.since_ms {
+        Some(since) => {
+            let _ = write!(out, " since {}", Time(since, now_ms));
+        }
+        // The hub has not seen it change: say what it knows.
+        None if e.first_heard_ms > 0 => {
+            let _ = write!(out, ", first heard {}", Time(e.first_heard_ms, now_ms));
+        }
+        None => {}
     }
     let _ = write!(
         out,
@@ -162,16 +168,18 @@ fn edge_row(out: &mut String, id: &str, e: &EdgeInfo, now_ms: u64) {
     out.push_str("</td><td data-label=\"Certificate\">");
     match e.cert_not_after {
         Some(end) => {
-            let days = (end - i64::try_from(now_ms / 1000).unwrap_or(i64::MAX)).div_euclid(86_400);
+            let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+            let days = (end - now).div_euclid(86_400);
             let date = DateTime::from_timestamp(end, 0)
                 .map(|t| t.with_timezone(&Local).format("%Y-%m-%d").to_string())
                 .unwrap_or_default();
-            let class = if days < CERT_WARN_DAYS { "bad" } else { "" };
-            let _ = write!(out, "<span class=\"{class}\">ends {date}");
-            if days < CERT_WARN_DAYS {
-                let _ = write!(out, " ({days} days)");
-            }
-            out.push_str("</span>");
+            let _ = if end <= now {
+                write!(out, "<span class=\"bad\">ended {date}</span>")
+            } else if days < EXPIRY_WARNING_DAYS {
+                write!(out, "<span class=\"bad\">ends {date} ({days} days)</span>")
+            } else {
+                write!(out, "ends {date}")
+            };
         }
         None => out.push('—'),
     }
@@ -185,7 +193,7 @@ fn edge_row(out: &mut String, id: &str, e: &EdgeInfo, now_ms: u64) {
 fn events_section(out: &mut String, page: &Page, older: bool, now_ms: u64) {
     out.push_str("<section id=\"events\"><h2>Recent logins and alerts</h2>");
     if older {
-        out.push_str("<p><a href=\"/\">Back to the newest</a></p>");
+        out.push_str("<p><a href=\"./\">Back to the newest</a></p>");
     }
     if page.events.is_empty() {
         out.push_str("<p class=\"empty\">No event yet.</p>");
@@ -202,7 +210,7 @@ fn events_section(out: &mut String, page: &Page, older: bool, now_ms: u64) {
     if let Some(next) = &page.next {
         let _ = write!(
             out,
-            "<p><a href=\"/?before={}\">Older events</a></p>",
+            "<p><a href=\"?before={}\">Older events</a></p>",
             Esc(next)
         );
     }
@@ -219,7 +227,7 @@ fn event_row(out: &mut String, e: &RecentEvent, now_ms: u64) {
         out,
         "<tr class=\"event {}{}\"><td data-label=\"Time\">{}</td><td data-label=\"Site\">{}</td>\
          <td data-label=\"Host\">{}</td><td data-label=\"User\">{}</td><td data-label=\"Source\">{}",
-        Esc(&e.kind),
+        kind_class(&e.kind),
         if new_source { " first-seen" } else { "" },
         when(e, now_ms),
         Esc(&e.site),
@@ -324,7 +332,22 @@ fn notifiers_section(out: &mut String, s: &HubStatus, now_ms: u64) {
     out.push_str("</section>");
 }
 
-/// Text escaped for HTML content and quoted attribute values.
+/// The row class of an event's kind: a fixed set, so an edge's `kind` cannot pose as another
+/// class (`x first-seen`).
+fn kind_class(kind: &str) -> &'static str {
+    match kind {
+        "login" => "login",
+        "logout" => "logout",
+        "test" => "test",
+        "alert" => "alert",
+        "edge_offline" | "edge_online" => "presence",
+        _ => "other",
+    }
+}
+
+/// Text escaped for HTML content and quoted attribute values. Control characters become
+/// spaces and bidirectional controls a replacement character: a user name must not reorder
+/// what the page shows around it.
 struct Esc<'a>(&'a str);
 
 impl fmt::Display for Esc<'_> {
@@ -337,6 +360,11 @@ impl fmt::Display for Esc<'_> {
                 '"' => f.write_str("&quot;")?,
                 '\'' => f.write_str("&#39;")?,
                 c if c.is_control() => f.write_char(' ')?,
+                '\u{61c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}' => f.write_char('\u{fffd}')?,
                 c => f.write_char(c)?,
             }
         }
@@ -459,6 +487,19 @@ mod tests {
         assert!(!html.contains("<script"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
         assert!(html.contains("HTTP 503 &lt;html&gt;"));
+        let mut posing = event("eve\u{202e}nimda", None);
+        posing.kind = "x first-seen".into();
+        let html = render(
+            &status(),
+            &Page {
+                events: vec![posing],
+                next: None,
+            },
+            false,
+            Duration::from_secs(5),
+        );
+        assert!(html.contains("<tr class=\"event other\">"), "{html}");
+        assert!(html.contains("eve\u{fffd}nimda"));
     }
 
     #[test]
@@ -480,7 +521,7 @@ mod tests {
             "never seen",
             "→ pager",
             "<tr class=\"notifier failing\">",
-            "href=\"/?before=1-00\"",
+            "href=\"?before=1-00\"",
         ] {
             assert!(html.contains(expected), "{expected} not in {html}");
         }

@@ -34,6 +34,8 @@ pub struct Site {
     pub source: Arc<Source>,
     /// What every request must carry, if set.
     pub token: Option<Secret>,
+    /// The page and `/api/v1` besides `/metrics` (not for a `[metrics]` listener).
+    pub page: bool,
     /// How often the page reloads itself.
     pub refresh: Duration,
 }
@@ -70,35 +72,44 @@ async fn answer(req: &Request<hyper::body::Incoming>, peer: SocketAddr, site: Ar
         return resp;
     }
     let path = req.uri().path();
-    let refused = |reason, status, body| {
-        site.source
-            .stats
-            .refused
-            .refuse("a web request", reason, &peer, &path);
-        text(status, body)
-    };
+    let refused = &site.source.stats.refused;
     match &site.token {
-        Some(token) if !authorized(req.headers(), token) => {
-            let mut resp = refused(
-                "web_unauthorized",
-                StatusCode::UNAUTHORIZED,
-                "a token is needed: Authorization: Bearer TOKEN, or the token as password\n",
-            );
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"warren hub\", charset=\"UTF-8\""),
-            );
-            return resp;
-        }
-        Some(_) => {}
+        Some(token) => match credentials(req.headers()) {
+            Some(given) if matches(&given, token) => {}
+            given => {
+                if given.is_some() {
+                    refused.refuse("a web request", "web_bad_token", &peer, &path);
+                } else {
+                    // What a browser sends first, before it asks for the password: no news.
+                    refused.count("web_no_token", 1);
+                }
+                let mut resp = text(
+                    StatusCode::UNAUTHORIZED,
+                    "a token is needed: Authorization: Bearer TOKEN, or the token as password\n",
+                );
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"warren hub\", charset=\"UTF-8\""),
+                );
+                return resp;
+            }
+        },
+        // The counters alone, as a `[metrics]` listener always served them.
+        None if !site.page => {}
         None if !names_loopback(req) => {
-            return refused(
-                "web_host",
+            refused.refuse("a web request", "web_host", &peer, &path);
+            return text(
                 StatusCode::MISDIRECTED_REQUEST,
                 "without a token, ask for a loopback address or localhost\n",
             );
         }
         None => {}
+    }
+    if !site.page && path != "/metrics" {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: this listener serves /metrics\n",
+        );
     }
     let query = Query::parse(req.uri().query());
     match path {
@@ -169,31 +180,37 @@ async fn blocking(
     )
 }
 
-/// Whether the request carries the token: as a bearer token, or as the password of HTTP Basic
-/// authentication (any user name), which a browser asks for by itself.
-fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
-    let given = if scheme.eq_ignore_ascii_case("bearer") {
-        credentials.trim().as_bytes().to_vec()
-    } else if scheme.eq_ignore_ascii_case("basic") {
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(credentials.trim())
-        else {
-            return false;
-        };
-        match decoded.iter().position(|&b| b == b':') {
-            Some(i) => decoded[i + 1..].to_vec(),
-            None => return false,
-        }
-    } else {
-        return false;
-    };
-    given.ct_eq(token.expose().as_bytes()).into()
+/// What the request offers as the token, if anything: a bearer token, or the password of HTTP
+/// Basic authentication (any user name), which a browser asks for by itself. Something
+/// unreadable counts as a wrong token.
+fn credentials(headers: &HeaderMap) -> Option<Vec<u8>> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let text = String::from_utf8_lossy(value);
+    let (scheme, rest) = text.split_once(' ').unwrap_or((&text, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.as_bytes().to_vec());
+    }
+    let password = scheme
+        .eq_ignore_ascii_case("basic")
+        .then(|| base64::engine::general_purpose::STANDARD.decode(rest).ok())
+        .flatten()
+        .and_then(|d| {
+            d.iter()
+                .position(|&b| b == b':')
+                .map(|i| d[i + 1..].to_vec())
+        });
+    Some(password.unwrap_or_default())
+}
+
+/// Whether `given` is the token. Digests are compared, in constant time, so neither the
+/// token's bytes nor its length show in the answer's timing.
+fn matches(given: &[u8], token: &Secret) -> bool {
+    let digest = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b);
+    digest(given)
+        .as_ref()
+        .ct_eq(digest(token.expose().as_bytes()).as_ref())
+        .into()
 }
 
 /// Whether the request's host is `localhost` or a loopback address: what a browser sends when
@@ -207,10 +224,15 @@ fn names_loopback(req: &Request<hyper::body::Incoming>) -> bool {
 }
 
 fn is_loopback_host(host: &str) -> bool {
+    let port = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        Some(v6) => match v6.split_once(']') {
+            Some((name, "")) => name,
+            Some((name, rest)) if rest.strip_prefix(':').is_some_and(port) => name,
+            _ => return false,
+        },
         None => match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some((name, p)) if port(p) => name,
             _ => host,
         },
     };
@@ -292,6 +314,10 @@ mod tests {
         h
     }
 
+    fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
+        credentials(headers).is_some_and(|given| matches(&given, token))
+    }
+
     #[test]
     fn the_token_is_taken_as_bearer_or_as_a_basic_password() {
         let token = Secret::new("s3cret-t0ken");
@@ -322,6 +348,16 @@ mod tests {
             assert!(!authorized(&headers(&bad), &token), "{bad}");
         }
         assert!(!authorized(&HeaderMap::new(), &token));
+        assert_eq!(
+            credentials(&HeaderMap::new()),
+            None,
+            "no credentials at all"
+        );
+        assert_eq!(
+            credentials(&headers("Basic !!!")),
+            Some(Vec::new()),
+            "a wrong one"
+        );
     }
 
     #[test]
@@ -343,6 +379,8 @@ mod tests {
             "localhost.evil.example",
             "192.0.2.1:9108",
             "[2001:db8::1]:9108",
+            "[::1]evil",
+            "[::1]:x",
             "",
         ] {
             assert!(!is_loopback_host(bad), "{bad}");
@@ -359,7 +397,7 @@ mod tests {
         }
         assert_eq!(q("").before(), Ok(None));
         assert!(q("before=nonsense").before().is_err());
-        let c = format!("12-{}", warren_proto::EventId::generate());
+        let c = format!("12-3-{}", warren_proto::EventId::generate());
         assert_eq!(
             q(&format!("before={c}"))
                 .before()

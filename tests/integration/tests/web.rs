@@ -87,6 +87,9 @@ fn the_page_lists_sites_logins_and_an_edge_going_offline() {
         datagram("<b>mallory</b>", "203.0.113.66", TST + 180),
         4,
     );
+    wait_for("the hub to count the deliveries", WAIT, || {
+        (t.hub.status().notifiers["sshd_log"].delivered == 4).then_some(())
+    });
     let url = t.hub.status().web.expect("the hub's page address");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
@@ -99,7 +102,14 @@ fn the_page_lists_sites_logins_and_an_edge_going_offline() {
     }
     let edges = rows(&dom, "edge ");
     assert_eq!(edges.len(), 2, "{dom}");
-    assert!(edges.iter().all(|r| r.starts_with("online")), "{edges:?}");
+    // Both connected after the hub started, so the hub saw no change yet: it says when it first
+    // heard of them; and it knows when their certificates end.
+    assert!(
+        edges
+            .iter()
+            .all(|r| r.starts_with("online") && r.contains("first heard") && r.contains("ends ")),
+        "{edges:?}"
+    );
 
     let events = rows(&dom, "event ");
     let users: Vec<_> = events
@@ -188,6 +198,8 @@ fn the_page_lists_sites_logins_and_an_edge_going_offline() {
     assert_eq!(code, 405);
     let (code, _) = curl(&["-H", "Host: evil.example", &url]);
     assert_eq!(code, 421);
+    let (code, body) = curl(&["--head", &url]);
+    assert!(code == 200 && body.contains("text/html"), "{code} {body}");
     let (code, body) = curl(&[&format!("{url}api/v1/events?limit=0")]);
     assert!(code == 400 && body.contains("limit"), "{code} {body}");
     assert_eq!(t.hub.status().refused.get("web_host"), Some(&1));
@@ -231,7 +243,22 @@ fn with_a_token_every_request_needs_it_over_https() {
         code == 200 && body.contains("<h1>warren hub</h1>"),
         "{code}"
     );
+    // The token is the guard then, whatever host name the request uses.
+    let (code, _) = get(
+        &[
+            "-H",
+            "Authorization: Bearer correct-horse-battery",
+            "-H",
+            "Host: hub.example",
+        ],
+        "api/v1/status",
+    );
+    assert_eq!(code, 200);
     let (code, _) = curl(&[&url.replace("https://", "http://")]);
     assert_ne!(code, 200, "plain HTTP on the HTTPS port");
-    assert_eq!(t.hub.status().refused.get("web_unauthorized"), Some(&8));
+    let refused = t.hub.status().refused;
+    assert_eq!(
+        (refused.get("web_no_token"), refused.get("web_bad_token")),
+        (Some(&4), Some(&4))
+    );
 }

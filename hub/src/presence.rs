@@ -270,24 +270,7 @@ fn ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn presence(edge: &str, online: bool) -> Presence {
-        Presence {
-            v: VERSION,
-            state: if online {
-                PresenceState::Online
-            } else {
-                PresenceState::Offline
-            },
-            edge: edge.into(),
-            site: "paris".into(),
-            version: String::new(),
-            queue_depth: 3,
-            queue_bytes: 0,
-            oldest_age_ms: None,
-            ts: 0,
-        }
-    }
+    use crate::testing::presence;
 
     fn tracker() -> Tracker {
         Tracker {

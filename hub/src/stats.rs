@@ -192,23 +192,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_proto::envelope::VERSION;
 
     fn presence(online: bool) -> Presence {
         Presence {
-            v: VERSION,
-            state: if online {
-                PresenceState::Online
-            } else {
-                PresenceState::Offline
-            },
-            edge: "gw".into(),
-            site: "paris".into(),
             version: "0.1.0".into(),
-            queue_depth: 3,
-            queue_bytes: 300,
             oldest_age_ms: Some(2000),
-            ts: 0,
+            ..crate::testing::presence("gw", online)
         }
     }
 

@@ -1,6 +1,7 @@
 //! Fixtures for the hub's unit tests.
 
-use warren_proto::{Envelope, Event, Kind};
+use warren_proto::envelope::VERSION;
+use warren_proto::{Envelope, Event, Kind, Presence, PresenceState};
 
 use crate::notify::Notification;
 
@@ -31,5 +32,24 @@ pub fn notification(user: &str) -> Notification {
         message: format!("User {user} logged into vm"),
         priority: Some(1),
         envelope: envelope(user),
+    }
+}
+
+/// What `edge` of site `paris` says of itself, with 3 events queued.
+pub fn presence(edge: &str, online: bool) -> Presence {
+    Presence {
+        v: VERSION,
+        state: if online {
+            PresenceState::Online
+        } else {
+            PresenceState::Offline
+        },
+        edge: edge.into(),
+        site: "paris".into(),
+        version: String::new(),
+        queue_depth: 3,
+        queue_bytes: 0,
+        oldest_age_ms: None,
+        ts: 0,
     }
 }

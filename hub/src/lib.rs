@@ -207,7 +207,10 @@ pub async fn run(
     let source = Arc::new(status::Source {
         mode,
         listen: listen.into_iter().collect(),
-        web: web.as_ref().map(|(_, _, url)| url.clone()),
+        web: web
+            .as_ref()
+            .filter(|(_, guard, _)| guard.web.page)
+            .map(|(_, _, url)| url.clone()),
         stats: stats.clone(),
         inbox: inbox.clone(),
         notifiers: names,

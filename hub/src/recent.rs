@@ -13,7 +13,7 @@ use warren_proto::{Envelope, EventId, Kind};
 use crate::inbox::{Inbox, InboxError, Space, Tx};
 use crate::trace::{RouteOutcome, Routing};
 
-/// The most bytes of an alert's title or message kept.
+/// The most bytes of each text field kept (an alert's message can be as long as a datagram).
 const MAX_TEXT: usize = 1024;
 
 /// What the page shows of one event.
@@ -190,8 +190,7 @@ pub fn put(tx: &mut Tx<'_>, e: &Envelope, routing: &Routing, at_ms: u64) -> Resu
     Ok(())
 }
 
-/// `text` cut to [`MAX_TEXT`] bytes: an alert's message can be as long as a datagram, and the
-/// list keeps thousands.
+/// `text` cut to [`MAX_TEXT`] bytes: the list keeps thousands of events.
 fn clip(text: &str) -> &str {
     let mut end = text.len().min(MAX_TEXT);
     while !text.is_char_boundary(end) {

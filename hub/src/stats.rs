@@ -73,9 +73,10 @@ pub struct EdgeInfo {
     /// this hub was running: what a restarted hub first hears is a state, not a change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<u64>,
-    /// When this hub first heard of it, ms since the epoch.
-    #[serde(default)]
-    pub first_heard_ms: u64,
+    /// When this hub first heard from it, ms since the epoch (not for an edge it knows only
+    /// from its store, found silent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_heard_ms: Option<u64>,
     /// Last envelope or presence from it, ms since the epoch.
     pub last_seen_ms: u64,
     /// Its queue depth, as its last presence said.
@@ -126,7 +127,7 @@ impl Stats {
     pub fn saw_event(&self, edge: &str, site: &str, now_ms: u64) {
         let mut edges = lock(&self.edges);
         let e = heard(&mut edges, edge, now_ms);
-        e.site = site.to_owned();
+        site.clone_into(&mut e.site);
         e.last_seen_ms = now_ms;
         e.events += 1;
     }
@@ -152,10 +153,12 @@ impl Stats {
     /// edge known only from before a restart, so monitoring sees the one that never came back.
     pub fn set_online(&self, edge: &str, site: &str, online: bool, since_ms: u64) {
         let mut edges = lock(&self.edges);
-        let e = heard(&mut edges, edge, since_ms);
+        let e = edges.entry(edge.to_owned()).or_default();
         site.clone_into(&mut e.site);
-        // A decided change; one the presence messages already showed keeps its time.
-        if !e.state_known || online != e.online {
+        // A decided change; one the presence messages already showed keeps its time. (Only
+        // one they showed: after a restart, the first presence is a state, and the change the
+        // tracker announces from its store is the news.)
+        if !e.state_known || online != e.online || e.since_ms.is_none() {
             e.since_ms = Some(since_ms);
         }
         e.state_known = true;
@@ -173,16 +176,15 @@ impl Stats {
     }
 }
 
-/// The entry of `edge`, made (first heard at `now_ms`) if new.
+/// The entry of `edge`, heard from at `now_ms`.
 fn heard<'a>(
     edges: &'a mut BTreeMap<String, EdgeInfo>,
     edge: &str,
     now_ms: u64,
 ) -> &'a mut EdgeInfo {
-    edges.entry(edge.to_owned()).or_insert_with(|| EdgeInfo {
-        first_heard_ms: now_ms,
-        ..EdgeInfo::default()
-    })
+    let e = edges.entry(edge.to_owned()).or_default();
+    e.first_heard_ms.get_or_insert(now_ms);
+    e
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -212,7 +214,7 @@ mod tests {
             gw.since_ms, None,
             "a restarted hub hears a state, not a change"
         );
-        assert!(gw.first_heard_ms > 0);
+        assert!(gw.first_heard_ms.is_some());
         assert_eq!((gw.queue_depth, gw.oldest_age_ms), (3, Some(2000)));
         s.saw_presence(&presence(true), 2000);
         assert_eq!(s.edges()["gw"].since_ms, None);
@@ -226,8 +228,21 @@ mod tests {
             (s.edges()["gw"].online, s.edges()["gw"].since_ms),
             (true, Some(4000))
         );
-        // An edge the hub knew only from its store, found silent: the decision is the change.
+        // An edge the hub knew only from its store, found silent: the decision is the change,
+        // and the hub never heard from it.
         s.set_online("ups", "lyon", false, 5000);
-        assert_eq!(s.edges()["ups"].since_ms, Some(5000));
+        assert_eq!(
+            (s.edges()["ups"].since_ms, s.edges()["ups"].first_heard_ms),
+            (Some(5000), None)
+        );
+        // One offline in the store that reconnects after a restart: its first presence is a
+        // state; the tracker's "back online" is the change.
+        let db = Presence {
+            edge: "db".into(),
+            ..presence(true)
+        };
+        s.saw_presence(&db, 6000);
+        s.set_online("db", "paris", true, 6000);
+        assert_eq!(s.edges()["db"].since_ms, Some(6000));
     }
 }

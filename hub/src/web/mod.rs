@@ -37,8 +37,9 @@ const MAX_CONNECTIONS: usize = 64;
 /// A client that has not finished its TLS handshake, or sent a request's headers, by then is
 /// dropped; so is one that has not read its answer by then when the hub stops.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection is closed after this long, whatever it does: one that never reads its answers
-/// holds no slot for longer. A browser just opens another.
+/// A connection is ended after this long (after its request in progress, or
+/// [`CLIENT_TIMEOUT`] later): one that never reads its answers holds no slot for longer. A
+/// browser just opens another.
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 
 /// The listener's settings with what protects it: TLS and the token, read from the files
@@ -161,19 +162,23 @@ where
         .header_read_timeout(CLIENT_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let served = async {
-        tokio::select! {
-            r = conn.as_mut() => r,
-            () = stop.cancelled() => {
-                // A browser keeps its connection open: end it after the request in progress.
-                conn.as_mut().graceful_shutdown();
-                tokio::time::timeout(CLIENT_TIMEOUT, conn.as_mut()).await.unwrap_or(Ok(()))
-            }
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        () = stop.cancelled() => None,
+        () = tokio::time::sleep(MAX_CONNECTION_AGE) => None,
+    };
+    let result = match ended {
+        Some(r) => r,
+        None => {
+            // A browser keeps its connection open, and a hostile client may never read: end
+            // it after the request in progress, or soon.
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(CLIENT_TIMEOUT, conn.as_mut())
+                .await
+                .unwrap_or(Ok(()))
         }
     };
-    match tokio::time::timeout(MAX_CONNECTION_AGE, served).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::debug!(%peer, %error, "Web connection ended."),
-        Err(_) => tracing::debug!(%peer, "Web connection closed at its age limit."),
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "Web connection ended.");
     }
 }

@@ -147,10 +147,11 @@ fn edge_row(out: &mut String, id: &str, e: &EdgeInfo, now_ms: u64) {
             let _ = write!(out, " since {}", Time(since, now_ms));
         }
         // The hub has not seen it change: say what it knows.
-        None if e.first_heard_ms > 0 => {
-            let _ = write!(out, ", first heard {}", Time(e.first_heard_ms, now_ms));
+        None => {
+            if let Some(first) = e.first_heard_ms {
+                let _ = write!(out, ", first heard {}", Time(first, now_ms));
+            }
         }
-        None => {}
     }
     let _ = write!(
         out,

@@ -195,38 +195,32 @@ pub async fn run(
                 if guard.tls.is_some() { "https" } else { "http" },
                 listener.local_addr().unwrap_or(addr)
             );
-            if guard.web.page {
-                tracing::info!(%url, "Serving the page, /api/v1 and /metrics.");
+            let what = if guard.web.page {
+                "the page, /api/v1 and /metrics"
             } else {
-                tracing::info!(%url, "Serving /metrics.");
-            }
-            Some((listener, guard, url))
+                "/metrics"
+            };
+            tracing::info!(%url, "Serving {what}.");
+            // The status names the page, not a listener that has none.
+            let page = guard.web.page.then_some(url);
+            Some((listener, guard, page))
         }
         None => None,
     };
     let source = Arc::new(status::Source {
         mode,
         listen: listen.into_iter().collect(),
-        web: web
-            .as_ref()
-            .filter(|(_, guard, _)| guard.web.page)
-            .map(|(_, _, url)| url.clone()),
+        web: web.as_ref().and_then(|(_, _, page)| page.clone()),
         stats: stats.clone(),
         inbox: inbox.clone(),
         notifiers: names,
         certificate: res.certificate,
     });
     if let Some((listener, guard, _)) = web {
-        let site = web::Site {
-            source: source.clone(),
-            token: guard.token,
-            page: guard.web.page,
-            refresh: guard.web.refresh,
-        };
         tracker.spawn(web::serve(
             listener,
-            guard.tls,
-            Arc::new(site),
+            guard,
+            source.clone(),
             shutdown.child_token(),
         ));
     }

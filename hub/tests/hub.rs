@@ -1002,11 +1002,15 @@ async fn prometheus_metrics() {
     wait_for("the delivery", WAIT, || {
         (hub.status().notifiers["sshd_log"].delivered == 1).then_some(())
     });
-    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    http.read_to_string(&mut body).unwrap();
+    let get = |path: &str| {
+        let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        http.write_all(request.as_bytes()).unwrap();
+        let mut body = String::new();
+        http.read_to_string(&mut body).unwrap();
+        body
+    };
+    let body = get("/metrics");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     for line in [
         "warren_hub_events_received_total 1",
@@ -1017,11 +1021,7 @@ async fn prometheus_metrics() {
         assert!(body.contains(line), "{line} missing from:\n{body}");
     }
     // A [metrics] listener serves the counters alone, as before the page: no login.
-    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    http.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    http.read_to_string(&mut body).unwrap();
+    let body = get("/api/v1/events");
     assert!(body.starts_with("HTTP/1.1 404"), "{body}");
 }
 

@@ -10,7 +10,7 @@ use crate::config::Broker;
 use crate::recent::Retention;
 
 /// `[web]` as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// `address:port`; loopback unless TLS and a token protect it.
@@ -166,13 +166,6 @@ impl WebConfig {
 
     /// Whether no key is set.
     fn is_empty(&self) -> bool {
-        self.listen.is_none()
-            && self.tls.is_none()
-            && self.cert_file.is_none()
-            && self.key_file.is_none()
-            && self.token_file.is_none()
-            && self.refresh.is_none()
-            && self.keep.is_none()
-            && self.keep_events.is_none()
+        *self == Self::default()
     }
 }

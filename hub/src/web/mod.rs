@@ -30,7 +30,8 @@ use warren_daemon::Secret;
 use warren_daemon::config::ConfigError;
 
 pub use self::config::{Web, WebConfig};
-pub use self::routes::Site;
+use self::routes::Site;
+use crate::status::Source;
 
 /// Most connections at once; the others wait in the backlog.
 const MAX_CONNECTIONS: usize = 64;
@@ -103,10 +104,17 @@ impl std::fmt::Debug for Guard {
 /// Serves `site` on `listener` until `stop`; connections in progress finish their request.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    site: Arc<Site>,
+    guard: Guard,
+    source: Arc<Source>,
     stop: CancellationToken,
 ) {
+    let Guard { web, tls, token } = guard;
+    let site = Arc::new(Site {
+        source,
+        token,
+        page: web.page,
+        refresh: web.refresh,
+    });
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let connections = TaskTracker::new();
     loop {

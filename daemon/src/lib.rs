@@ -10,6 +10,7 @@ pub mod nagios;
 #[cfg(target_os = "linux")]
 pub mod procfs;
 pub mod refusals;
+pub mod reserve;
 pub mod retry;
 mod secret;
 pub mod service;

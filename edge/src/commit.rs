@@ -14,7 +14,8 @@ const MAX_BATCH: usize = 8192;
 /// Commits batches until every sender is gone (ingest stopped), then returns.
 ///
 /// # Errors
-/// A failed write or fsync is returned: the edge cannot keep its promise and must stop.
+/// A failed write or fsync is returned: the edge cannot keep its promise and must stop. A full
+/// disk is not an error: the queue refuses the events (counted as `disk_full`).
 pub async fn run(
     queue: Arc<Queue>,
     mut rx: mpsc::Receiver<NewEntry>,
@@ -25,7 +26,7 @@ pub async fn run(
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let q = queue.clone();
         let (outcome, batch_back) = tokio::task::spawn_blocking(move || {
-            let outcome = q.push(&batch).and_then(|o| q.flush().map(|()| o));
+            let outcome = q.commit(&batch);
             batch.clear();
             (outcome, batch)
         })
@@ -35,6 +36,8 @@ pub async fn run(
         Stats::add(&stats.accepted, o.queued);
         Stats::add(&stats.duplicates, o.duplicates);
         Stats::add(&stats.dropped_oldest, o.dropped_oldest);
+        // The queue logged the disk filling; ingest refuses (and logs) what arrives after.
+        stats.reject_many("disk_full", o.rejected_disk_full);
         if o.dropped_oldest > 0 {
             tracing::warn!(
                 dropped = o.dropped_oldest,

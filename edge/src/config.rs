@@ -95,6 +95,9 @@ pub struct RawQueue {
     /// The most a datagram waits for its group commit to start.
     #[serde(default = "default_commit_delay", with = "humantime_serde")]
     pub commit_delay: Duration,
+    /// Space kept beside the queue for a full disk (0: none).
+    #[serde(default = "default_reserve_bytes")]
+    pub reserve_bytes: u64,
 }
 
 impl Default for RawQueue {
@@ -103,6 +106,7 @@ impl Default for RawQueue {
             max_bytes: default_max_bytes(),
             when_full: default_when_full(),
             commit_delay: default_commit_delay(),
+            reserve_bytes: default_reserve_bytes(),
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct EdgeConfig {
     pub max_bytes: u64,
     /// Policy when full.
     pub when_full: WhenFull,
+    /// Space kept for a full disk.
+    pub reserve_bytes: u64,
     /// Group-commit delay.
     pub commit_delay: Duration,
     /// Broker host.
@@ -358,6 +364,7 @@ impl RawEdgeConfig {
             recv_buffer_bytes: i.recv_buffer_bytes,
             max_bytes: self.queue.max_bytes,
             when_full: self.queue.when_full,
+            reserve_bytes: self.queue.reserve_bytes,
             commit_delay: self.queue.commit_delay,
             hub_host: host.to_owned(),
             hub_port: port,
@@ -395,6 +402,9 @@ fn default_recv_buffer() -> usize {
 }
 fn default_max_bytes() -> u64 {
     1 << 30
+}
+fn default_reserve_bytes() -> u64 {
+    16 << 20
 }
 fn default_when_full() -> WhenFull {
     WhenFull::DropOldest

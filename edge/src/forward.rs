@@ -50,6 +50,15 @@ struct Flight {
     sent: Instant,
 }
 
+/// What wakes the forwarder besides the link.
+#[derive(Debug)]
+pub struct Wake {
+    /// New events are queued.
+    pub queued: Arc<Notify>,
+    /// The edge's state changed (its disk filled, or has room again): publish the presence now.
+    pub announce: Arc<Notify>,
+}
+
 /// Sends queued events and applies acks, until `stop`.
 ///
 /// # Errors
@@ -59,7 +68,7 @@ pub async fn run(
     secrets: &Secrets,
     queue: Arc<Queue>,
     stats: Arc<Stats>,
-    wake: Arc<Notify>,
+    wake: Wake,
     stop: CancellationToken,
 ) -> Result<(), EdgeError> {
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, secrets), cfg.window.max(16));
@@ -105,7 +114,13 @@ pub async fn run(
                 Some(Link::Acked(ids)) => f.on_ack(ids).await,
                 None => break Err(EdgeError::Mqtt("event loop ended".into())),
             },
-            () = wake.notified() => f.fill().await,
+            () = wake.queued.notified() => f.fill().await,
+            () = wake.announce.notified() => {
+                if f.connected {
+                    f.presence(PresenceState::Online).await;
+                }
+                Ok(())
+            }
             _ = tick.tick() => {
                 if f.connected && Instant::now() >= next_presence {
                     f.presence(PresenceState::Online).await;
@@ -322,6 +337,9 @@ fn presence(
         queue_bytes: queue.bytes(),
         oldest_age_ms: oldest_ms.map(|t| now.saturating_sub(t)),
         ts: now,
+        problem: queue
+            .disk_full_since()
+            .map(|_| warren_proto::envelope::DISK_FULL.to_owned()),
     }
 }
 
@@ -408,6 +426,7 @@ fn mqtt_options(cfg: &EdgeConfig, secrets: &Secrets) -> MqttOptions {
                 queue_bytes: 0,
                 oldest_age_ms: None,
                 ts: 0,
+                problem: None,
             }
             .encode(),
             QoS::AtLeastOnce,

@@ -11,7 +11,7 @@ use warren_proto::envelope::VERSION;
 use warren_proto::sign::Verifier;
 use warren_proto::{Datagram, DecodeError, Envelope, MAX_DATAGRAM};
 
-use crate::queue::NewEntry;
+use crate::queue::{NewEntry, Queue};
 use crate::stats::Stats;
 
 /// What every ingest socket shares.
@@ -27,6 +27,8 @@ pub struct Ingest {
     pub edge_id: String,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// The queue, to refuse events at once while its disk is full.
+    pub queue: Arc<Queue>,
 }
 
 /// Binds a UDP socket with a large receive buffer, so a burst waits in the kernel.
@@ -103,6 +105,12 @@ impl Ingest {
                 return None;
             }
         };
+        if self.queue.disk_full_since().is_some() {
+            // Before the signature check, so a signed datagram refused now is no replay later.
+            self.stats
+                .reject("disk_full", source, &"the edge's disk is full");
+            return None;
+        }
         let checked = {
             let mut v = self
                 .verifier

@@ -27,11 +27,13 @@ use warren_proto::sign::Verifier;
 
 use crate::config::{EdgeConfig, Secrets};
 use crate::ingest::Ingest;
-use crate::queue::Queue;
+use crate::queue::{Limits, Queue};
 use crate::stats::Stats;
 
 /// Datagrams decoded but not yet committed, at most; beyond it the kernel buffer holds them.
 const COMMIT_CHANNEL: usize = 16 * 1024;
+/// How often a queue refusing events for a full disk looks for room again.
+const DISK_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the edge stopped with an error.
 #[derive(Debug, Error)]
@@ -71,9 +73,13 @@ pub async fn run(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = Arc::new(cfg);
     let cert_not_after = secrets.cert_not_after;
-    let (dir, max, when_full) = (cfg.queue_dir.clone(), cfg.max_bytes, cfg.when_full);
-    let (queue, report) =
-        tokio::task::spawn_blocking(move || Queue::open(&dir, max, when_full)).await??;
+    let dir = cfg.queue_dir.clone();
+    let limits = Limits {
+        max_bytes: cfg.max_bytes,
+        when_full: cfg.when_full,
+        reserve_bytes: cfg.reserve_bytes,
+    };
+    let (queue, report) = tokio::task::spawn_blocking(move || Queue::open(&dir, limits)).await??;
     if let Some(aside) = &report.moved_aside {
         tracing::error!(path = %aside.display(), "Queue database was unreadable; moved it aside and started a new one.");
     }
@@ -120,6 +126,7 @@ pub async fn run(
         site: cfg.site.clone(),
         edge_id: cfg.edge_id.clone(),
         stats: stats.clone(),
+        queue: queue.clone(),
     });
     let (tx, rx) = mpsc::channel(COMMIT_CHANNEL);
     for sock in sockets {
@@ -132,15 +139,24 @@ pub async fn run(
     }
     drop(tx);
     let committer = tracker.spawn(commit::run(queue.clone(), rx, stats.clone(), wake.clone()));
+    let announce = Arc::new(Notify::new());
+    tracker.spawn(watch_disk(
+        queue.clone(),
+        announce.clone(),
+        shutdown.child_token(),
+    ));
     let forward_stop = CancellationToken::new();
     let forwarder = tracker.spawn({
-        let (cfg, queue, stats, wake, stop) = (
+        let (cfg, queue, stats, stop) = (
             cfg.clone(),
             queue.clone(),
             stats.clone(),
-            wake.clone(),
             forward_stop.clone(),
         );
+        let wake = forward::Wake {
+            queued: wake.clone(),
+            announce,
+        };
         async move { forward::run(cfg, &secrets, queue, stats, wake, stop).await }
     });
     let source = Arc::new(status::Source {
@@ -193,6 +209,30 @@ pub async fn run(
     let _ = std::fs::remove_file(&cfg.status_socket);
     tracing::info!(queued = queue.len(), "Edge stopped.");
     result
+}
+
+/// While the disk is full, checks for room every [`DISK_CHECK`]; has the forwarder announce
+/// every change, so the hub hears of it at once.
+async fn watch_disk(queue: Arc<Queue>, announce: Arc<Notify>, shutdown: CancellationToken) {
+    let mut was_full = queue.disk_full_since().is_some();
+    let mut tick = tokio::time::interval(DISK_CHECK);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if queue.disk_full_since().is_some() {
+            let q = queue.clone();
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || q.try_resume()).await {
+                tracing::warn!(%error, "Could not allocate the disk reserve.");
+            }
+        }
+        let full = queue.disk_full_since().is_some();
+        if full != was_full {
+            was_full = full;
+            announce.notify_one();
+        }
+    }
 }
 
 fn flatten(r: Result<Result<(), EdgeError>, tokio::task::JoinError>) -> Result<(), EdgeError> {

@@ -7,13 +7,20 @@
 //! Durability: sled's `flush` writes with `sync_file_range`, which neither persists file
 //! metadata nor flushes the drive's cache, so [`Queue::flush`] follows it with `fsync` of the
 //! database file. An event is accepted only after that returns.
+//!
+//! A full disk: sled fails every call after one failed write, so the queue gives back a step
+//! of its [`Reserve`], opens the database again and goes on; while the disk is full it refuses
+//! new events but keeps reading and deleting the ones it holds, and [`Queue::try_resume`]
+//! accepts again once the reserve can be filled (docs/operations.md).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use serde::Deserialize;
 use thiserror::Error;
+use warren_daemon::reserve::{Reserve, is_storage_full};
 use warren_proto::EventId;
 
 const EVENT: u8 = b'e';
@@ -34,15 +41,45 @@ pub enum WhenFull {
     RejectNew,
 }
 
+/// How much the queue may hold, and what it keeps for a full disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The byte budget of queued events.
+    pub max_bytes: u64,
+    /// What to do beyond it.
+    pub when_full: WhenFull,
+    /// Space kept allocated beside the database, given back when the disk fills (0: none).
+    pub reserve_bytes: u64,
+}
+
+impl Limits {
+    /// No budget and no reserve.
+    pub const UNBOUNDED: Self = Self {
+        max_bytes: u64::MAX,
+        when_full: WhenFull::RejectNew,
+        reserve_bytes: 0,
+    };
+}
+
 /// Errors from the store.
 #[derive(Debug, Error)]
 pub enum QueueError {
     /// sled failed.
     #[error("queue database: {0}")]
     Sled(#[from] sled::Error),
-    /// The fsync after a flush failed.
-    #[error("syncing queue database: {0}")]
-    Sync(#[from] std::io::Error),
+    /// The fsync after a flush, or the reserve, failed.
+    #[error("queue database: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl QueueError {
+    /// Whether the disk (or the quota) is full.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Self::Sled(sled::Error::Io(e)) | Self::Io(e) => is_storage_full(e),
+            Self::Sled(_) => false,
+        }
+    }
 }
 
 /// One queued event.
@@ -80,6 +117,8 @@ pub struct PushOutcome {
     pub rejected_full: u64,
     /// Old events deleted to make room (`drop_oldest`).
     pub dropped_oldest: u64,
+    /// Refused because the disk is full.
+    pub rejected_disk_full: u64,
 }
 
 /// What opening the store found.
@@ -91,70 +130,118 @@ pub struct OpenReport {
     pub corrupt_removed: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     next_seq: u64,
     len: u64,
     bytes: u64,
 }
 
-/// The durable FIFO. Every method blocks on disk: call from `spawn_blocking` in async code.
+/// The open database.
 #[derive(Debug)]
-pub struct Queue {
+struct Store {
     db: sled::Db,
     /// An fd of sled's data file, for the fsync sled does not do on flush.
     file: File,
-    max_bytes: u64,
-    when_full: WhenFull,
+    /// How many times the database was opened: a failure seen on an older one is handled.
+    generation: u64,
+}
+
+/// The durable FIFO. Every method blocks on disk: call from `spawn_blocking` in async code.
+#[derive(Debug)]
+pub struct Queue {
+    dir: PathBuf,
+    /// `None` only while it is reopened (or if reopening failed: the next call tries again).
+    store: RwLock<Option<Store>>,
+    reserve: Reserve,
+    /// When the disk filled, ms since the epoch; 0 while there is room.
+    disk_full_since: AtomicU64,
+    /// Times the database was opened.
+    opened: AtomicU64,
+    limits: Limits,
+    /// Locked after `store`, never before.
     state: Mutex<State>,
 }
 
 impl Queue {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, with its reserve beside it (`dir` + `.reserve`).
     ///
     /// A database sled reports as damaged is moved aside and a fresh one created, so the edge
-    /// keeps accepting events; the report says where the old one went.
+    /// keeps accepting events; the report says where the old one went. On a full disk the
+    /// reserve gives back what the database needs to open, and the queue starts refusing new
+    /// events.
     ///
     /// # Errors
     /// When neither the existing nor a fresh database can be opened.
-    pub fn open(
-        dir: &Path,
-        max_bytes: u64,
-        when_full: WhenFull,
-    ) -> Result<(Self, OpenReport), QueueError> {
+    pub fn open(dir: &Path, limits: Limits) -> Result<(Self, OpenReport), QueueError> {
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".reserve");
+        let queue = Self {
+            dir: dir.to_owned(),
+            store: RwLock::new(None),
+            reserve: Reserve::new(dir.with_file_name(name), limits.reserve_bytes),
+            disk_full_since: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            limits,
+            state: Mutex::new(State::default()),
+        };
         let mut report = OpenReport::default();
-        let db = match open_db(dir) {
-            Ok(db) => db,
-            // Only damage is worth starting afresh for; an I/O error (a second daemon holding
-            // the lock, permissions, a full disk) must leave the database where it is.
-            Err(
-                damage @ (sled::Error::Corruption { .. }
-                | sled::Error::Unsupported(_)
-                | sled::Error::ReportableBug(_)),
-            ) => {
-                let aside = aside_path(dir);
-                std::fs::rename(dir, &aside).map_err(|_| damage)?;
-                report.moved_aside = Some(aside);
-                open_db(dir)?
+        let store = queue.open_store(Some(&mut report))?;
+        *queue
+            .store
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
+        if queue.reserve.fill()? {
+            queue.disk_full_since.store(0, Ordering::Relaxed);
+        } else {
+            queue.set_disk_full();
+        }
+        Ok((queue, report))
+    }
+
+    /// Opens the database (giving back reserve while the disk is too full for that), loads the
+    /// counters from it, and removes unreadable entries.
+    fn open_store(&self, mut report: Option<&mut OpenReport>) -> Result<Store, QueueError> {
+        let db = loop {
+            match open_db(&self.dir) {
+                Ok(db) => break db,
+                // Only damage is worth starting afresh for; an I/O error (a second daemon
+                // holding the lock, permissions) must leave the database where it is.
+                Err(
+                    damage @ (sled::Error::Corruption { .. }
+                    | sled::Error::Unsupported(_)
+                    | sled::Error::ReportableBug(_)),
+                ) if report.is_some() => {
+                    let aside = aside_path(&self.dir);
+                    std::fs::rename(&self.dir, &aside).map_err(|_| damage)?;
+                    if let Some(r) = report.as_deref_mut() {
+                        r.moved_aside = Some(aside);
+                    }
+                    report = None;
+                }
+                Err(sled::Error::Io(e)) if is_storage_full(&e) => {
+                    self.set_disk_full();
+                    let freed = self.reserve.release()?;
+                    if freed == 0 {
+                        return Err(QueueError::Io(e));
+                    }
+                    tracing::warn!(freed, "Disk full: gave back reserve to open the queue.");
+                }
+                Err(other) => return Err(other.into()),
             }
-            Err(other) => return Err(other.into()),
         };
-        let file = File::open(dir.join("db"))?;
+        let file = File::open(self.dir.join("db"))?;
         // The directory entry of a new database must survive a power loss too.
-        File::open(dir)?.sync_all()?;
-        let mut state = State {
-            next_seq: 0,
-            len: 0,
-            bytes: 0,
-        };
+        File::open(&self.dir)?.sync_all()?;
+        let mut loaded = State::default();
         let mut corrupt = Vec::new();
         for item in db.scan_prefix([EVENT]) {
             let (key, value) = item?;
             match decode(&key, &value) {
                 Some(entry) => {
-                    state.next_seq = entry.seq + 1;
-                    state.len += 1;
-                    state.bytes += cost(entry.payload.len());
+                    loaded.next_seq = entry.seq + 1;
+                    loaded.len += 1;
+                    loaded.bytes += cost(entry.payload.len());
                 }
                 None => corrupt.push(key),
             }
@@ -162,17 +249,48 @@ impl Queue {
         for key in &corrupt {
             db.remove(key)?;
         }
-        report.corrupt_removed = corrupt.len() as u64;
-        Ok((
-            Self {
-                db,
-                file,
-                max_bytes,
-                when_full,
-                state: Mutex::new(state),
-            },
-            report,
-        ))
+        if let Some(r) = report {
+            r.corrupt_removed = corrupt.len() as u64;
+        }
+        let mut state = self.lock();
+        // Seqs only grow: the forwarder may have read events a failed write then lost.
+        loaded.next_seq = loaded.next_seq.max(state.next_seq);
+        *state = loaded;
+        Ok(Store {
+            db,
+            file,
+            generation: self.opened.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Queues `entries` and makes them durable. On a full disk they are refused (and the
+    /// database reopened once, if this is how the queue learns of it).
+    ///
+    /// # Errors
+    /// When sled or the fsync fail for another reason than space, or the database cannot be
+    /// opened again; the caller must then not report the events as accepted.
+    pub fn commit(&self, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
+        let refused = PushOutcome {
+            rejected_disk_full: entries.len() as u64,
+            ..PushOutcome::default()
+        };
+        if self.disk_full_since().is_some() {
+            return Ok(refused);
+        }
+        let result = {
+            let store = self.store()?;
+            self.push_to(&store, entries)
+                .and_then(|o| sync(&store).map(|()| o))
+                .map_err(|e| (e, store.generation))
+        };
+        match result {
+            Ok(o) => Ok(o),
+            Err((e, generation)) if e.is_storage_full() => {
+                self.disk_filled(generation, &e)?;
+                Ok(refused)
+            }
+            Err((e, _)) => Err(e),
+        }
     }
 
     /// Queues `entries` in order (not yet durable: call [`Queue::flush`]).
@@ -180,30 +298,36 @@ impl Queue {
     /// # Errors
     /// When sled fails; nothing of the batch is then queued.
     pub fn push(&self, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
+        self.push_to(&*self.store()?, entries)
+    }
+
+    fn push_to(&self, store: &Store, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
+        let db = &store.db;
         let mut out = PushOutcome::default();
         let mut state = self.lock();
         let mut batch = sled::Batch::default();
         let mut next_seq = state.next_seq;
         let mut len = state.len;
         let mut bytes = state.bytes;
+        let max_bytes = self.limits.max_bytes;
         // Oldest entries this batch deletes, read lazily from the front of the FIFO.
-        let mut oldest = self.db.scan_prefix([EVENT]);
+        let mut oldest = db.scan_prefix([EVENT]);
         let mut batch_ids = std::collections::HashSet::new();
         for e in entries {
-            if !batch_ids.insert(e.id) || self.db.contains_key(index_key(&e.id))? {
+            if !batch_ids.insert(e.id) || db.contains_key(index_key(&e.id))? {
                 out.duplicates += 1;
                 continue;
             }
             let need = cost(e.payload.len());
-            if bytes + need > self.max_bytes {
-                match self.when_full {
+            if bytes + need > max_bytes {
+                match self.limits.when_full {
                     WhenFull::RejectNew => {
                         out.rejected_full += 1;
                         batch_ids.remove(&e.id);
                         continue;
                     }
                     WhenFull::DropOldest => {
-                        while bytes + need > self.max_bytes && len > 0 {
+                        while bytes + need > max_bytes && len > 0 {
                             let Some(item) = oldest.next() else { break };
                             let (key, value) = item?;
                             // Only entries that existed before this batch: their values are in the tree.
@@ -215,7 +339,7 @@ impl Queue {
                                 out.dropped_oldest += 1;
                             }
                         }
-                        if bytes + need > self.max_bytes {
+                        if bytes + need > max_bytes {
                             // Larger than the whole budget, or the room is held by this batch.
                             out.rejected_full += 1;
                             batch_ids.remove(&e.id);
@@ -236,7 +360,7 @@ impl Queue {
             out.queued += 1;
         }
         drop(oldest);
-        self.db.apply_batch(batch)?;
+        db.apply_batch(batch)?;
         *state = State {
             next_seq,
             len,
@@ -250,9 +374,7 @@ impl Queue {
     /// # Errors
     /// When either fails; the caller must then not report the events as accepted.
     pub fn flush(&self) -> Result<(), QueueError> {
-        self.db.flush()?;
-        self.file.sync_all()?;
-        Ok(())
+        self.with_store(sync)
     }
 
     /// Deletes acked events; returns how many were queued. Not flushed: a delete lost to a
@@ -261,29 +383,31 @@ impl Queue {
     /// # Errors
     /// When sled fails.
     pub fn ack(&self, ids: &[EventId]) -> Result<u64, QueueError> {
-        let mut state = self.lock();
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        let mut freed = 0;
-        let mut seen = std::collections::HashSet::new();
-        // An ack may name an id twice; the batch must delete (and count) it once.
-        for id in ids.iter().filter(|id| seen.insert(**id)) {
-            let ikey = index_key(id);
-            let Some(seq) = self.db.get(ikey)? else {
-                continue;
-            };
-            let ekey = [&[EVENT][..], &seq].concat();
-            if let Some(value) = self.db.get(&ekey)? {
-                freed += cost(value.len().saturating_sub(HEADER_LEN));
-                batch.remove(ekey);
-                removed += 1;
+        self.with_store(|store| {
+            let mut state = self.lock();
+            let mut batch = sled::Batch::default();
+            let mut removed = 0;
+            let mut freed = 0;
+            let mut seen = std::collections::HashSet::new();
+            // An ack may name an id twice; the batch must delete (and count) it once.
+            for id in ids.iter().filter(|id| seen.insert(**id)) {
+                let ikey = index_key(id);
+                let Some(seq) = store.db.get(ikey)? else {
+                    continue;
+                };
+                let ekey = [&[EVENT][..], &seq].concat();
+                if let Some(value) = store.db.get(&ekey)? {
+                    freed += cost(value.len().saturating_sub(HEADER_LEN));
+                    batch.remove(ekey);
+                    removed += 1;
+                }
+                batch.remove(&ikey);
             }
-            batch.remove(&ikey);
-        }
-        self.db.apply_batch(batch)?;
-        state.len -= removed;
-        state.bytes = state.bytes.saturating_sub(freed);
-        Ok(removed)
+            store.db.apply_batch(batch)?;
+            state.len -= removed;
+            state.bytes = state.bytes.saturating_sub(freed);
+            Ok(removed)
+        })
     }
 
     /// Up to `max` entries with `from <= seq < until`, in FIFO order.
@@ -291,17 +415,19 @@ impl Queue {
     /// # Errors
     /// When sled fails.
     pub fn read(&self, from: u64, until: u64, max: usize) -> Result<Vec<Entry>, QueueError> {
-        let mut out = Vec::new();
         if from >= until {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        for item in self.db.range(event_key(from)..event_key(until)).take(max) {
-            let (key, value) = item?;
-            if let Some(entry) = decode(&key, &value) {
-                out.push(entry);
+        self.with_store(|store| {
+            let mut out = Vec::new();
+            for item in store.db.range(event_key(from)..event_key(until)).take(max) {
+                let (key, value) = item?;
+                if let Some(entry) = decode(&key, &value) {
+                    out.push(entry);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Whether event `id` is queued.
@@ -309,7 +435,7 @@ impl Queue {
     /// # Errors
     /// When sled fails.
     pub fn contains(&self, id: &EventId) -> Result<bool, QueueError> {
-        Ok(self.db.contains_key(index_key(id))?)
+        self.with_store(|store| Ok(store.db.contains_key(index_key(id))?))
     }
 
     /// The seq the next pushed event will get.
@@ -332,15 +458,106 @@ impl Queue {
         self.lock().bytes
     }
 
-    /// When the oldest queued event was accepted (ms since the epoch), if any.
+    /// When the queued event that arrived first was accepted, if any.
     ///
     /// # Errors
     /// When sled fails.
     pub fn oldest_received_ms(&self) -> Result<Option<u64>, QueueError> {
-        Ok(match self.db.scan_prefix([EVENT]).next().transpose()? {
-            Some((key, value)) => decode(&key, &value).map(|e| e.received_ms),
-            None => None,
+        self.with_store(|store| {
+            Ok(match store.db.scan_prefix([EVENT]).next().transpose()? {
+                Some((key, value)) => decode(&key, &value).map(|e| e.received_ms),
+                None => None,
+            })
         })
+    }
+
+    /// Since when new events are refused for want of disk space, ms since the epoch.
+    pub fn disk_full_since(&self) -> Option<u64> {
+        match self.disk_full_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(since),
+        }
+    }
+
+    /// Accepts events again if the disk has room for the whole reserve again; returns whether
+    /// it does now.
+    ///
+    /// # Errors
+    /// When the reserve cannot be written for another reason than space.
+    pub fn try_resume(&self) -> Result<bool, QueueError> {
+        if self.disk_full_since().is_none() {
+            return Ok(true);
+        }
+        if !self.reserve.fill()? {
+            return Ok(false);
+        }
+        self.disk_full_since.store(0, Ordering::Relaxed);
+        tracing::info!("The disk has room again: accepting new events.");
+        Ok(true)
+    }
+
+    fn set_disk_full(&self) {
+        let _ = self.disk_full_since.compare_exchange(
+            0,
+            crate::now_ms().max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Runs `op`; when it fails for want of space, reopens the database with reserve given
+    /// back and runs it once more.
+    fn with_store<R>(&self, op: impl Fn(&Store) -> Result<R, QueueError>) -> Result<R, QueueError> {
+        let failed = {
+            let store = self.store()?;
+            match op(&store) {
+                Err(e) if e.is_storage_full() => (e, store.generation),
+                done => return done,
+            }
+        };
+        self.disk_filled(failed.1, &failed.0)?;
+        op(&*self.store()?)
+    }
+
+    /// The disk filled under the database of `generation`: refuse new events, give back a step
+    /// of the reserve and open the database again (unless another caller already did).
+    fn disk_filled(&self, generation: u64, error: &QueueError) -> Result<(), QueueError> {
+        let mut store = self
+            .store
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if store.as_ref().is_some_and(|s| s.generation != generation) {
+            return Ok(());
+        }
+        self.set_disk_full();
+        let freed = self.reserve.release()?;
+        tracing::error!(%error, freed, "Disk full: refusing new events until there is room; queued events are still forwarded.");
+        // sled's lock on its files goes with the last handle: drop it before opening again.
+        *store = None;
+        *store = Some(self.open_store(None)?);
+        Ok(())
+    }
+
+    /// The open database, opened again first if an earlier attempt failed.
+    fn store(&self) -> Result<StoreGuard<'_>, QueueError> {
+        let guard = self
+            .store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_some() {
+            return Ok(StoreGuard(guard));
+        }
+        drop(guard);
+        {
+            let mut store = self
+                .store
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if store.is_none() {
+                *store = Some(self.open_store(None)?);
+            }
+        }
+        self.store()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -349,6 +566,23 @@ impl Queue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// A read lock on a store known to be open.
+struct StoreGuard<'a>(RwLockReadGuard<'a, Option<Store>>);
+
+impl std::ops::Deref for StoreGuard<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        // `Queue::store` hands out only guards of an open store.
+        self.0.as_ref().expect("store is open")
+    }
+}
+
+fn sync(store: &Store) -> Result<(), QueueError> {
+    store.db.flush()?;
+    store.file.sync_all()?;
+    Ok(())
 }
 
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
@@ -414,14 +648,19 @@ mod tests {
 
     /// Opens, waiting for sled's background threads of a just-dropped instance to let go of
     /// the directory lock (they outlive the drop briefly).
-    fn open(dir: &Path, max: u64, when_full: WhenFull) -> Queue {
+    fn open(dir: &Path, max_bytes: u64, when_full: WhenFull) -> Queue {
+        let limits = Limits {
+            max_bytes,
+            when_full,
+            reserve_bytes: 0,
+        };
         for _ in 0..500 {
-            if let Ok((q, _)) = Queue::open(dir, max, when_full) {
+            if let Ok((q, _)) = Queue::open(dir, limits) {
                 return q;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Queue::open(dir, max, when_full).unwrap().0
+        Queue::open(dir, limits).unwrap().0
     }
 
     #[test]
@@ -483,7 +722,7 @@ mod tests {
         std::fs::create_dir_all(&path).unwrap();
         std::fs::write(path.join("conf"), b"\xff\xfe garbage").unwrap();
         std::fs::write(path.join("db"), vec![0xa5; 4096]).unwrap();
-        let (q, report) = Queue::open(&path, u64::MAX, WhenFull::RejectNew).unwrap();
+        let (q, report) = Queue::open(&path, Limits::UNBOUNDED).unwrap();
         assert!(report.moved_aside.is_some_and(|p| p.exists()));
         q.push(&[entry(1, 5)]).unwrap();
         q.flush().unwrap();
@@ -497,7 +736,7 @@ mod tests {
         let q = open(&path, u64::MAX, WhenFull::RejectNew);
         q.push(&[entry(1, 5)]).unwrap();
         q.flush().unwrap();
-        assert!(Queue::open(&path, u64::MAX, WhenFull::RejectNew).is_err());
+        assert!(Queue::open(&path, Limits::UNBOUNDED).is_err());
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,

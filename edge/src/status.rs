@@ -50,6 +50,9 @@ pub struct EdgeStatus {
     /// The last datagram rejected, and why.
     #[serde(default)]
     pub last_rejected: Option<Rejection>,
+    /// Since when new events are refused because the disk is full (ms since the epoch).
+    #[serde(default)]
+    pub disk_full_since_ms: Option<u64>,
 }
 
 /// What the daemon needs to answer status queries.
@@ -101,6 +104,7 @@ impl Source {
                 .collect(),
             last_datagram: self.stats.last_datagram(),
             last_rejected: self.stats.last_rejected(),
+            disk_full_since_ms: self.queue.disk_full_since(),
         }
     }
 
@@ -182,7 +186,10 @@ pub fn check(status: Result<&EdgeStatus, &str>, t: &Thresholds) -> (State, Strin
         summary += ", ";
         summary += w;
     }
-    let floor = if s.warnings.is_empty() {
+    let floor = if s.disk_full_since_ms.is_some() {
+        summary += ", disk full: refusing new events";
+        State::Critical
+    } else if s.warnings.is_empty() {
         State::Ok
     } else {
         State::Warning
@@ -204,6 +211,12 @@ pub fn human(s: &EdgeStatus) -> String {
         "edge {} (site {}), warren {}, pid {}\nhub: {link}\n",
         s.edge_id, s.site, s.version, s.pid
     );
+    if let Some(since) = s.disk_full_since_ms {
+        out += &format!(
+            "CRITICAL: disk full for {}: refusing new events, still forwarding queued ones\n",
+            ago(since)
+        );
+    }
     for w in &s.warnings {
         out += &format!("WARNING: {w}\n");
     }

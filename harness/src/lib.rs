@@ -2,8 +2,8 @@
 //! built binaries, child processes that are killed even when a test fails, waiting for
 //! readiness instead of sleeping, a hub and edges started from their configs, a CA made with
 //! `hub pki`, a real mosquitto, a real SMTP server (aiosmtpd), an HTTP server standing in for
-//! web APIs, a headless browser, a TCP link that a test can cut, and a server that never
-//! answers. It depends on
+//! web APIs, a headless browser, a TCP link that a test can cut, a server that never
+//! answers, and a small filesystem to fill. It depends on
 //! neither `warren-edge` nor `warren-hub`: it runs their binaries and reads their status socket
 //! as JSON, so both crates' own tests can use it.
 
@@ -16,6 +16,7 @@ pub mod process;
 pub mod program;
 pub mod proxy;
 pub mod smtp;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ pub use process::Proc;
 pub use program::{Program, bin};
 pub use proxy::Silent;
 pub use smtp::SmtpServer;
+pub use tmpfs::Tmpfs;
 
 /// Set by CI (`.ci/run`): a test that lacks root or a component fails instead of skipping.
 pub const REQUIRE_ALL_VAR: &str = "WARREN_REQUIRE_ALL";

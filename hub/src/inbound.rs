@@ -82,9 +82,10 @@ impl Pipeline {
         let from_edges = envelopes.len();
         let transitions = lock(&self.presence).due(now);
         for t in transitions {
-            self.stats
-                .set_online(&t.edge, &t.site, t.online, t.since_ms);
-            tracing::warn!(edge = %t.edge, site = %t.site, online = t.online, why = %t.why, "Edge presence changed.");
+            if let Some(online) = t.change.online() {
+                self.stats.set_online(&t.edge, &t.site, online, t.since_ms);
+            }
+            tracing::warn!(edge = %t.edge, site = %t.site, change = t.change.kind(), why = %t.why, "Edge presence changed.");
             if self.cfg.presence.events {
                 envelopes.push(t.event(now, self.inbox.salt()));
             }

@@ -7,6 +7,9 @@
 //! `grace`, so an edge that reconnects at once, or flaps, makes no alert per blip; and only
 //! changes are announced: an edge first heard of is online without a "back online".
 //!
+//! An edge also says when it cannot accept events (its disk is full): that is announced
+//! too, the same way, once it has held for `grace`, and again when it is over.
+//!
 //! What was announced is kept in the store (written in the same transaction as the alert),
 //! so after a restart the hub still knows its edges: one that never comes back is announced
 //! offline once it has been silent long enough, and one that was offline is announced back.
@@ -15,6 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use warren_proto::envelope::DISK_FULL;
 use warren_proto::envelope::VERSION;
 use warren_proto::{Envelope, Event, EventId, Kind, Presence, PresenceState};
 
@@ -22,13 +26,21 @@ use crate::config::PresenceConfig;
 use crate::inbox::{Inbox, InboxError, Space, Tx};
 
 /// The kinds of events the hub makes itself; an edge that sends one is refused.
-pub const HUB_KINDS: [&str; 3] = ["edge_offline", "edge_online", "digest"];
+pub const HUB_KINDS: [&str; 5] = [
+    "edge_offline",
+    "edge_online",
+    "edge_problem",
+    "edge_problem_over",
+    "digest",
+];
 
 /// What is stored per edge.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     site: String,
     online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
 }
 
 #[derive(Debug)]
@@ -43,8 +55,26 @@ struct Edge {
     since_ms: u64,
     /// What was last announced (an edge first heard of counts as announced online).
     announced_online: bool,
+    /// The problem its last online presence named, and since when.
+    problem: Option<String>,
+    problem_since_ms: u64,
+    /// The problem last announced.
+    announced_problem: Option<String>,
     /// The stored record needs writing.
     dirty: bool,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Back online.
+    Online,
+    /// Gone offline.
+    Offline,
+    /// It cannot accept events: [`warren_proto::envelope::DISK_FULL`], or what a newer edge says.
+    Problem(String),
+    /// That problem is over.
+    ProblemOver(String),
 }
 
 /// One announcement to make.
@@ -54,8 +84,8 @@ pub struct Transition {
     pub edge: String,
     /// Its site.
     pub site: String,
-    /// Back online (or gone offline).
-    pub online: bool,
+    /// What changed.
+    pub change: Change,
     /// Since when, ms since the epoch.
     pub since_ms: u64,
     /// Why, in words.
@@ -101,6 +131,9 @@ impl Tracker {
                     online: r.online,
                     since_ms: now_ms,
                     announced_online: r.online,
+                    problem: r.problem.clone(),
+                    problem_since_ms: now_ms,
+                    announced_problem: r.problem,
                     dirty: false,
                 },
             );
@@ -118,6 +151,11 @@ impl Tracker {
         let e = self.heard(&p.edge, &p.site, now_ms);
         e.said_online = Some(p.state == PresenceState::Online);
         e.queue_depth = p.queue_depth;
+        // A will or a clean stop names no problem, whatever the edge's state.
+        if p.state == PresenceState::Online && p.problem != e.problem {
+            e.problem.clone_from(&p.problem);
+            e.problem_since_ms = now_ms;
+        }
     }
 
     fn heard(&mut self, edge: &str, site: &str, now_ms: u64) -> &mut Edge {
@@ -129,6 +167,9 @@ impl Tracker {
             online: true,
             since_ms: now_ms,
             announced_online: true,
+            problem: None,
+            problem_since_ms: now_ms,
+            announced_problem: None,
             dirty: true,
         });
         if e.site != site {
@@ -153,6 +194,25 @@ impl Tracker {
                 e.online = online;
                 e.since_ms = since;
             }
+            let problem_change = match (&e.problem, &e.announced_problem) {
+                _ if now_ms < e.problem_since_ms.saturating_add(self.grace_ms) => None,
+                (now, before) if now == before => None,
+                (Some(p), _) => Some(Change::Problem(p.clone())),
+                (None, Some(p)) => Some(Change::ProblemOver(p.clone())),
+                (None, None) => None,
+            };
+            if let Some(change) = problem_change {
+                e.announced_problem.clone_from(&e.problem);
+                e.dirty = true;
+                out.push(Transition {
+                    edge: id.clone(),
+                    site: e.site.clone(),
+                    why: change.words().to_owned(),
+                    change,
+                    since_ms: e.problem_since_ms,
+                    queue_depth: e.queue_depth,
+                });
+            }
             if e.online == e.announced_online || now_ms < e.since_ms.saturating_add(self.grace_ms) {
                 continue;
             }
@@ -173,7 +233,11 @@ impl Tracker {
             out.push(Transition {
                 edge: id.clone(),
                 site: e.site.clone(),
-                online: e.online,
+                change: if e.online {
+                    Change::Online
+                } else {
+                    Change::Offline
+                },
                 since_ms: e.since_ms,
                 why,
                 queue_depth: e.queue_depth,
@@ -188,6 +252,7 @@ impl Tracker {
             let r = Record {
                 site: e.site.clone(),
                 online: e.announced_online,
+                problem: e.announced_problem.clone(),
             };
             tx.put(
                 Space::Presence,
@@ -212,33 +277,87 @@ impl Tracker {
     }
 }
 
+impl Change {
+    /// The event kind that announces it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Online => "edge_online",
+            Self::Offline => "edge_offline",
+            Self::Problem(_) => "edge_problem",
+            Self::ProblemOver(_) => "edge_problem_over",
+        }
+    }
+
+    /// Whether the edge is online after it, for a change of presence.
+    pub fn online(&self) -> Option<bool> {
+        match self {
+            Self::Online => Some(true),
+            Self::Offline => Some(false),
+            Self::Problem(_) | Self::ProblemOver(_) => None,
+        }
+    }
+
+    /// The change in a few words.
+    fn words(&self) -> &str {
+        match self {
+            Self::Problem(p) | Self::ProblemOver(p) => problem_words(p),
+            Self::Online => "back online",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// An edge's [`Presence::problem`] in a few words.
+pub fn problem_words(problem: &str) -> &str {
+    if problem == DISK_FULL {
+        "disk full"
+    } else {
+        problem
+    }
+}
+
 impl Transition {
-    /// The event that announces it: "paris-dc is offline".
+    /// The event that announces it: "paris-dc is offline", "paris-dc: disk full".
     pub fn event(&self, now_ms: u64, salt: &str) -> Envelope {
-        let kind = if self.online {
-            "edge_online"
-        } else {
-            "edge_offline"
-        };
+        let kind = self.change.kind();
         let tst = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
         let mut event = Event::new(Kind::Other(kind.to_owned()), tst);
-        let state = if self.online {
-            "back online"
-        } else {
-            "offline"
+        let (edge, site, why) = (&self.edge, &self.site, &self.why);
+        let words = self.change.words();
+        let (title, message) = match &self.change {
+            Change::Online | Change::Offline => (
+                format!("{edge} is {words}"),
+                format!("Edge {edge} at site {site} is {words}: {why}."),
+            ),
+            Change::Problem(p) if p == DISK_FULL => (
+                format!("{edge}: {words}"),
+                format!(
+                    "Edge {edge} at site {site} refuses new events: its disk is full. It still \
+                     forwards the events it holds."
+                ),
+            ),
+            Change::ProblemOver(p) if p == DISK_FULL => (
+                format!("{edge}: {words} (resolved)"),
+                format!("Edge {edge} at site {site} accepts events again: its disk has room."),
+            ),
+            Change::Problem(_) => (
+                format!("{edge}: {words}"),
+                format!("Edge {edge} at site {site} reports a problem: {words}."),
+            ),
+            Change::ProblemOver(_) => (
+                format!("{edge}: {words} (resolved)"),
+                format!("Edge {edge} at site {site} no longer reports a problem: {words}."),
+            ),
         };
         event
-            .set_str("hostname", Some(&self.edge))
-            .set_str("title", Some(&format!("{} is {state}", self.edge)))
-            .set_str(
-                "message",
-                Some(&format!(
-                    "Edge {} at site {} is {state}: {}.",
-                    self.edge, self.site, self.why
-                )),
-            )
-            .set_str("reason", Some(&self.why))
+            .set_str("hostname", Some(edge))
+            .set_str("title", Some(&title))
+            .set_str("message", Some(&message))
+            .set_str("reason", Some(why))
             .set("queue_depth", self.queue_depth.into());
+        if let Change::Problem(p) | Change::ProblemOver(p) = &self.change {
+            event.set_str("problem", Some(p));
+        }
         let at = now_ms.to_string();
         Envelope {
             v: VERSION,
@@ -281,7 +400,9 @@ mod tests {
     }
 
     fn kinds(t: &[Transition]) -> Vec<(&str, bool)> {
-        t.iter().map(|t| (t.edge.as_str(), t.online)).collect()
+        t.iter()
+            .filter_map(|t| Some((t.edge.as_str(), t.change.online()?)))
+            .collect()
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct EdgeInfo {
     /// When the certificate it last connected with ends, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_not_after: Option<i64>,
+    /// What keeps it from accepting events, as its last presence said: `disk_full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// Whether `online` has been set (by a presence message or a decided change) rather than
     /// defaulted for an edge first heard of by its certificate or an event.
     #[serde(skip)]
@@ -147,6 +150,9 @@ impl Stats {
         e.oldest_age_ms = p.oldest_age_ms;
         e.version.clone_from(&p.version);
         e.last_seen_ms = now_ms;
+        if p.state == PresenceState::Online {
+            e.problem.clone_from(&p.problem);
+        }
     }
 
     /// Records a presence change decided by [`crate::presence`] (silence, too) — also of an

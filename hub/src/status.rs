@@ -142,6 +142,10 @@ impl Source {
         let of_edges = edges
             .iter()
             .filter_map(|(id, e)| expiry_warning(&format!("edge {id}'s"), e.cert_not_after?, now));
+        let problems = edges.iter().filter_map(|(id, e)| {
+            let p = e.problem.as_deref()?;
+            Some(format!("edge {id}: {}", crate::presence::problem_words(p)))
+        });
         HubStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -149,7 +153,7 @@ impl Source {
             listen: self.listen.clone(),
             web: self.web.clone(),
             broker_connected: *s.bus_connected.borrow(),
-            warnings: own.into_iter().chain(of_edges).collect(),
+            warnings: own.into_iter().chain(of_edges).chain(problems).collect(),
             edges,
             received: get(&s.received),
             duplicates: get(&s.duplicates),

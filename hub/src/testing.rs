@@ -51,5 +51,6 @@ pub fn presence(edge: &str, online: bool) -> Presence {
         queue_bytes: 0,
         oldest_age_ms: None,
         ts: 0,
+        problem: None,
     }
 }

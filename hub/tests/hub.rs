@@ -946,6 +946,7 @@ async fn an_edge_that_vanishes_becomes_an_edge_offline_event() {
         queue_bytes: 0,
         oldest_age_ms: None,
         ts: 0,
+        problem: None,
     };
     let mut o = options(
         "gw",

@@ -82,7 +82,14 @@ pub struct Presence {
     /// When this status was written, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub ts: u64,
+    /// What keeps the edge from accepting events now, if anything: [`DISK_FULL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
+
+/// [`Presence::problem`] of an edge whose disk is full: it refuses new events and still
+/// forwards the ones it holds.
+pub const DISK_FULL: &str = "disk_full";
 
 macro_rules! versioned_json {
     ($($t:ty),*) => {$(

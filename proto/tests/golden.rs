@@ -134,6 +134,7 @@ fn mqtt_presence() {
         queue_bytes: 900,
         oldest_age_ms: Some(1500),
         ts: 1_795_708_571_123,
+        problem: None,
     };
     check("presence.json", &p.encode());
     assert_eq!(Presence::decode(&p.encode()).unwrap(), p);

@@ -153,6 +153,13 @@ fn edge_row(out: &mut String, id: &str, e: &EdgeInfo, now_ms: u64) {
             }
         }
     }
+    if let Some(p) = &e.problem {
+        let _ = write!(
+            out,
+            " <span class=\"state offline\">{}</span>",
+            Esc(crate::presence::problem_words(p))
+        );
+    }
     let _ = write!(
         out,
         "</td><td data-label=\"Last seen\">{}</td><td data-label=\"Queue\">{}",

@@ -75,6 +75,15 @@ impl Topology {
     /// # Panics
     /// When it does not start.
     pub fn edge(&self, id: &str, hub_port: Option<u16>) -> Edge {
+        self.edge_with(id, hub_port, "")
+    }
+
+    /// [`Topology::edge`] with `extra` appended to its config (after `[hub]`). Its state is in
+    /// `<dir>/<id>-state`.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn edge_with(&self, id: &str, hub_port: Option<u16>, extra: &str) -> Edge {
         let (cert, key) = self.pki.client(id);
         let config = self.path(&format!("{id}.toml"));
         std::fs::write(
@@ -83,7 +92,7 @@ impl Topology {
                 "edge_id = \"{id}\"\nsite = \"site-{id}\"\nstate_dir = \"{dir}/{id}-state\"\nshutdown_grace = \"5s\"\n\
                  [ingest]\nlisten = [\"127.0.0.1:0\"]\n\
                  [hub]\naddress = \"127.0.0.1:{port}\"\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\
-                 keep_alive = \"5s\"\nack_timeout = \"5s\"\nmax_backoff = \"500ms\"\n",
+                 keep_alive = \"5s\"\nack_timeout = \"5s\"\nmax_backoff = \"500ms\"\n{extra}",
                 dir = self.dir.path().display(),
                 port = hub_port.unwrap_or(self.hub.port),
                 ca = self.pki.ca().display(),

@@ -69,6 +69,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import socket
 import subprocess
 import sys
@@ -163,6 +164,40 @@ def private_binaries(d):
 
 # --- daemons -----------------------------------------------------------------------------
 
+def query_status(sock, timeout=5):
+    """The daemon's status JSON from its Unix socket. Unlike wb.status this closes its
+    writing side first, as `edge status` does: a client that does not is answered only
+    after the daemon's 1 s request timeout (daemon/src/control.rs), which would make every
+    poll here take a second."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        s.close()
+    return json.loads(b"".join(chunks))
+
+
+def wait_status(sock, proc, timeout):
+    """Polls until the daemon answers; fails if it exits or the time runs out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.bench_name} exited with {proc.returncode}")
+        try:
+            return query_status(sock)
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise RuntimeError(f"no status on {sock} after {timeout}s")
+
+
 class Daemon:
     """One edge or the hub: started, killed with SIGKILL and restarted on the same config
     and state dir. Processes go through wb.Procs, so they are killed on every exit path."""
@@ -182,7 +217,7 @@ class Daemon:
                                    self.logfile)
         self.starts += 1
         t0 = time.time()
-        wb.wait_status(self.sock, self.proc, timeout=timeout)
+        wait_status(self.sock, self.proc, timeout)
         return time.time() - t0
 
     def kill9(self):
@@ -201,7 +236,7 @@ class Daemon:
         the answers of a live daemon."""
         t0 = time.monotonic()
         try:
-            return wb.status(self.sock, timeout=timeout)
+            return query_status(self.sock, timeout=timeout)
         except (OSError, ValueError):
             return None
         finally:
@@ -602,6 +637,7 @@ class Soak:
     def run(self):
         a = self.args
         duration = a.minutes * 60 if a.minutes is not None else a.hours * 3600
+        self.duration = duration
         warmup = min(a.warmup, duration / 4)
         t = time.monotonic()
         end, warm_end = t + duration, t + warmup
@@ -657,10 +693,13 @@ class Soak:
         d = self.daemons[name]
         fault = dict(kind="kill", target=name, pid=d.proc.pid)
         if name in EDGES:
-            # Hold the sender so the accepted count read here is the last word before death.
+            # The edge accepts in arrival order, so the events sent to it past its `accepted`
+            # count read here may still be in its socket buffer or commit when it dies. The
+            # sender keeps going while we read (the kill is hot); it waits only from the kill
+            # until its choice of edge no longer includes this one.
+            st = d.status(timeout=2)
+            accepted = st["counters"]["accepted"] if st else self.last_accepted[name]
             with self.sender.lock:
-                st = d.status(timeout=2)
-                accepted = st["counters"]["accepted"] if st else self.last_accepted[name]
                 d.kill9()
                 sent, risky = self.sender.retire(name, accepted)
             fault.update(queue_depth=(st or {}).get("queue_depth"), sent_to_process=sent,
@@ -683,7 +722,15 @@ class Soak:
 
     def restart(self, name):
         d = self.daemons[name]
-        took = d.start()
+        try:
+            took = d.start()
+        except RuntimeError as e:  # a daemon that cannot come back is a finding, not a crash
+            self.faults.add(kind="restart_failed", target=name, error=str(e))
+            self.failures.append(f"{name} failed to restart: {e}")
+            if d.alive():
+                wb.Procs.stop(d.proc)
+            self.pending_restart[name] = time.monotonic() + 10
+            return
         del self.pending_restart[name]
         if name in EDGES:
             self.last_accepted[name] = 0
@@ -888,13 +935,23 @@ def fault_summary(faults):
     for f in faults:
         key = f"{f['kind']} {f['target']}"
         kinds[key] = kinds.get(key, 0) + 1
-    relinks = {}
+    relinks, other = {}, {}
     for f in faults:
         for k, v in f.items():
-            if k.endswith("_relink_s") and isinstance(v, (int, float)):
-                relinks.setdefault(f"{f['kind']} {f['target']}", []).append(v)
-    return kinds, {k: dict(n=len(v), median=sorted(v)[len(v) // 2], max=max(v))
-                   for k, v in relinks.items()}
+            if not k.endswith("_relink_s"):
+                continue
+            key = f"{f['kind']} {f['target']}"
+            if isinstance(v, (int, float)):
+                relinks.setdefault(key, []).append(v)
+            else:  # kept (a stall the connection survived), superseded, none in 300 s
+                other.setdefault(key, {}).setdefault(v, 0)
+                other[key][v] += 1
+    out = {}
+    for key in set(relinks) | set(other):
+        v = relinks.get(key, [])
+        out[key] = dict(n=len(v), median=round(statistics.median(v), 2) if v else None,
+                        max=max(v) if v else None, other=other.get(key, {}))
+    return kinds, out
 
 
 def fmt(v, unit=""):
@@ -917,7 +974,8 @@ def print_table(s):
     """The human summary; Markdown tables so it pastes into the README or an issue."""
     c, a = s["check"], s["args"]
     out = [
-        f"soak: {s['duration_s'] / 60:.1f} min at {a['rate']}/s, seed {a['seed']}, commit "
+        f"soak: {s['sending_s'] / 60:.1f} min at {a['rate']:g}/s ({s['duration_s'] / 60:.1f} min "
+        f"in all), seed {a['seed']}, commit "
         f"{s['commit']}, work dir {s['work_dir']}",
         f"events: sent {c['sent']:,} (edge1 {s['sent_to']['edge1']:,}, edge2 "
         f"{s['sent_to']['edge2']:,}); notifier lines {c['lines']:,}; drained "
@@ -933,12 +991,15 @@ def print_table(s):
         f"| hub kills (allow at most one duplicate each) | {s['hub_kills']} |",
         f"| lines that are no sent event | {c['unknown_lines']:,} |",
         "",
-        "| fault | count | relink median / max (s) |", "|---|---|---|",
+        "| fault | count | edge linked up again after: median / max (s) |", "|---|---|---|",
     ]
     for kind, n in sorted(s["faults"].items()):
         rl = s["relink"].get(kind)
-        out.append(f"| {kind} | {n} | "
-                   + (f"{rl['median']} / {rl['max']} (n={rl['n']})" if rl else "-") + " |")
+        text = "-"
+        if rl:
+            text = f"{rl['median']} / {rl['max']} (n={rl['n']})" if rl["n"] else ""
+            text += "".join(f"; {k}: {v}" for k, v in sorted(rl["other"].items()))
+        out.append(f"| {kind} | {n} | {text.lstrip('; ')} |")
     out += ["", "| process | RSS start / end / max (MiB) | fds start / end / max | "
                 "threads start / end / max | starts |", "|---|---|---|---|---|"]
     for name, p in s["processes"].items():
@@ -966,7 +1027,8 @@ def print_table(s):
 
 def git_commit():
     try:
-        return subprocess.run(["git", "-C", wb.ROOT, "rev-parse", "--short", "HEAD"],
+        # the binaries may come from a tree with changes: `-dirty` says the tree had some
+        return subprocess.run(["git", "-C", wb.ROOT, "describe", "--always", "--dirty"],
                               capture_output=True, text=True, timeout=10).stdout.strip() or "?"
     except (OSError, subprocess.TimeoutExpired):
         return "?"
@@ -1008,7 +1070,8 @@ def parse_args():
                     help="results directory (default $OUT or $BENCH_DIR/results, "
                     "soak-<date>-<time>)")
     ap.add_argument("--keep", action="store_true",
-                    help="keep the queue and inbox databases after a passing run")
+                    help="keep the queue and inbox databases and the copied binaries after a "
+                    "passing run (a failing run keeps them anyway)")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 10**9)
@@ -1046,7 +1109,7 @@ def main():
     summary = dict(
         args=vars(args), commit=git_commit(), binaries=soak.binaries, work_dir=soak.dir,
         results_dir=soak.results, started=stamp(soak.t_start),
-        duration_s=round(time.time() - soak.t_start), sent_to=soak.sender.total_to,
+        duration_s=round(time.time() - soak.t_start), sending_s=soak.duration, sent_to=soak.sender.total_to,
         send_errors=soak.sender.send_errors, drain=drain, stop=stop, check=check,
         hub_kills=len(hub_kills), faults=kinds, relink=relink, processes=procs, disk=disk,
         max_queue_depth=depth,
@@ -1058,8 +1121,8 @@ def main():
     with open(os.path.join(soak.results, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print_table(summary)
-    if not failed and not args.keep:
-        for sub in ("edge1/state", "edge2/state", "hub/state"):
+    if not failed and not args.keep:  # logs, configs and out.log stay
+        for sub in ("edge1/state", "edge2/state", "hub/state", "bin"):
             shutil.rmtree(os.path.join(soak.dir, sub), ignore_errors=True)
     return 1 if failed else 0
 

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod database;
 pub mod files;
 pub mod nagios;
 #[cfg(target_os = "linux")]

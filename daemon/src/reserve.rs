@@ -30,6 +30,11 @@ impl Reserve {
         &self.path
     }
 
+    /// Bytes it holds when full.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Bytes the reserve holds now.
     pub fn held(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())

@@ -140,11 +140,17 @@ pub async fn run(
     drop(tx);
     let committer = tracker.spawn(commit::run(queue.clone(), rx, stats.clone(), wake.clone()));
     let announce = Arc::new(Notify::new());
-    tracker.spawn(watch_disk(
-        queue.clone(),
-        announce.clone(),
-        shutdown.child_token(),
-    ));
+    tracker.spawn({
+        let announce = announce.clone();
+        // The hub hears at once that the disk filled, or has room again.
+        warren_daemon::database::watch(
+            queue.clone(),
+            Queue::database,
+            DISK_CHECK,
+            move |_| announce.notify_one(),
+            shutdown.child_token(),
+        )
+    });
     let forward_stop = CancellationToken::new();
     let forwarder = tracker.spawn({
         let (cfg, queue, stats, stop) = (
@@ -209,30 +215,6 @@ pub async fn run(
     let _ = std::fs::remove_file(&cfg.status_socket);
     tracing::info!(queued = queue.len(), "Edge stopped.");
     result
-}
-
-/// While the disk is full, checks for room every [`DISK_CHECK`]; has the forwarder announce
-/// every change, so the hub hears of it at once.
-async fn watch_disk(queue: Arc<Queue>, announce: Arc<Notify>, shutdown: CancellationToken) {
-    let mut was_full = queue.disk_full_since().is_some();
-    let mut tick = tokio::time::interval(DISK_CHECK);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if queue.disk_full_since().is_some() {
-            let q = queue.clone();
-            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || q.try_resume()).await {
-                tracing::warn!(%error, "Could not allocate the disk reserve.");
-            }
-        }
-        let full = queue.disk_full_since().is_some();
-        if full != was_full {
-            was_full = full;
-            announce.notify_one();
-        }
-    }
 }
 
 fn flatten(r: Result<Result<(), EdgeError>, tokio::task::JoinError>) -> Result<(), EdgeError> {

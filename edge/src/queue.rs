@@ -8,19 +8,15 @@
 //! metadata nor flushes the drive's cache, so [`Queue::flush`] follows it with `fsync` of the
 //! database file. An event is accepted only after that returns.
 //!
-//! A full disk: sled fails every call after one failed write, so the queue gives back a step
-//! of its [`Reserve`], opens the database again and goes on; while the disk is full it refuses
-//! new events but keeps reading and deleting the ones it holds, and [`Queue::try_resume`]
-//! accepts again once the reserve can be filled (docs/operations.md).
+//! A full disk ([`Database`]): the queue refuses new events but keeps reading and deleting the
+//! ones it holds, and accepts again once the disk has room for its reserve.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::Mutex;
 
 use serde::Deserialize;
 use thiserror::Error;
-use warren_daemon::reserve::{Reserve, is_storage_full};
+use warren_daemon::database::{Database, DbError, Opened, StorageFull};
 use warren_proto::EventId;
 
 const EVENT: u8 = b'e';
@@ -72,11 +68,21 @@ pub enum QueueError {
     Io(#[from] std::io::Error),
 }
 
-impl QueueError {
-    /// Whether the disk (or the quota) is full.
-    pub fn is_storage_full(&self) -> bool {
+impl From<DbError> for QueueError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sled(e) => Self::Sled(e),
+            DbError::Io(e) => Self::Io(e),
+        }
+    }
+}
+
+impl StorageFull for QueueError {
+    fn is_storage_full(&self) -> bool {
         match self {
-            Self::Sled(sled::Error::Io(e)) | Self::Io(e) => is_storage_full(e),
+            Self::Sled(sled::Error::Io(e)) | Self::Io(e) => {
+                warren_daemon::reserve::is_storage_full(e)
+            }
             Self::Sled(_) => false,
         }
     }
@@ -137,29 +143,12 @@ struct State {
     bytes: u64,
 }
 
-/// The open database.
-#[derive(Debug)]
-struct Store {
-    db: sled::Db,
-    /// An fd of sled's data file, for the fsync sled does not do on flush.
-    file: File,
-    /// How many times the database was opened: a failure seen on an older one is handled.
-    generation: u64,
-}
-
 /// The durable FIFO. Every method blocks on disk: call from `spawn_blocking` in async code.
 #[derive(Debug)]
 pub struct Queue {
-    dir: PathBuf,
-    /// `None` only while it is reopened (or if reopening failed: the next call tries again).
-    store: RwLock<Option<Store>>,
-    reserve: Reserve,
-    /// When the disk filled, ms since the epoch; 0 while there is room.
-    disk_full_since: AtomicU64,
-    /// Times the database was opened.
-    opened: AtomicU64,
+    db: Database,
     limits: Limits,
-    /// Locked after `store`, never before.
+    /// Locked while the database is, never before.
     state: Mutex<State>,
 }
 
@@ -174,68 +163,39 @@ impl Queue {
     /// # Errors
     /// When neither the existing nor a fresh database can be opened.
     pub fn open(dir: &Path, limits: Limits) -> Result<(Self, OpenReport), QueueError> {
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(".reserve");
+        let mut report = OpenReport::default();
+        let db = match Database::open(dir, limits.reserve_bytes, open_db) {
+            Ok(db) => db,
+            // Only damage is worth starting afresh for; an I/O error (a second daemon holding
+            // the lock, permissions) must leave the database where it is.
+            Err(DbError::Sled(
+                damage @ (sled::Error::Corruption { .. }
+                | sled::Error::Unsupported(_)
+                | sled::Error::ReportableBug(_)),
+            )) => {
+                let aside = aside_path(dir);
+                std::fs::rename(dir, &aside).map_err(|_| damage)?;
+                report.moved_aside = Some(aside);
+                Database::open(dir, limits.reserve_bytes, open_db)?
+            }
+            Err(other) => return Err(other.into()),
+        };
         let queue = Self {
-            dir: dir.to_owned(),
-            store: RwLock::new(None),
-            reserve: Reserve::new(dir.with_file_name(name), limits.reserve_bytes),
-            disk_full_since: AtomicU64::new(0),
-            opened: AtomicU64::new(0),
+            db,
             limits,
             state: Mutex::new(State::default()),
         };
-        let mut report = OpenReport::default();
-        let store = queue.open_store(Some(&mut report))?;
-        *queue
-            .store
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store);
-        if queue.reserve.fill()? {
-            queue.disk_full_since.store(0, Ordering::Relaxed);
-        } else {
-            queue.set_disk_full();
-        }
+        report.corrupt_removed = queue.reload()?;
         Ok((queue, report))
     }
 
-    /// Opens the database (giving back reserve while the disk is too full for that), loads the
-    /// counters from it, and removes unreadable entries.
-    fn open_store(&self, mut report: Option<&mut OpenReport>) -> Result<Store, QueueError> {
-        let db = loop {
-            match open_db(&self.dir) {
-                Ok(db) => break db,
-                // Only damage is worth starting afresh for; an I/O error (a second daemon
-                // holding the lock, permissions) must leave the database where it is.
-                Err(
-                    damage @ (sled::Error::Corruption { .. }
-                    | sled::Error::Unsupported(_)
-                    | sled::Error::ReportableBug(_)),
-                ) if report.is_some() => {
-                    let aside = aside_path(&self.dir);
-                    std::fs::rename(&self.dir, &aside).map_err(|_| damage)?;
-                    if let Some(r) = report.as_deref_mut() {
-                        r.moved_aside = Some(aside);
-                    }
-                    report = None;
-                }
-                Err(sled::Error::Io(e)) if is_storage_full(&e) => {
-                    self.set_disk_full();
-                    let freed = self.reserve.release()?;
-                    if freed == 0 {
-                        return Err(QueueError::Io(e));
-                    }
-                    tracing::warn!(freed, "Disk full: gave back reserve to open the queue.");
-                }
-                Err(other) => return Err(other.into()),
-            }
-        };
-        let file = File::open(self.dir.join("db"))?;
-        // The directory entry of a new database must survive a power loss too.
-        File::open(&self.dir)?.sync_all()?;
+    /// Loads the counters from the database (again, after it was reopened: writes the failure
+    /// lost are gone) and removes unreadable entries; returns how many.
+    fn reload(&self) -> Result<u64, QueueError> {
+        let db = self.db.get()?;
         let mut loaded = State::default();
         let mut corrupt = Vec::new();
-        for item in db.scan_prefix([EVENT]) {
+        for item in db.db.scan_prefix([EVENT]) {
             let (key, value) = item?;
             match decode(&key, &value) {
                 Some(entry) => {
@@ -247,20 +207,18 @@ impl Queue {
             }
         }
         for key in &corrupt {
-            db.remove(key)?;
-        }
-        if let Some(r) = report {
-            r.corrupt_removed = corrupt.len() as u64;
+            db.db.remove(key)?;
         }
         let mut state = self.lock();
         // Seqs only grow: the forwarder may have read events a failed write then lost.
         loaded.next_seq = loaded.next_seq.max(state.next_seq);
         *state = loaded;
-        Ok(Store {
-            db,
-            file,
-            generation: self.opened.fetch_add(1, Ordering::Relaxed),
-        })
+        Ok(corrupt.len() as u64)
+    }
+
+    /// Runs `op` on the database, once more after a full disk reopened it.
+    fn run<R>(&self, op: impl Fn(&Opened) -> Result<R, QueueError>) -> Result<R, QueueError> {
+        self.db.run(op, || self.reload().map(drop))
     }
 
     /// Queues `entries` and makes them durable. On a full disk they are refused (and the
@@ -277,20 +235,19 @@ impl Queue {
         if self.disk_full_since().is_some() {
             return Ok(refused);
         }
-        let result = {
-            let store = self.store()?;
-            self.push_to(&store, entries)
-                .and_then(|o| sync(&store).map(|()| o))
-                .map_err(|e| (e, store.generation))
-        };
-        match result {
-            Ok(o) => Ok(o),
-            Err((e, generation)) if e.is_storage_full() => {
-                self.disk_filled(generation, &e)?;
-                Ok(refused)
+        let (error, generation) = {
+            let db = self.db.get()?;
+            match self
+                .push_to(&db, entries)
+                .and_then(|o| Ok(db.sync().map(|()| o)?))
+            {
+                Err(e) if e.is_storage_full() => (e, db.generation()),
+                done => return done,
             }
-            Err((e, _)) => Err(e),
-        }
+        };
+        self.db.filled(generation, &error)?;
+        self.reload()?;
+        Ok(refused)
     }
 
     /// Queues `entries` in order (not yet durable: call [`Queue::flush`]).
@@ -298,11 +255,11 @@ impl Queue {
     /// # Errors
     /// When sled fails; nothing of the batch is then queued.
     pub fn push(&self, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
-        self.push_to(&*self.store()?, entries)
+        self.push_to(&*self.db.get()?, entries)
     }
 
-    fn push_to(&self, store: &Store, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
-        let db = &store.db;
+    fn push_to(&self, db: &Opened, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
+        let db = &db.db;
         let mut out = PushOutcome::default();
         let mut state = self.lock();
         let mut batch = sled::Batch::default();
@@ -374,7 +331,7 @@ impl Queue {
     /// # Errors
     /// When either fails; the caller must then not report the events as accepted.
     pub fn flush(&self) -> Result<(), QueueError> {
-        self.with_store(sync)
+        self.run(|db| Ok(db.sync()?))
     }
 
     /// Deletes acked events; returns how many were queued. Not flushed: a delete lost to a
@@ -383,7 +340,7 @@ impl Queue {
     /// # Errors
     /// When sled fails.
     pub fn ack(&self, ids: &[EventId]) -> Result<u64, QueueError> {
-        self.with_store(|store| {
+        self.run(|store| {
             let mut state = self.lock();
             let mut batch = sled::Batch::default();
             let mut removed = 0;
@@ -418,7 +375,7 @@ impl Queue {
         if from >= until {
             return Ok(Vec::new());
         }
-        self.with_store(|store| {
+        self.run(|store| {
             let mut out = Vec::new();
             for item in store.db.range(event_key(from)..event_key(until)).take(max) {
                 let (key, value) = item?;
@@ -435,7 +392,7 @@ impl Queue {
     /// # Errors
     /// When sled fails.
     pub fn contains(&self, id: &EventId) -> Result<bool, QueueError> {
-        self.with_store(|store| Ok(store.db.contains_key(index_key(id))?))
+        self.run(|store| Ok(store.db.contains_key(index_key(id))?))
     }
 
     /// The seq the next pushed event will get.
@@ -463,7 +420,7 @@ impl Queue {
     /// # Errors
     /// When sled fails.
     pub fn oldest_received_ms(&self) -> Result<Option<u64>, QueueError> {
-        self.with_store(|store| {
+        self.run(|store| {
             Ok(match store.db.scan_prefix([EVENT]).next().transpose()? {
                 Some((key, value)) => decode(&key, &value).map(|e| e.received_ms),
                 None => None,
@@ -473,91 +430,12 @@ impl Queue {
 
     /// Since when new events are refused for want of disk space, ms since the epoch.
     pub fn disk_full_since(&self) -> Option<u64> {
-        match self.disk_full_since.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(since),
-        }
+        self.db.full_since()
     }
 
-    /// Accepts events again if the disk has room for the whole reserve again; returns whether
-    /// it does now.
-    ///
-    /// # Errors
-    /// When the reserve cannot be written for another reason than space.
-    pub fn try_resume(&self) -> Result<bool, QueueError> {
-        if self.disk_full_since().is_none() {
-            return Ok(true);
-        }
-        if !self.reserve.fill()? {
-            return Ok(false);
-        }
-        self.disk_full_since.store(0, Ordering::Relaxed);
-        tracing::info!("The disk has room again: accepting new events.");
-        Ok(true)
-    }
-
-    fn set_disk_full(&self) {
-        let _ = self.disk_full_since.compare_exchange(
-            0,
-            crate::now_ms().max(1),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Runs `op`; when it fails for want of space, reopens the database with reserve given
-    /// back and runs it once more.
-    fn with_store<R>(&self, op: impl Fn(&Store) -> Result<R, QueueError>) -> Result<R, QueueError> {
-        let failed = {
-            let store = self.store()?;
-            match op(&store) {
-                Err(e) if e.is_storage_full() => (e, store.generation),
-                done => return done,
-            }
-        };
-        self.disk_filled(failed.1, &failed.0)?;
-        op(&*self.store()?)
-    }
-
-    /// The disk filled under the database of `generation`: refuse new events, give back a step
-    /// of the reserve and open the database again (unless another caller already did).
-    fn disk_filled(&self, generation: u64, error: &QueueError) -> Result<(), QueueError> {
-        let mut store = self
-            .store
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if store.as_ref().is_some_and(|s| s.generation != generation) {
-            return Ok(());
-        }
-        self.set_disk_full();
-        let freed = self.reserve.release()?;
-        tracing::error!(%error, freed, "Disk full: refusing new events until there is room; queued events are still forwarded.");
-        // sled's lock on its files goes with the last handle: drop it before opening again.
-        *store = None;
-        *store = Some(self.open_store(None)?);
-        Ok(())
-    }
-
-    /// The open database, opened again first if an earlier attempt failed.
-    fn store(&self) -> Result<StoreGuard<'_>, QueueError> {
-        let guard = self
-            .store
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if guard.is_some() {
-            return Ok(StoreGuard(guard));
-        }
-        drop(guard);
-        {
-            let mut store = self
-                .store
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if store.is_none() {
-                *store = Some(self.open_store(None)?);
-            }
-        }
-        self.store()
+    /// The database, for [`warren_daemon::database::watch`].
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -566,23 +444,6 @@ impl Queue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-/// A read lock on a store known to be open.
-struct StoreGuard<'a>(RwLockReadGuard<'a, Option<Store>>);
-
-impl std::ops::Deref for StoreGuard<'_> {
-    type Target = Store;
-    fn deref(&self) -> &Store {
-        // `Queue::store` hands out only guards of an open store.
-        self.0.as_ref().expect("store is open")
-    }
-}
-
-fn sync(store: &Store) -> Result<(), QueueError> {
-    store.db.flush()?;
-    store.file.sync_all()?;
-    Ok(())
 }
 
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {

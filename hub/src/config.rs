@@ -34,6 +34,9 @@ pub struct RawHubConfig {
     /// How long SIGTERM waits for deliveries in progress.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Space kept beside the inbox, given back when the disk fills (0: none).
+    #[serde(default = "default_reserve_bytes")]
+    pub reserve_bytes: u64,
     /// The broker: embedded (default) or external.
     #[serde(default)]
     pub broker: RawBroker,
@@ -422,6 +425,8 @@ pub struct HubConfig {
     pub path: PathBuf,
     /// Inbox directory.
     pub inbox_dir: PathBuf,
+    /// Space kept beside the inbox for a full disk.
+    pub reserve_bytes: u64,
     /// Status socket.
     pub status_socket: PathBuf,
     /// SIGTERM grace.
@@ -543,6 +548,7 @@ impl RawHubConfig {
                 .status_socket
                 .unwrap_or_else(|| state_dir.join("hub.sock")),
             inbox_dir: state_dir.join("inbox"),
+            reserve_bytes: self.reserve_bytes,
             shutdown_grace: self.shutdown_grace,
             broker,
             dedup: self.dedup,
@@ -720,6 +726,10 @@ pub fn host_port(address: &str) -> Option<(String, u16)> {
             .to_owned(),
         port.parse().ok()?,
     ))
+}
+
+fn default_reserve_bytes() -> u64 {
+    16 << 20
 }
 
 fn default_grace() -> Duration {

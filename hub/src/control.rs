@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn anyone_on_the_socket_may_trace_only_the_hubs_user_may_change() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let inbox = Arc::new(Inbox::open(dir.path()).unwrap_or_else(|e| panic!("{e}")));
+        let inbox = Arc::new(Inbox::open(dir.path(), 0).unwrap_or_else(|e| panic!("{e}")));
         let control = Control {
             source: Arc::new(Source {
                 mode: "embedded",

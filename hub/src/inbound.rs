@@ -80,8 +80,14 @@ impl Pipeline {
             .collect();
         // Those from edges come first, and are acked; the hub's own follow.
         let from_edges = envelopes.len();
+        if self.inbox.disk_full_since().is_some() {
+            // Nothing new can be recorded: unacked, the edges keep these and send them again;
+            // presence changes are decided once they can be recorded.
+            Stats::add(&self.stats.unacked_disk_full, from_edges as u64);
+            return Ok(());
+        }
         let transitions = lock(&self.presence).due(now);
-        for t in transitions {
+        for t in &transitions {
             if let Some(online) = t.change.online() {
                 self.stats.set_online(&t.edge, &t.site, online, t.since_ms);
             }
@@ -122,7 +128,14 @@ impl Pipeline {
         })
         .await
         .map_err(|e| InboxError::Sync(std::io::Error::other(e)))?;
-        let (committed, woken) = committed?;
+        let (committed, woken) = match committed {
+            Err(InboxError::DiskFull) => {
+                lock(&self.presence).unannounce(&transitions);
+                Stats::add(&self.stats.unacked_disk_full, from_edges as u64);
+                return Ok(());
+            }
+            r => r?,
+        };
         Stats::add(&self.stats.duplicates, committed.duplicates);
         self.ack(&envelopes[..from_edges]);
         for &i in &committed.new {

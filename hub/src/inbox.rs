@@ -17,7 +17,6 @@
 //! attempt counts and dead letters ride on sled's background flush (`FLUSH_EVERY_MS`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
+use warren_daemon::database::{Database, DbError, Opened, StorageFull};
 use warren_proto::{Envelope, EventId};
 
 use crate::known::KnownSourcesConfig;
@@ -51,9 +51,32 @@ pub enum InboxError {
     /// sled failed.
     #[error("inbox database: {0}")]
     Sled(#[from] sled::Error),
+    /// The disk is full: nothing new is recorded until it has room.
+    #[error("inbox database: the disk is full")]
+    DiskFull,
     /// The fsync after a flush failed.
     #[error("syncing inbox database: {0}")]
     Sync(#[from] std::io::Error),
+}
+
+impl From<DbError> for InboxError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sled(e) => Self::Sled(e),
+            DbError::Io(e) => Self::Sync(e),
+        }
+    }
+}
+
+impl StorageFull for InboxError {
+    fn is_storage_full(&self) -> bool {
+        match self {
+            Self::Sled(sled::Error::Io(e)) | Self::Sync(e) => {
+                warren_daemon::reserve::is_storage_full(e)
+            }
+            Self::Sled(_) | Self::DiskFull => false,
+        }
+    }
 }
 
 /// One delivery still to make.
@@ -349,57 +372,88 @@ struct Counts {
 #[derive(Debug)]
 pub struct Inbox {
     salt: String,
-    db: sled::Db,
-    file: File,
+    db: Database,
+    /// Locked while the database is, never before.
     counts: Mutex<Counts>,
 }
 
 impl Inbox {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, keeping `reserve` bytes beside it for a full
+    /// disk ([`Database`]).
     ///
     /// # Errors
     /// When sled cannot open it.
-    pub fn open(dir: &Path) -> Result<Self, InboxError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(32 * 1024 * 1024)
-            .flush_every_ms(Some(FLUSH_EVERY_MS))
-            .open()?;
-        let file = File::open(dir.join("db"))?;
-        File::open(dir)?.sync_all()?;
+    pub fn open(dir: &Path, reserve: u64) -> Result<Self, InboxError> {
+        let db = Database::open(dir, reserve, |dir| {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(32 * 1024 * 1024)
+                .flush_every_ms(Some(FLUSH_EVERY_MS))
+                .open()
+        })?;
+        let salt = {
+            let o = db.get()?;
+            match o.db.get(SALT)? {
+                Some(s) => warren_daemon::tls::hex(&s),
+                None => {
+                    let mut s = [0u8; 16];
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
+                        .map_err(|_| InboxError::Sync(std::io::Error::other("no randomness")))?;
+                    o.db.insert(SALT, &s)?;
+                    o.sync()?;
+                    warren_daemon::tls::hex(&s)
+                }
+            }
+        };
+        let inbox = Self {
+            db,
+            counts: Mutex::new(Counts::default()),
+            salt,
+        };
+        inbox.reload()?;
+        Ok(inbox)
+    }
+
+    /// Counts what the store holds (again, after it was reopened: writes the failure lost
+    /// are gone).
+    fn reload(&self) -> Result<(), InboxError> {
+        let o = self.db.get()?;
         let mut counts = Counts::default();
-        for item in db.scan_prefix([OUTBOX]) {
+        for item in o.db.scan_prefix([OUTBOX]) {
             let (key, _) = item?;
             if let Some((name, seq)) = split_outbox_key(&key) {
                 *counts.outbox.entry(name.to_owned()).or_default() += 1;
                 counts.next_seq = counts.next_seq.max(seq + 1);
             }
         }
-        for item in db.scan_prefix([DEAD]) {
+        for item in o.db.scan_prefix([DEAD]) {
             let (key, _) = item?;
             counts.dead += 1;
             if let Some(seq) = dead_seq(&key) {
                 counts.next_seq = counts.next_seq.max(seq + 1);
             }
         }
-        counts.seen = db.scan_prefix([SEEN]).count() as u64;
-        let salt = match db.get(SALT)? {
-            Some(s) => warren_daemon::tls::hex(&s),
-            None => {
-                let mut s = [0u8; 16];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
-                    .map_err(|_| InboxError::Sync(std::io::Error::other("no randomness")))?;
-                db.insert(SALT, &s)?;
-                db.flush()?;
-                warren_daemon::tls::hex(&s)
-            }
-        };
-        Ok(Self {
-            db,
-            file,
-            counts: Mutex::new(counts),
-            salt,
-        })
+        counts.seen = o.db.scan_prefix([SEEN]).count() as u64;
+        let mut held = self.lock();
+        // Seqs only grow: a lost write may have handed one out.
+        counts.next_seq = counts.next_seq.max(held.next_seq);
+        *held = counts;
+        Ok(())
+    }
+
+    /// Runs `op` on the database, once more after a full disk reopened it.
+    fn run<R>(&self, op: impl Fn(&Opened) -> Result<R, InboxError>) -> Result<R, InboxError> {
+        self.db.run(op, || self.reload())
+    }
+
+    /// Since when the disk is full (new events are then refused), ms since the epoch.
+    pub fn disk_full_since(&self) -> Option<u64> {
+        self.db.full_since()
+    }
+
+    /// The database, for [`warren_daemon::database::watch`].
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// A secret of this installation, kept in the inbox: the ids of events the hub makes
@@ -436,9 +490,29 @@ impl Inbox {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, InboxError>,
     ) -> Result<(R, Vec<NotifierName>), InboxError> {
+        if self.disk_full_since().is_some() {
+            return Err(InboxError::DiskFull);
+        }
+        let (error, generation) = {
+            let o = self.db.get()?;
+            match self.transact_in(&o, f) {
+                Err(e) if e.is_storage_full() => (e, o.generation()),
+                done => return done,
+            }
+        };
+        self.db.filled(generation, &error)?;
+        self.reload()?;
+        Err(InboxError::DiskFull)
+    }
+
+    fn transact_in<R>(
+        &self,
+        o: &Opened,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<R, InboxError>,
+    ) -> Result<(R, Vec<NotifierName>), InboxError> {
         let mut counts = self.lock();
         let mut tx = Tx {
-            db: &self.db,
+            db: &o.db,
             batch: sled::Batch::default(),
             overlay: HashMap::new(),
             next_seq: counts.next_seq,
@@ -459,11 +533,10 @@ impl Inbox {
             ..
         } = tx;
         if !overlay.is_empty() {
-            self.db.apply_batch(batch)?;
+            o.db.apply_batch(batch)?;
         }
         if durable {
-            self.db.flush()?;
-            self.file.sync_all()?;
+            o.sync()?;
         }
         counts.next_seq = next_seq;
         counts.seen += new_seen;
@@ -478,7 +551,10 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn scan(&self, space: Space) -> Result<Vec<Record>, InboxError> {
-        scan(&self.db, space)
+        self.run(|o| {
+            let db = &o.db;
+            scan(db, space)
+        })
     }
 
     /// Up to `limit` records of `space` with keys before `before` (or the last ones), from
@@ -492,17 +568,20 @@ impl Inbox {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Record>, InboxError> {
-        let start = spaced(space, &[]);
-        let end = match before {
-            Some(key) => spaced(space, key),
-            None => vec![space as u8 + 1],
-        };
-        let mut out = Vec::new();
-        for item in self.db.range(start..end).rev().take(limit) {
-            let (k, v) = item?;
-            out.push((k[1..].to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        self.run(|o| {
+            let db = &o.db;
+            let start = spaced(space, &[]);
+            let end = match before {
+                Some(key) => spaced(space, key),
+                None => vec![space as u8 + 1],
+            };
+            let mut out = Vec::new();
+            for item in db.range(start..end).rev().take(limit) {
+                let (k, v) = item?;
+                out.push((k[1..].to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     /// Removes the records of `space` with keys before `cutoff`, and the first ones beyond the
@@ -511,24 +590,29 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn trim_space(&self, space: Space, cutoff: &[u8], keep: u64) -> Result<u64, InboxError> {
-        let cutoff = spaced(space, cutoff);
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        // From the last back: the first `keep` at or after the cutoff stay.
-        for (i, key) in self.db.scan_prefix([space as u8]).keys().rev().enumerate() {
-            let key = key?;
-            if i as u64 >= keep || key.as_ref() < cutoff.as_slice() {
-                batch.remove(key);
-                n += 1;
+        self.run(|o| {
+            let db = &o.db;
+            let cutoff = spaced(space, cutoff);
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            // From the last back: the first `keep` at or after the cutoff stay.
+            for (i, key) in db.scan_prefix([space as u8]).keys().rev().enumerate() {
+                let key = key?;
+                if i as u64 >= keep || key.as_ref() < cutoff.as_slice() {
+                    batch.remove(key);
+                    n += 1;
+                }
             }
-        }
-        self.db.apply_batch(batch)?;
-        Ok(n)
+            db.apply_batch(batch)?;
+            Ok(n)
+        })
     }
 
     /// Records in `space`.
     pub fn count(&self, space: Space) -> u64 {
-        self.db.scan_prefix([space as u8]).count() as u64
+        self.db
+            .get()
+            .map_or(0, |o| o.db.scan_prefix([space as u8]).count() as u64)
     }
 
     /// Removes the records of `space` for which `expired` holds; returns how many.
@@ -540,17 +624,20 @@ impl Inbox {
         space: Space,
         expired: impl Fn(&[u8], &[u8]) -> bool,
     ) -> Result<u64, InboxError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.db.scan_prefix([space as u8]) {
-            let (k, v) = item?;
-            if expired(&k[1..], &v) {
-                batch.remove(k);
-                n += 1;
+        self.run(|o| {
+            let db = &o.db;
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in db.scan_prefix([space as u8]) {
+                let (k, v) = item?;
+                if expired(&k[1..], &v) {
+                    batch.remove(k);
+                    n += 1;
+                }
             }
-        }
-        self.db.apply_batch(batch)?;
-        Ok(n)
+            db.apply_batch(batch)?;
+            Ok(n)
+        })
     }
 
     /// The oldest pending delivery for `notifier`.
@@ -558,23 +645,26 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn next(&self, notifier: &NotifierName) -> Result<Option<(u64, OutboxEntry)>, InboxError> {
-        let prefix = outbox_prefix(notifier);
-        for item in self.db.scan_prefix(&prefix) {
-            let (key, value) = item?;
-            let Some((_, seq)) = split_outbox_key(&key) else {
-                continue;
-            };
-            match serde_json::from_slice(&value) {
-                Ok(entry) => return Ok(Some((seq, entry))),
-                Err(error) => {
-                    // Written by this code, so only disk damage gets here: drop it loudly.
-                    tracing::error!(%notifier, seq, %error, "Unreadable outbox entry removed.");
-                    self.db.remove(&key)?;
-                    self.bump_outbox(notifier, -1);
+        self.run(|o| {
+            let db = &o.db;
+            let prefix = outbox_prefix(notifier);
+            for item in db.scan_prefix(&prefix) {
+                let (key, value) = item?;
+                let Some((_, seq)) = split_outbox_key(&key) else {
+                    continue;
+                };
+                match serde_json::from_slice(&value) {
+                    Ok(entry) => return Ok(Some((seq, entry))),
+                    Err(error) => {
+                        // Written by this code, so only disk damage gets here: drop it loudly.
+                        tracing::error!(%notifier, seq, %error, "Unreadable outbox entry removed.");
+                        db.remove(&key)?;
+                        self.bump_outbox(notifier, -1);
+                    }
                 }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// A delivery of event `id` succeeded (`step` says when): forget it, durably, so a crash
@@ -589,18 +679,20 @@ impl Inbox {
         id: &EventId,
         step: &Step,
     ) -> Result<(), InboxError> {
-        let key = outbox_key(notifier, seq);
-        let queued = self.db.contains_key(&key)?;
-        let mut batch = sled::Batch::default();
-        batch.remove(key.as_slice());
-        self.trace(&mut batch, id, step)?;
-        self.db.apply_batch(batch)?;
-        if queued {
-            self.bump_outbox(notifier, -1);
-        }
-        self.db.flush()?;
-        self.file.sync_all()?;
-        Ok(())
+        self.run(|o| {
+            let db = &o.db;
+            let key = outbox_key(notifier, seq);
+            let queued = db.contains_key(&key)?;
+            let mut batch = sled::Batch::default();
+            batch.remove(key.as_slice());
+            Self::trace(db, &mut batch, id, step)?;
+            db.apply_batch(batch)?;
+            if queued {
+                self.bump_outbox(notifier, -1);
+            }
+            o.sync()?;
+            Ok(())
+        })
     }
 
     /// Records a failed attempt that will be retried, and its trace `step`.
@@ -614,32 +706,31 @@ impl Inbox {
         entry: &OutboxEntry,
         step: &Step,
     ) -> Result<(), InboxError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(outbox_key(notifier, seq), encode(entry));
-        self.trace(&mut batch, &entry.notification.envelope.id, step)?;
-        self.db.apply_batch(batch)?;
-        Ok(())
+        self.run(|o| {
+            let db = &o.db;
+            let mut batch = sled::Batch::default();
+            batch.insert(outbox_key(notifier, seq), encode(entry));
+            Self::trace(db, &mut batch, &entry.notification.envelope.id, step)?;
+            db.apply_batch(batch)?;
+            Ok(())
+        })
     }
 
     /// Adds an attempt's `step` to its event's trace in `batch`, if the event still has one
     /// (it is gone once the dedup window forgets the id; a digest never had one).
-    fn trace(&self, batch: &mut sled::Batch, id: &EventId, step: &Step) -> Result<(), InboxError> {
-        if let Some(ms) = self.seen_ms(id)? {
+    fn trace(
+        db: &sled::Db,
+        batch: &mut sled::Batch,
+        id: &EventId,
+        step: &Step,
+    ) -> Result<(), InboxError> {
+        if let Some(ms) = seen_ms(db, id)? {
             batch.insert(
-                trace_key(ms, id, self.db.generate_id()?).as_slice(),
+                trace_key(ms, id, db.generate_id()?).as_slice(),
                 encode(step),
             );
         }
         Ok(())
-    }
-
-    /// When event `id` was recorded, if it is inside the dedup window.
-    fn seen_ms(&self, id: &EventId) -> Result<Option<u64>, InboxError> {
-        Ok(self
-            .db
-            .get(seen_key(id))?
-            .and_then(|v| v.as_ref().try_into().ok())
-            .map(u64::from_be_bytes))
     }
 
     /// The trace of event `id`, if the hub has one.
@@ -647,18 +738,21 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn trace_of(&self, id: &EventId) -> Result<Option<Trace>, InboxError> {
-        let Some(ms) = self.seen_ms(id)? else {
-            return Ok(None);
-        };
-        let mut steps = Vec::new();
-        for item in self.db.scan_prefix(trace_prefix(ms, id)) {
-            let (_, value) = item?;
-            match serde_json::from_slice(&value) {
-                Ok(step) => steps.push(step),
-                Err(error) => tracing::warn!(%id, %error, "Unreadable trace step skipped."),
+        self.run(|o| {
+            let db = &o.db;
+            let Some(ms) = seen_ms(db, id)? else {
+                return Ok(None);
+            };
+            let mut steps = Vec::new();
+            for item in db.scan_prefix(trace_prefix(ms, id)) {
+                let (_, value) = item?;
+                match serde_json::from_slice(&value) {
+                    Ok(step) => steps.push(step),
+                    Err(error) => tracing::warn!(%id, %error, "Unreadable trace step skipped."),
+                }
             }
-        }
-        Ok((!steps.is_empty()).then_some(Trace { id: *id, steps }))
+            Ok((!steps.is_empty()).then_some(Trace { id: *id, steps }))
+        })
     }
 
     /// Moves a delivery to the dead letters and, if `fallback` is given, hands it to that
@@ -675,52 +769,54 @@ impl Inbox {
         now_ms: u64,
         fallback: Option<&NotifierName>,
     ) -> Result<(), InboxError> {
-        let dead = DeadRecord {
-            letter: DeadLetter {
-                seq,
-                notifier: notifier.to_string(),
-                id: entry.notification.envelope.id,
-                title: entry.notification.title.clone(),
-                attempts: entry.attempts,
-                error: error.to_owned(),
-                at_ms: now_ms,
-            },
-            notification: Some(entry.notification.clone()),
-        };
-        let mut counts = self.lock();
-        let mut batch = sled::Batch::default();
-        batch.remove(outbox_key(notifier, seq));
-        batch.insert(&dead_key(seq), encode(&dead));
-        let step = Step::attempt(
-            notifier,
-            now_ms,
-            entry.attempts,
-            AttemptResult::DeadLetter {
-                error: error.to_owned(),
-                fallback: fallback.map(ToString::to_string),
-            },
-        );
-        self.trace(&mut batch, &entry.notification.envelope.id, &step)?;
-        let fallback_seq = counts.next_seq;
-        if let Some(to) = fallback {
-            let handed = OutboxEntry {
-                fallback_of: Some(notifier.to_string()),
-                ..OutboxEntry::new(entry.notification.clone())
+        self.run(|o| {
+            let db = &o.db;
+            let dead = DeadRecord {
+                letter: DeadLetter {
+                    seq,
+                    notifier: notifier.to_string(),
+                    id: entry.notification.envelope.id,
+                    title: entry.notification.title.clone(),
+                    attempts: entry.attempts,
+                    error: error.to_owned(),
+                    at_ms: now_ms,
+                },
+                notification: Some(entry.notification.clone()),
             };
-            batch.insert(outbox_key(to, fallback_seq), encode(&handed));
-        }
-        self.db.apply_batch(batch)?;
-        if let Some(to) = fallback {
-            // The fallback must not be lost to a crash that keeps the dead letter.
-            self.db.flush()?;
-            self.file.sync_all()?;
-            counts.next_seq += 1;
-            *counts.outbox.entry(to.as_str().to_owned()).or_default() += 1;
-        }
-        counts.dead += 1;
-        drop(counts);
-        self.bump_outbox(notifier, -1);
-        Ok(())
+            let mut counts = self.lock();
+            let mut batch = sled::Batch::default();
+            batch.remove(outbox_key(notifier, seq));
+            batch.insert(&dead_key(seq), encode(&dead));
+            let step = Step::attempt(
+                notifier,
+                now_ms,
+                entry.attempts,
+                AttemptResult::DeadLetter {
+                    error: error.to_owned(),
+                    fallback: fallback.map(ToString::to_string),
+                },
+            );
+            Self::trace(db, &mut batch, &entry.notification.envelope.id, &step)?;
+            let fallback_seq = counts.next_seq;
+            if let Some(to) = fallback {
+                let handed = OutboxEntry {
+                    fallback_of: Some(notifier.to_string()),
+                    ..OutboxEntry::new(entry.notification.clone())
+                };
+                batch.insert(outbox_key(to, fallback_seq), encode(&handed));
+            }
+            db.apply_batch(batch)?;
+            if let Some(to) = fallback {
+                // The fallback must not be lost to a crash that keeps the dead letter.
+                o.sync()?;
+                counts.next_seq += 1;
+                *counts.outbox.entry(to.as_str().to_owned()).or_default() += 1;
+            }
+            counts.dead += 1;
+            drop(counts);
+            self.bump_outbox(notifier, -1);
+            Ok(())
+        })
     }
 
     /// The newest `limit` dead letters, newest first.
@@ -728,15 +824,18 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, InboxError> {
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix([DEAD]).rev().take(limit) {
-            let (key, value) = item?;
-            if let Ok(mut d) = serde_json::from_slice::<DeadRecord>(&value) {
-                d.letter.seq = dead_seq(&key).unwrap_or_default();
-                out.push(d.letter);
+        self.run(|o| {
+            let db = &o.db;
+            let mut out = Vec::new();
+            for item in db.scan_prefix([DEAD]).rev().take(limit) {
+                let (key, value) = item?;
+                if let Ok(mut d) = serde_json::from_slice::<DeadRecord>(&value) {
+                    d.letter.seq = dead_seq(&key).unwrap_or_default();
+                    out.push(d.letter);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Puts the selected dead letters back in their notifiers' outboxes, as new deliveries
@@ -751,41 +850,43 @@ impl Inbox {
         which: &Selection,
         known: &[NotifierName],
     ) -> Result<(Vec<NotifierName>, u64), InboxError> {
-        let mut batch = sled::Batch::default();
-        let mut woken: Vec<NotifierName> = Vec::new();
-        let mut moved: Vec<NotifierName> = Vec::new();
-        for item in self.db.scan_prefix([DEAD]) {
-            let (key, value) = item?;
-            let Ok(mut d) = serde_json::from_slice::<DeadRecord>(&value) else {
-                continue;
-            };
-            d.letter.seq = dead_seq(&key).unwrap_or_default();
-            let Some(name) = known.iter().find(|n| n.as_str() == d.letter.notifier) else {
-                continue;
-            };
-            let Some(notification) = d.notification.filter(|_| which.wants(&d.letter)) else {
-                continue;
-            };
-            batch.remove(key);
-            batch.insert(
-                outbox_key(name, d.letter.seq),
-                encode(&OutboxEntry::new(notification)),
-            );
-            if !woken.contains(name) {
-                woken.push(name.clone());
+        self.run(|o| {
+            let db = &o.db;
+            let mut batch = sled::Batch::default();
+            let mut woken: Vec<NotifierName> = Vec::new();
+            let mut moved: Vec<NotifierName> = Vec::new();
+            for item in db.scan_prefix([DEAD]) {
+                let (key, value) = item?;
+                let Ok(mut d) = serde_json::from_slice::<DeadRecord>(&value) else {
+                    continue;
+                };
+                d.letter.seq = dead_seq(&key).unwrap_or_default();
+                let Some(name) = known.iter().find(|n| n.as_str() == d.letter.notifier) else {
+                    continue;
+                };
+                let Some(notification) = d.notification.filter(|_| which.wants(&d.letter)) else {
+                    continue;
+                };
+                batch.remove(key);
+                batch.insert(
+                    outbox_key(name, d.letter.seq),
+                    encode(&OutboxEntry::new(notification)),
+                );
+                if !woken.contains(name) {
+                    woken.push(name.clone());
+                }
+                moved.push(name.clone());
             }
-            moved.push(name.clone());
-        }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        self.file.sync_all()?;
-        let n = moved.len() as u64;
-        for name in &moved {
-            self.bump_outbox(name, 1);
-        }
-        let mut counts = self.lock();
-        counts.dead = counts.dead.saturating_sub(n);
-        Ok((woken, n))
+            db.apply_batch(batch)?;
+            o.sync()?;
+            let n = moved.len() as u64;
+            for name in &moved {
+                self.bump_outbox(name, 1);
+            }
+            let mut counts = self.lock();
+            counts.dead = counts.dead.saturating_sub(n);
+            Ok((woken, n))
+        })
     }
 
     /// Forgets the selected dead letters; returns how many.
@@ -805,25 +906,28 @@ impl Inbox {
     }
 
     fn remove_dead(&self, doomed: impl Fn(&DeadLetter) -> bool) -> Result<u64, InboxError> {
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in self.db.scan_prefix([DEAD]) {
-            let (key, value) = item?;
-            let letter = serde_json::from_slice::<DeadRecord>(&value).map(|mut d| {
-                d.letter.seq = dead_seq(&key).unwrap_or_default();
-                d.letter
-            });
-            // An unreadable one can only be disk damage: it goes too.
-            if letter.as_ref().is_ok_and(|d| !doomed(d)) {
-                continue;
+        self.run(|o| {
+            let db = &o.db;
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in db.scan_prefix([DEAD]) {
+                let (key, value) = item?;
+                let letter = serde_json::from_slice::<DeadRecord>(&value).map(|mut d| {
+                    d.letter.seq = dead_seq(&key).unwrap_or_default();
+                    d.letter
+                });
+                // An unreadable one can only be disk damage: it goes too.
+                if letter.as_ref().is_ok_and(|d| !doomed(d)) {
+                    continue;
+                }
+                batch.remove(key);
+                n += 1;
             }
-            batch.remove(key);
-            n += 1;
-        }
-        self.db.apply_batch(batch)?;
-        let mut counts = self.lock();
-        counts.dead = counts.dead.saturating_sub(n);
-        Ok(n)
+            db.apply_batch(batch)?;
+            let mut counts = self.lock();
+            counts.dead = counts.dead.saturating_sub(n);
+            Ok(n)
+        })
     }
 
     /// Forgets ids recorded before `before_ms`, and their traces; returns how many ids.
@@ -831,38 +935,41 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn prune(&self, before_ms: u64) -> Result<u64, InboxError> {
-        // Held throughout, so no commit can see an id again between the check and the removal.
-        let mut counts = self.lock();
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        let end = time_key(before_ms, &EventId::from_bytes([0; 16]));
-        for item in self.db.range([SEEN_BY_TIME].as_slice()..end.as_slice()) {
-            let (key, _) = item?;
-            let Some(id) = key
-                .get(9..25)
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .map(EventId::from_bytes)
-            else {
-                continue;
-            };
-            let ts = key
-                .get(1..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            // The id may have been seen again (after the window) under a later time key.
-            if self.seen_ms(&id)? == ts {
-                batch.remove(&seen_key(&id));
-                n += 1;
+        self.run(|o| {
+            let db = &o.db;
+            // Held throughout, so no commit can see an id again between the check and the removal.
+            let mut counts = self.lock();
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            let end = time_key(before_ms, &EventId::from_bytes([0; 16]));
+            for item in db.range([SEEN_BY_TIME].as_slice()..end.as_slice()) {
+                let (key, _) = item?;
+                let Some(id) = key
+                    .get(9..25)
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                    .map(EventId::from_bytes)
+                else {
+                    continue;
+                };
+                let ts = key
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes);
+                // The id may have been seen again (after the window) under a later time key.
+                if seen_ms(db, &id)? == ts {
+                    batch.remove(&seen_key(&id));
+                    n += 1;
+                }
+                batch.remove(key);
             }
-            batch.remove(key);
-        }
-        let end = trace_prefix(before_ms, &EventId::from_bytes([0; 16]));
-        for key in self.db.range([TRACE].as_slice()..end.as_slice()).keys() {
-            batch.remove(key?);
-        }
-        self.db.apply_batch(batch)?;
-        counts.seen = counts.seen.saturating_sub(n);
-        Ok(n)
+            let end = trace_prefix(before_ms, &EventId::from_bytes([0; 16]));
+            for key in db.range([TRACE].as_slice()..end.as_slice()).keys() {
+                batch.remove(key?);
+            }
+            db.apply_batch(batch)?;
+            counts.seen = counts.seen.saturating_sub(n);
+            Ok(n)
+        })
     }
 
     /// Pending deliveries per notifier.
@@ -885,9 +992,7 @@ impl Inbox {
     /// # Errors
     /// When sled or the fsync fails.
     pub fn flush(&self) -> Result<(), InboxError> {
-        self.db.flush()?;
-        self.file.sync_all()?;
-        Ok(())
+        self.run(|o| Ok(o.sync()?))
     }
 
     /// Forgets, every [`PRUNE_EVERY`] until `stop`, the ids recorded longer than `window`
@@ -951,6 +1056,14 @@ impl Inbox {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// When event `id` was recorded, if it is inside the dedup window.
+fn seen_ms(db: &sled::Db, id: &EventId) -> Result<Option<u64>, InboxError> {
+    Ok(db
+        .get(seen_key(id))?
+        .and_then(|v| v.as_ref().try_into().ok())
+        .map(u64::from_be_bytes))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -1024,12 +1137,12 @@ mod tests {
     /// the directory lock (they outlive the drop briefly).
     fn open(dir: &Path) -> Inbox {
         for _ in 0..500 {
-            if let Ok(inbox) = Inbox::open(dir) {
+            if let Ok(inbox) = Inbox::open(dir, 0) {
                 return inbox;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Inbox::open(dir).unwrap()
+        Inbox::open(dir, 0).unwrap()
     }
 
     fn name(s: &str) -> NotifierName {
@@ -1116,7 +1229,7 @@ mod tests {
         assert_eq!(inbox.seen_count(), 1);
         assert!(inbox.trace_of(&b.id).unwrap().is_none(), "forgotten with b");
         assert_eq!(
-            inbox.db.scan_prefix(trace_prefix(1000, &a.id)).count(),
+            inbox.db.get().unwrap().db.scan_prefix(trace_prefix(1000, &a.id)).count(),
             0,
             "a's first trace is gone too"
         );

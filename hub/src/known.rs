@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn first_seen_per_user_network_and_host_until_forgotten() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path()).unwrap();
+        let inbox = Inbox::open(dir.path(), 0).unwrap();
         let k = KnownSourcesConfig {
             remember: Duration::from_secs(100),
             ..KnownSourcesConfig::default()

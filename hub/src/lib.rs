@@ -53,6 +53,8 @@ use crate::stats::Stats;
 
 /// Messages from the broker waiting for the inbox.
 const INBOUND_CHANNEL: usize = 4096;
+/// How often an inbox on a full disk looks for room again.
+const DISK_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why the hub could not start, or stopped with an error.
 #[derive(Debug, Error)]
@@ -94,8 +96,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
     let cfg = Arc::new(cfg);
-    let dir = cfg.inbox_dir.clone();
-    let inbox = Arc::new(tokio::task::spawn_blocking(move || Inbox::open(&dir)).await??);
+    let (dir, reserve) = (cfg.inbox_dir.clone(), cfg.reserve_bytes);
+    let inbox = Arc::new(tokio::task::spawn_blocking(move || Inbox::open(&dir, reserve)).await??);
     let stats = Arc::new(Stats::default());
     let tracker = TaskTracker::new();
 
@@ -168,6 +170,13 @@ pub async fn run(
         cfg: cfg.clone(),
     };
     let mut inbound = tracker.spawn(inbound::run(rx, pipeline));
+    tracker.spawn(warren_daemon::database::watch(
+        inbox.clone(),
+        Inbox::database,
+        DISK_CHECK,
+        |_| {},
+        shutdown.child_token(),
+    ));
     tracker.spawn(
         inbox.clone().prune_expired(
             cfg.dedup.window,

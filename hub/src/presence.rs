@@ -246,6 +246,23 @@ impl Tracker {
         out
     }
 
+    /// Takes back `transitions` that could not be recorded (the disk is full): they are
+    /// announced again once they can be.
+    pub fn unannounce(&mut self, transitions: &[Transition]) {
+        for t in transitions {
+            let Some(e) = self.edges.get_mut(&t.edge) else {
+                continue;
+            };
+            match &t.change {
+                Change::Online => e.announced_online = false,
+                Change::Offline => e.announced_online = true,
+                Change::Problem(_) => e.announced_problem = None,
+                Change::ProblemOver(p) => e.announced_problem = Some(p.clone()),
+            }
+            e.dirty = true;
+        }
+    }
+
     /// Writes what changed since the last call into `tx`.
     pub fn store(&mut self, tx: &mut Tx<'_>) {
         for (id, e) in self.edges.iter_mut().filter(|(_, e)| e.dirty) {
@@ -458,7 +475,7 @@ mod tests {
     #[test]
     fn the_store_remembers_edges_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path()).unwrap();
+        let inbox = Inbox::open(dir.path(), 0).unwrap();
         let cfg = PresenceConfig {
             silent_after: Duration::from_secs(10),
             grace: Duration::from_secs(2),

@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn pages_go_from_the_newest_back_and_end() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path()).unwrap();
+        let inbox = Inbox::open(dir.path(), 0).unwrap();
         let events: Vec<_> = (0..5)
             .map(|i| (login(&format!("u{i}"), 1_795_000_000 + i), 1000 + i as u64))
             .collect();
@@ -325,7 +325,7 @@ mod tests {
     #[test]
     fn one_commits_events_keep_their_order_and_alerts_their_size() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path()).unwrap();
+        let inbox = Inbox::open(dir.path(), 0).unwrap();
         let events: Vec<_> = (0..20).map(|i| (login(&format!("u{i}"), 0), 7)).collect();
         store(&inbox, &events);
         let listed: Vec<_> = page(&inbox, None, 100)
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn retention_forgets_by_age_then_by_count() {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = Inbox::open(dir.path()).unwrap();
+        let inbox = Inbox::open(dir.path(), 0).unwrap();
         let events: Vec<_> = (0..10)
             .map(|i| (login(&format!("u{i}"), 0), 10_000 + 1000 * i as u64))
             .collect();

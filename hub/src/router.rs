@@ -446,7 +446,7 @@ mod tests {
     /// Routes `e` at `now` in a transaction of a fresh inbox.
     fn route(r: &Router, e: &Envelope, now: DateTime<Utc>) -> Deliveries {
         let dir = tempfile::tempdir().unwrap();
-        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path(), 0).unwrap();
         inbox.transact(|tx| r.route(e, now, tx)).unwrap().0.0
     }
 
@@ -521,7 +521,7 @@ notify = ["audit"]
 "#,
         );
         let dir = tempfile::tempdir().unwrap();
-        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path(), 0).unwrap();
         let t0 = Utc::now();
         let mut phone = 0;
         for i in 0..100 {
@@ -569,7 +569,7 @@ throttle = { max = 1, per = "5m" }
 "#,
         );
         let dir = tempfile::tempdir().unwrap();
-        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path(), 0).unwrap();
         let t0 = Utc::now();
         let route = |n: u8, at| {
             let mut e = envelope("deploy", "203.0.113.9", "sshd");
@@ -604,7 +604,7 @@ format = "{user} from {rhost} ({first_seen})"
 "#,
         );
         let dir = tempfile::tempdir().unwrap();
-        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path(), 0).unwrap();
         let now = Utc::now();
         let route = |rhost: &str| {
             let e = envelope("dan", rhost, "sshd");
@@ -634,7 +634,7 @@ throttle = { max = 1, per = "1h" }
 "#,
         );
         let dir = tempfile::tempdir().unwrap();
-        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path(), 0).unwrap();
         let now = Utc::now();
         let route = |kind: Kind| {
             let mut e = envelope("dan", "203.0.113.9", "sshd");
@@ -690,7 +690,7 @@ notify = ["phone", "audit"]
 "#,
         );
         let dir = tempfile::tempdir().unwrap();
-        let inbox = crate::inbox::Inbox::open(dir.path()).unwrap();
+        let inbox = crate::inbox::Inbox::open(dir.path(), 0).unwrap();
         let now = Utc::now();
         let routing = |user: &str, rhost: &str| {
             let e = envelope(user, rhost, "sshd");

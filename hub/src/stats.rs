@@ -22,6 +22,8 @@ pub struct Stats {
     pub invalid: Refusals,
     /// Event ids acked to edges.
     pub acked: AtomicU64,
+    /// Envelopes left unacked because the hub's disk was full (their edges send them again).
+    pub unacked_disk_full: AtomicU64,
     /// Logins republished on the legacy topic.
     pub republished: AtomicU64,
     /// Notifications a route's throttle folded into a digest.

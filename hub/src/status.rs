@@ -87,6 +87,13 @@ pub struct HubStatus {
     /// What needs attention before it fails: certificates that end within 30 days.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Since when the hub's disk is full (ms since the epoch): it acks no new events, and
+    /// still delivers what it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_full_since_ms: Option<u64>,
+    /// Envelopes left unacked since start because the disk was full.
+    #[serde(default)]
+    pub unacked_disk_full: u64,
 }
 
 /// Builds snapshots.
@@ -172,6 +179,8 @@ impl Source {
                 .dead_letters(RECENT_DEAD_LETTERS)
                 .unwrap_or_default(),
             refused: s.refused.counts(),
+            disk_full_since_ms: self.inbox.disk_full_since(),
+            unacked_disk_full: get(&s.unacked_disk_full),
         }
     }
 }
@@ -231,7 +240,7 @@ pub fn check(status: Result<&HubStatus, &str>, t: &Thresholds) -> (State, String
     };
     let outbox = s.notifiers.values().map(|n| n.outbox).max().unwrap_or(0);
     let offline = s.edges.values().filter(|e| !e.online).count() as u64;
-    let floor = if !s.broker_connected {
+    let floor = if !s.broker_connected || s.disk_full_since_ms.is_some() {
         State::Critical
     } else if !s.warnings.is_empty() {
         State::Warning
@@ -256,6 +265,9 @@ pub fn check(status: Result<&HubStatus, &str>, t: &Thresholds) -> (State, String
             ", not connected to the broker"
         }
     );
+    if s.disk_full_since_ms.is_some() {
+        summary += ", disk full: not acking new events";
+    }
     for w in &s.warnings {
         summary += ", ";
         summary += w;
@@ -291,6 +303,14 @@ pub fn human(s: &HubStatus) -> String {
         "known sources: {}; throttled: {} folded into {} digests, {} waiting for their digest\n",
         s.known_sources, s.folded, s.digests, s.folded_pending
     );
+    if let Some(since) = s.disk_full_since_ms {
+        out += &format!(
+            "CRITICAL: disk full for {}: new events are not acked (their edges keep them), \
+             deliveries go on; {} left unacked so far\n",
+            ago(since),
+            s.unacked_disk_full
+        );
+    }
     for w in &s.warnings {
         out += &format!("WARNING: {w}\n");
     }

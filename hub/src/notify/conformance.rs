@@ -78,7 +78,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// When the sink does not conform.
 pub async fn run(notifier: Notifier, endpoint: &impl Endpoint) {
     let dir = tempfile::tempdir().unwrap();
-    let inbox = Arc::new(Inbox::open(dir.path()).unwrap());
+    let inbox = Arc::new(Inbox::open(dir.path(), 0).unwrap());
     let name = NotifierName::try_from("sink".to_owned()).unwrap();
     let stats = Arc::new(Stats::default());
     let counters = stats.notifier(&name);

@@ -79,8 +79,16 @@ fn header(out: &mut String, s: &HubStatus, now_ms: u64, refresh: Option<Duration
         let _ = write!(out, " · reloads every {} s", r.as_secs().max(1));
     }
     out.push_str("</p>");
-    if !s.warnings.is_empty() {
+    if !s.warnings.is_empty() || s.disk_full_since_ms.is_some() {
         out.push_str("<ul class=\"warnings\">");
+        if let Some(since) = s.disk_full_since_ms {
+            let _ = write!(
+                out,
+                "<li>The hub's disk is full since {}: new events are not acked (their edges \
+                 keep them); deliveries go on.</li>",
+                Time(since, now_ms)
+            );
+        }
         for w in &s.warnings {
             let _ = write!(out, "<li>{}</li>", Esc(w));
         }

@@ -37,6 +37,12 @@ fn rejected(edge: &Edge, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether the hub says its disk is full; `None` while it does not answer (reopening its
+/// database on a full disk holds the status back for a moment).
+fn hub_full(t: &Topology) -> Option<bool> {
+    Some(t.hub.try_status().ok()?.disk_full_since_ms.is_some())
+}
+
 #[test]
 fn an_edge_on_a_full_disk_forwards_what_it_holds_refuses_the_rest_and_resumes() {
     if !require("root, to mount a tmpfs", is_root()) {
@@ -131,4 +137,61 @@ fn an_edge_on_a_full_disk_forwards_what_it_holds_refuses_the_rest_and_resumes() 
         "one alert and one all-clear: {:?}",
         alerts(&t)
     );
+}
+
+#[test]
+fn a_hub_on_a_full_disk_acks_nothing_new_keeps_delivering_and_resumes() {
+    if !require("root, to mount a tmpfs", is_root()) {
+        return;
+    }
+    let mut t = Topology::new();
+    // The hub moves onto a small disk of its own, with a small reserve.
+    t.hub.proc.signal("TERM");
+    assert_eq!(t.hub.proc.wait_exit(WAIT), Some(0));
+    let disk = Tmpfs::mount(&t.path("hub-state"), 24 << 20);
+    let config = t.hub.config.clone();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("reserve_bytes = 2097152\n{text}")).unwrap();
+    t.hub = warren_integration_tests::Hub::start(&config);
+    let edge = t.edge("gw", None);
+    let before = users("before", 1_000);
+    edge.send_confirmed(&logins(&before));
+    t.assert_each_once(&before);
+
+    // sled may still write into space it freed itself: the hub finds the disk full when a
+    // write needs a new page.
+    let ballast = disk.fill("backups.tar");
+    let mut all = before;
+    for round in 0.. {
+        let more = users(&format!("filling{round}_"), 200);
+        edge.send_confirmed(&logins(&more));
+        all.extend(more);
+        if hub_full(&t) == Some(true) {
+            break;
+        }
+        assert!(round < 100, "the hub never found its disk full");
+    }
+    let during = users("during", 500);
+    edge.send_confirmed(&logins(&during));
+    let s = wait_for("the hub's status", WAIT, || t.hub.try_status().ok());
+    let (state, line) = warren_hub::status::check(Ok(&s), &Default::default());
+    assert_eq!(state, warren_daemon::nagios::State::Critical, "{line}");
+    assert!(line.contains("disk full"), "{line}");
+    // Unacked, the edge keeps what the hub could not record, and sends it again.
+    wait_for("an event left unacked", WAIT, || {
+        (t.hub.try_status().ok()?.unacked_disk_full > 0).then_some(())
+    });
+    assert!(edge.status().queue_depth > 0);
+    assert!(t.hub.proc.running(), "the hub keeps running");
+
+    std::fs::remove_file(ballast).unwrap();
+    wait_for("the hub to accept again", WAIT, || {
+        (hub_full(&t) == Some(false)).then_some(())
+    });
+    all.extend(during);
+    t.assert_each_once(&all);
+    wait_for("the edge queue to drain", WAIT, || {
+        (edge.status().queue_depth == 0).then_some(())
+    });
+    assert_eq!(t.lines().len(), all.len(), "nothing notified twice");
 }

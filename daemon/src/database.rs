@@ -1,0 +1,355 @@
+//! A sled database that outlives a full disk.
+//!
+//! After one failed write sled fails every call until it is opened again, and opening needs
+//! room too. So a [`Database`] keeps a [`Reserve`] beside it; when a call fails for want of
+//! space it gives back a step of the reserve, opens the database again, says the disk is full
+//! (the daemon then refuses new work and finishes what it holds), and runs the call once more.
+//! [`Database::try_resume`] fills the reserve again once the filesystem has room.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+
+use crate::reserve::{Reserve, is_storage_full};
+
+/// Opens the sled database in a directory (the daemon's own cache and flush settings).
+pub type Opener = fn(&Path) -> sled::Result<sled::Db>;
+
+/// Errors of a [`Database`].
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// sled failed.
+    #[error("{0}")]
+    Sled(#[from] sled::Error),
+    /// The fsync, or the reserve, failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// An error that may say the disk is full.
+pub trait StorageFull {
+    /// Whether the disk (or the quota) is full.
+    fn is_storage_full(&self) -> bool;
+}
+
+impl StorageFull for DbError {
+    fn is_storage_full(&self) -> bool {
+        match self {
+            Self::Sled(sled::Error::Io(e)) | Self::Io(e) => is_storage_full(e),
+            Self::Sled(_) => false,
+        }
+    }
+}
+
+/// The database as opened once.
+#[derive(Debug)]
+pub struct Opened {
+    /// The tree.
+    pub db: sled::Db,
+    /// An fd of sled's data file, for the fsync sled does not do on flush.
+    file: File,
+    /// Which opening this is: a failure seen on an older one is already handled.
+    generation: u64,
+}
+
+impl Opened {
+    /// Makes everything written so far durable: sled's flush (`sync_file_range`, which
+    /// persists neither metadata nor the drive's cache), then fsync of its file.
+    ///
+    /// # Errors
+    /// When either fails.
+    pub fn sync(&self) -> Result<(), DbError> {
+        self.db.flush()?;
+        self.file.sync_all()?;
+        Ok(())
+    }
+}
+
+/// A sled database with its reserve.
+#[derive(Debug)]
+pub struct Database {
+    dir: PathBuf,
+    open: Opener,
+    /// `None` only while it is opened again, or when that failed (the next call tries again).
+    current: RwLock<Option<Opened>>,
+    opened: AtomicU64,
+    reserve: Reserve,
+    /// Since when the disk is full, ms since the epoch; 0 while there is room.
+    full_since: AtomicU64,
+}
+
+impl Database {
+    /// Opens the database in `dir` with `open`, keeping `reserve` bytes beside it (in `dir` +
+    /// `.reserve`). On a full disk the reserve gives back what opening needs, and the database
+    /// starts out [full](Database::full_since).
+    ///
+    /// # Errors
+    /// When sled cannot open it for another reason than space (the caller may move a damaged
+    /// one aside), or no reserve is left to give.
+    pub fn open(dir: &Path, reserve: u64, open: Opener) -> Result<Self, DbError> {
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".reserve");
+        let db = Self {
+            dir: dir.to_owned(),
+            open,
+            current: RwLock::new(None),
+            opened: AtomicU64::new(0),
+            reserve: Reserve::new(dir.with_file_name(name), reserve),
+            full_since: AtomicU64::new(0),
+        };
+        let opened = db.open_once()?;
+        *db.current.write().unwrap_or_else(PoisonError::into_inner) = Some(opened);
+        if db.reserve.fill()? {
+            db.full_since.store(0, Ordering::Relaxed);
+        } else {
+            db.set_full();
+        }
+        Ok(db)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open_once(&self) -> Result<Opened, DbError> {
+        let db = loop {
+            remove_partial_snapshots(&self.dir);
+            match (self.open)(&self.dir) {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if is_storage_full(&e) => {
+                    self.set_full();
+                    let freed = self.reserve.release()?;
+                    if freed == 0 {
+                        return Err(DbError::Io(e));
+                    }
+                    tracing::warn!(freed, dir = %self.dir.display(), "Disk full: gave back reserve to open the database.");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let file = File::open(self.dir.join("db"))?;
+        // The directory entry of a new database must survive a power loss too.
+        File::open(&self.dir)?.sync_all()?;
+        Ok(Opened {
+            db,
+            file,
+            generation: self.opened.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// The open database, opened again first if an earlier attempt failed.
+    ///
+    /// # Errors
+    /// When it cannot be opened.
+    pub fn get(&self) -> Result<Guard<'_>, DbError> {
+        loop {
+            let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+            if current.is_some() {
+                return Ok(Guard(current));
+            }
+            drop(current);
+            let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+            if current.is_none() {
+                *current = Some(self.open_once()?);
+            }
+        }
+    }
+
+    /// Runs `op`; when it fails for want of space, handles that ([`Database::filled`]) and
+    /// runs it once more. `reopened` is called after the database was opened again, before
+    /// the second run, to reload what the caller keeps from it.
+    ///
+    /// # Errors
+    /// `op`'s, or the database's when it cannot be opened again.
+    pub fn run<R, E>(
+        &self,
+        op: impl Fn(&Opened) -> Result<R, E>,
+        reopened: impl FnOnce() -> Result<(), E>,
+    ) -> Result<R, E>
+    where
+        E: From<DbError> + StorageFull + std::fmt::Display,
+    {
+        let (error, generation) = {
+            let current = self.get()?;
+            match op(&current) {
+                Err(e) if e.is_storage_full() => (e, current.generation),
+                done => return done,
+            }
+        };
+        self.filled(generation, &error)?;
+        reopened()?;
+        op(&*self.get()?)
+    }
+
+    /// The disk filled under the opening `generation` (from an [`Opened`] that failed): say
+    /// so, give back a step of the reserve, and open the database again, unless a caller
+    /// already did. Call it with no [`Guard`] held.
+    ///
+    /// # Errors
+    /// When the reserve cannot be shrunk or the database cannot be opened again.
+    pub fn filled(&self, generation: u64, error: &dyn std::fmt::Display) -> Result<(), DbError> {
+        self.set_full();
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|c| c.generation != generation) {
+            return Ok(());
+        }
+        let freed = self.reserve.release()?;
+        tracing::error!(%error, freed, dir = %self.dir.display(), "Disk full: refusing new work until there is room; what is held is still handled.");
+        // sled's lock on its files goes with its last handle: drop it before opening again.
+        *current = None;
+        *current = Some(self.open_once()?);
+        Ok(())
+    }
+
+    /// Since when the disk is full, ms since the epoch.
+    pub fn full_since(&self) -> Option<u64> {
+        match self.full_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(since),
+        }
+    }
+
+    /// Leaves the full state if the reserve can be filled again and as much is still free;
+    /// returns whether there is room now.
+    ///
+    /// # Errors
+    /// When the reserve cannot be written for another reason than space.
+    pub fn try_resume(&self) -> Result<bool, DbError> {
+        if self.full_since().is_none() {
+            return Ok(true);
+        }
+        // As much free again as the reserve holds: a disk that only just has room would fill
+        // at once and flap between accepting and refusing.
+        if !self.reserve.fill()? || free_bytes(&self.dir) < self.reserve.size() {
+            return Ok(false);
+        }
+        self.full_since.store(0, Ordering::Relaxed);
+        tracing::info!(dir = %self.dir.display(), "The disk has room again.");
+        Ok(true)
+    }
+
+    fn set_full(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let _ =
+            self.full_since
+                .compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Bytes free to an unprivileged user on the filesystem of `dir` (0 when unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Removes the snapshots sled began and never finished. sled writes `snap.<lsn>.generating`,
+/// fsyncs it and renames it to `snap.<lsn>`; but on opening it takes the last `snap.*` name
+/// in sort order, which is such a leftover when a write failed (a full disk) or was cut short
+/// (a crash), and then refuses the whole database as corrupt.
+fn remove_partial_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::warn!(file = %name, "Removed an unfinished database snapshot."),
+                Err(error) => {
+                    tracing::warn!(file = %name, %error, "Could not remove an unfinished database snapshot.")
+                }
+            }
+        }
+    }
+}
+
+/// While the disk under `owner`'s database is full, looks for room every `every` (on the
+/// blocking pool), and calls `changed` with the new state whenever it changes; until `stop`.
+pub async fn watch<T: Send + Sync + 'static>(
+    owner: std::sync::Arc<T>,
+    database: fn(&T) -> &Database,
+    every: std::time::Duration,
+    changed: impl Fn(bool),
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut was_full = database(&owner).full_since().is_some();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if database(&owner).full_since().is_some() {
+            let o = owner.clone();
+            if let Ok(Err(error)) =
+                tokio::task::spawn_blocking(move || database(&o).try_resume()).await
+            {
+                tracing::warn!(%error, "Could not allocate the disk reserve.");
+            }
+        }
+        let full = database(&owner).full_since().is_some();
+        if full != was_full {
+            was_full = full;
+            changed(full);
+        }
+    }
+}
+
+/// A read lock on the open database.
+#[derive(Debug)]
+pub struct Guard<'a>(RwLockReadGuard<'a, Option<Opened>>);
+
+impl Guard<'_> {
+    /// Which opening this is, for [`Database::filled`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = Opened;
+    fn deref(&self) -> &Opened {
+        // `Database::get` hands out guards of an open database only.
+        self.0.as_ref().expect("database is open")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> sled::Result<sled::Db> {
+        sled::Config::new().path(dir).open()
+    }
+
+    #[test]
+    fn an_unfinished_snapshot_does_not_make_the_database_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let db = Database::open(&path, 0, open).unwrap();
+            db.get().unwrap().db.insert(b"k", b"v").unwrap();
+            db.get().unwrap().sync().unwrap();
+        }
+        // What a snapshot cut short by a full disk leaves behind.
+        std::fs::write(path.join("snap.00000000000FFFFF.generating"), b"\x01\x02").unwrap();
+        assert!(
+            matches!(open(&path), Err(sled::Error::Corruption { .. })),
+            "sled alone refuses it"
+        );
+        let db = Database::open(&path, 1 << 16, open).unwrap();
+        assert_eq!(db.get().unwrap().db.get(b"k").unwrap().unwrap(), b"v");
+        assert!(db.full_since().is_none());
+        assert_eq!(
+            std::fs::metadata(dir.path().join("db.reserve"))
+                .unwrap()
+                .len(),
+            1 << 16
+        );
+    }
+}

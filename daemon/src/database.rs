@@ -101,7 +101,7 @@ impl Database {
         };
         let opened = db.open_once()?;
         *db.current.write().unwrap_or_else(PoisonError::into_inner) = Some(opened);
-        if db.reserve.fill()? {
+        if db.has_room()? {
             db.full_since.store(0, Ordering::Relaxed);
         } else {
             db.set_full();
@@ -221,14 +221,18 @@ impl Database {
         if self.full_since().is_none() {
             return Ok(true);
         }
-        // As much free again as the reserve holds: a disk that only just has room would fill
-        // at once and flap between accepting and refusing.
-        if !self.reserve.fill()? || free_bytes(&self.dir) < self.reserve.size() {
+        if !self.has_room()? {
             return Ok(false);
         }
         self.full_since.store(0, Ordering::Relaxed);
         tracing::info!(dir = %self.dir.display(), "The disk has room again.");
         Ok(true)
+    }
+
+    /// Whether the reserve is whole (filled now if it can be) with as much still free: a disk
+    /// that only just has room would fill at once and flap between accepting and refusing.
+    fn has_room(&self) -> Result<bool, DbError> {
+        Ok(self.reserve.fill()? && free_bytes(&self.dir) >= self.reserve.size())
     }
 
     fn set_full(&self) {

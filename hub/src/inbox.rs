@@ -1229,7 +1229,13 @@ mod tests {
         assert_eq!(inbox.seen_count(), 1);
         assert!(inbox.trace_of(&b.id).unwrap().is_none(), "forgotten with b");
         assert_eq!(
-            inbox.db.get().unwrap().db.scan_prefix(trace_prefix(1000, &a.id)).count(),
+            inbox
+                .db
+                .get()
+                .unwrap()
+                .db
+                .scan_prefix(trace_prefix(1000, &a.id))
+                .count(),
             0,
             "a's first trace is gone too"
         );

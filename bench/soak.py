@@ -921,7 +921,8 @@ def resource_summary(rows, daemons, dirs):
         procs[name] = dict(rss_kib=dict(zip(("start", "end", "max"), rss)),
                            fds=dict(zip(("start", "end", "max"), fds)),
                            threads=dict(zip(("start", "end", "max"), thr)),
-                           starts=d.starts, kill9=d.killed)
+                           starts=d.starts, kill9=d.killed,
+                           status_max_s=round(d.status_max_s, 3), status_slow=d.status_slow)
     disk = {}
     for k in dirs:
         s, e, m = start_end_max(rows, f"disk_{k}")
@@ -1001,13 +1002,14 @@ def print_table(s):
             text += "".join(f"; {k}: {v}" for k, v in sorted(rl["other"].items()))
         out.append(f"| {kind} | {n} | {text.lstrip('; ')} |")
     out += ["", "| process | RSS start / end / max (MiB) | fds start / end / max | "
-                "threads start / end / max | starts |", "|---|---|---|---|---|"]
+                "threads start / end / max | starts | slowest status answer |",
+            "|---|---|---|---|---|---|"]
     for name, p in s["processes"].items():
         r, f, t = p["rss_kib"], p["fds"], p["threads"]
         out.append(f"| {name} | {fmt(kib_mib(r['start']))} / {fmt(kib_mib(r['end']))} / "
                    f"{fmt(kib_mib(r['max']))} | {fmt(f['start'])} / "
                    f"{fmt(f['end'])} / {fmt(f['max'])} | {fmt(t['start'])} / {fmt(t['end'])} / "
-                   f"{fmt(t['max'])} | {p['starts']} |")
+                   f"{fmt(t['max'])} | {p['starts']} | {p['status_max_s']} s |")
     out += ["", "| disk (MiB) | start | end | max |", "|---|---|---|---|"]
     for k, d in s["disk"].items():
         out.append(f"| {k} | {fmt(mib(d['start']))} | {fmt(mib(d['end']))} | "

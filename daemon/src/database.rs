@@ -1,18 +1,27 @@
 //! A sled database that outlives a full disk.
 //!
 //! After one failed write sled fails every call until it is opened again, and opening needs
-//! room too. So a [`Database`] keeps a [`Reserve`] beside it; when a call fails for want of
-//! space it gives back a step of the reserve, opens the database again, says the disk is full
-//! (the daemon then refuses new work and finishes what it holds), and runs the call once more.
-//! [`Database::try_resume`] fills the reserve again once the filesystem has room.
+//! room too. So a [`Database`] keeps a [`Reserve`] in its directory; when a call fails for
+//! want of space it gives back a step of the reserve, opens the database again and says the
+//! disk is full: the daemon then refuses new work (an event it has not yet acked or accepted
+//! is refused, not retried) and finishes what it holds, whose calls [`Database::run`] runs
+//! again. [`Database::try_resume`] fills the reserve again once the filesystem has room.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use crate::reserve::{Reserve, is_storage_full};
+
+/// Free space wanted on top of the reserve before the disk counts as having room again, so a
+/// small or absent reserve does not make the daemon accept work on a disk that is still full.
+const MIN_FREE: u64 = 4 << 20;
+/// How long a reopen waits for the database's file lock, which sled's threads may hold for a
+/// moment after the old handle is dropped.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens the sled database in a directory (the daemon's own cache and flush settings).
 pub type Opener = fn(&Path) -> sled::Result<sled::Db>;
@@ -75,28 +84,27 @@ pub struct Database {
     /// `None` only while it is opened again, or when that failed (the next call tries again).
     current: RwLock<Option<Opened>>,
     opened: AtomicU64,
-    reserve: Reserve,
+    /// Locked around every change, so a release and a fill never interleave.
+    reserve: Mutex<Reserve>,
     /// Since when the disk is full, ms since the epoch; 0 while there is room.
     full_since: AtomicU64,
 }
 
 impl Database {
-    /// Opens the database in `dir` with `open`, keeping `reserve` bytes beside it (in `dir` +
-    /// `.reserve`). On a full disk the reserve gives back what opening needs, and the database
-    /// starts out [full](Database::full_since).
+    /// Opens the database in `dir` with `open`, keeping `reserve` bytes in `dir/reserve` (on
+    /// the database's own filesystem; sled ignores the name). On a full disk the reserve gives
+    /// back what opening needs, and the database starts out [full](Database::full_since).
     ///
     /// # Errors
     /// When sled cannot open it for another reason than space (the caller may move a damaged
     /// one aside), or no reserve is left to give.
     pub fn open(dir: &Path, reserve: u64, open: Opener) -> Result<Self, DbError> {
-        let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(".reserve");
         let db = Self {
             dir: dir.to_owned(),
             open,
             current: RwLock::new(None),
             opened: AtomicU64::new(0),
-            reserve: Reserve::new(dir.with_file_name(name), reserve),
+            reserve: Mutex::new(Reserve::new(dir.join("reserve"), reserve)),
             full_since: AtomicU64::new(0),
         };
         let opened = db.open_once()?;
@@ -115,23 +123,37 @@ impl Database {
     }
 
     fn open_once(&self) -> Result<Opened, DbError> {
+        let reopening = self.opened.load(Ordering::Relaxed) > 0;
+        let lock_deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
             remove_partial_snapshots(&self.dir);
             match (self.open)(&self.dir) {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e)) if is_storage_full(&e) => {
                     self.set_full();
-                    let freed = self.reserve.release()?;
+                    let freed = self.release()?;
                     if freed == 0 {
                         return Err(DbError::Io(e));
                     }
                     tracing::warn!(freed, dir = %self.dir.display(), "Disk full: gave back reserve to open the database.");
                 }
+                // The old handle's threads may still hold the lock for a moment; at start, a
+                // lock held is another daemon's, and an error at once.
+                Err(sled::Error::Io(e))
+                    if reopening
+                        && e.kind() == io::ErrorKind::Other
+                        && std::time::Instant::now() < lock_deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 Err(e) => return Err(e.into()),
             }
         };
         let file = File::open(self.dir.join("db"))?;
-        // The directory entry of a new database must survive a power loss too.
+        // What the old handle wrote may sit in the page cache only (its fsync failed): an
+        // event is acked on the strength of it, so it must reach the disk. And the directory
+        // entry of a new database must survive a power loss too.
+        file.sync_all()?;
         File::open(&self.dir)?.sync_all()?;
         Ok(Opened {
             db,
@@ -159,49 +181,64 @@ impl Database {
     }
 
     /// Runs `op`; when it fails for want of space, handles that ([`Database::filled`]) and
-    /// runs it once more. `reopened` is called after the database was opened again, before
-    /// the second run, to reload what the caller keeps from it.
+    /// runs it again, while there is reserve left to give. `reopened` is called after each
+    /// reopening, before `op` runs again, to reload what the caller keeps from the database;
+    /// so `op` must be safe to run again after a write of its that may or may not have landed.
     ///
     /// # Errors
-    /// `op`'s, or the database's when it cannot be opened again.
+    /// `op`'s (still storage-full once the reserve is gone), or the database's when it cannot
+    /// be opened again.
     pub fn run<R, E>(
         &self,
         op: impl Fn(&Opened) -> Result<R, E>,
-        reopened: impl FnOnce() -> Result<(), E>,
+        reopened: impl Fn() -> Result<(), E>,
     ) -> Result<R, E>
     where
         E: From<DbError> + StorageFull + std::fmt::Display,
     {
-        let (error, generation) = {
-            let current = self.get()?;
-            match op(&current) {
-                Err(e) if e.is_storage_full() => (e, current.generation),
-                done => return done,
+        loop {
+            let (error, generation) = {
+                let current = self.get()?;
+                match op(&current) {
+                    Err(e) if e.is_storage_full() => (e, current.generation),
+                    done => return done,
+                }
+            };
+            if !self.filled(generation, &error)? {
+                return Err(error);
             }
-        };
-        self.filled(generation, &error)?;
-        reopened()?;
-        op(&*self.get()?)
+            reopened()?;
+        }
     }
 
     /// The disk filled under the opening `generation` (from an [`Opened`] that failed): say
     /// so, give back a step of the reserve, and open the database again, unless a caller
-    /// already did. Call it with no [`Guard`] held.
+    /// already did. Returns whether it is worth trying again: false when no reserve was left
+    /// to give. Call it with no [`Guard`] held.
     ///
     /// # Errors
-    /// When the reserve cannot be shrunk or the database cannot be opened again.
-    pub fn filled(&self, generation: u64, error: &dyn std::fmt::Display) -> Result<(), DbError> {
+    /// When the reserve cannot be shrunk or the database cannot be opened again (the next
+    /// [`Database::get`] tries again).
+    pub fn filled(&self, generation: u64, error: &dyn std::fmt::Display) -> Result<bool, DbError> {
         self.set_full();
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if current.as_ref().is_some_and(|c| c.generation != generation) {
-            return Ok(());
+            return Ok(true);
         }
-        let freed = self.reserve.release()?;
+        let freed = self.release()?;
         tracing::error!(%error, freed, dir = %self.dir.display(), "Disk full: refusing new work until there is room; what is held is still handled.");
         // sled's lock on its files goes with its last handle: drop it before opening again.
         *current = None;
         *current = Some(self.open_once()?);
-        Ok(())
+        Ok(freed > 0)
+    }
+
+    fn release(&self) -> Result<u64, DbError> {
+        Ok(self
+            .reserve
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release()?)
     }
 
     /// Since when the disk is full, ms since the epoch.
@@ -229,16 +266,21 @@ impl Database {
         Ok(true)
     }
 
-    /// Whether the reserve is whole (filled now if it can be) with as much still free: a disk
-    /// that only just has room would fill at once and flap between accepting and refusing.
+    /// Whether the disk has room for the whole reserve and as much again (at least
+    /// [`MIN_FREE`]) — a disk that only just has room would fill at once and flap — and, if
+    /// so, the reserve is filled. Checked first, so a refill never takes back what the
+    /// database was given.
     fn has_room(&self) -> Result<bool, DbError> {
-        Ok(self.reserve.fill()? && free_bytes(&self.dir) >= self.reserve.size())
+        let reserve = self.reserve.lock().unwrap_or_else(PoisonError::into_inner);
+        let missing = reserve.size().saturating_sub(reserve.held());
+        if free_bytes(&self.dir) < missing.saturating_add(reserve.size().max(MIN_FREE)) {
+            return Ok(false);
+        }
+        Ok(reserve.fill()?)
     }
 
     fn set_full(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = crate::wall_ms();
         let _ =
             self.full_since
                 .compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed);
@@ -350,9 +392,7 @@ mod tests {
         assert_eq!(db.get().unwrap().db.get(b"k").unwrap().unwrap(), b"v");
         assert!(db.full_since().is_none());
         assert_eq!(
-            std::fs::metadata(dir.path().join("db.reserve"))
-                .unwrap()
-                .len(),
+            std::fs::metadata(path.join("reserve")).unwrap().len(),
             1 << 16
         );
     }

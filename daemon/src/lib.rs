@@ -8,6 +8,7 @@ pub mod control;
 pub mod database;
 pub mod files;
 pub mod nagios;
+pub mod pause;
 #[cfg(target_os = "linux")]
 pub mod procfs;
 pub mod refusals;
@@ -21,6 +22,13 @@ pub mod tls;
 
 pub use control::{STATUS_TIMEOUT, bind_status, query_status};
 pub use secret::Secret;
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// This host's name up to its first dot: the default edge id, and what makes a client id
 /// differ between hosts.

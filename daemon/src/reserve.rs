@@ -1,12 +1,13 @@
-//! Room kept for a full disk: a file of allocated space beside a database, given back when
-//! writes fail for want of space.
+//! Room kept for a full disk: a file of allocated space in a database's directory, given back
+//! when writes fail for want of space.
 //!
 //! sled poisons a database on a failed write and needs room to start again (a snapshot, a
 //! fresh segment), and even deleting an event is a write. So a daemon whose filesystem fills
 //! would stop and could not restart on that disk — no new events, but also no way to forward
 //! the ones it holds. With a reserve it gives back space in two steps, half when the disk
-//! first fills and the rest if that is not enough (say, at a restart on a still-full disk),
-//! and keeps serving what it holds; it fills the reserve again when the filesystem has room.
+//! first fills and the rest when that is used up too (by the database, or by a restart on a
+//! still-full disk), and keeps serving what it holds; it fills the reserve again when the
+//! filesystem has room.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -35,9 +36,11 @@ impl Reserve {
         self.size
     }
 
-    /// Bytes the reserve holds now.
+    /// Bytes the reserve holds now: allocated, not merely its length (a sparse file holds
+    /// nothing).
     pub fn held(&self) -> u64 {
-        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).map_or(0, |m| m.len().min(m.blocks().saturating_mul(512)))
     }
 
     /// Allocates the whole reserve. `Ok(false)` when the filesystem has no room for it: the

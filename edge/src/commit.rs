@@ -37,7 +37,9 @@ pub async fn run(
         Stats::add(&stats.duplicates, o.duplicates);
         Stats::add(&stats.dropped_oldest, o.dropped_oldest);
         // The queue logged the disk filling; ingest refuses (and logs) what arrives after.
-        stats.reject_many("disk_full", o.rejected_disk_full);
+        if o.rejected_disk_full > 0 {
+            stats.reject_many("disk_full", o.rejected_disk_full);
+        }
         if o.dropped_oldest > 0 {
             tracing::warn!(
                 dropped = o.dropped_oldest,

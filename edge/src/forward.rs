@@ -28,6 +28,7 @@ use crate::EdgeError;
 use crate::config::{EdgeConfig, Secrets};
 use crate::queue::{Entry, Queue};
 use crate::stats::Stats;
+use warren_daemon::database::StorageFull;
 
 /// MQTT-level in-flight publishes (PUBACK window); the application-level window is larger.
 const MQTT_INFLIGHT: u16 = 100;
@@ -187,7 +188,16 @@ impl Forwarder {
         }
         self.stats.history.acked(&ids, crate::now_ms());
         let q = self.queue.clone();
-        let removed = tokio::task::spawn_blocking(move || q.ack(&ids)).await??;
+        let removed = match tokio::task::spawn_blocking(move || q.ack(&ids)).await? {
+            Ok(n) => n,
+            // The disk is full even with the reserve given: the events stay queued and are
+            // sent again later, and the hub drops them as duplicates.
+            Err(error) if error.is_storage_full() => {
+                tracing::warn!(%error, "Could not delete acked events.");
+                0
+            }
+            Err(error) => return Err(error.into()),
+        };
         Stats::add(&self.stats.acked, removed);
         self.fill().await
     }

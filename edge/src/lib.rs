@@ -17,7 +17,6 @@ pub mod stats;
 pub mod status;
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
@@ -139,6 +138,10 @@ pub async fn run(
     }
     drop(tx);
     let committer = tracker.spawn(commit::run(queue.clone(), rx, stats.clone(), wake.clone()));
+    tracker.spawn({
+        let (stats, stop) = (stats.clone(), shutdown.child_token());
+        async move { stats.pauses.watch(stop).await }
+    });
     let announce = Arc::new(Notify::new());
     tracker.spawn({
         let announce = announce.clone();
@@ -223,9 +226,7 @@ fn flatten(r: Result<Result<(), EdgeError>, tokio::task::JoinError>) -> Result<(
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    warren_daemon::wall_ms()
 }
 
 /// Seconds since the Unix epoch.

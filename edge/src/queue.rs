@@ -9,7 +9,7 @@
 //! database file. An event is accepted only after that returns.
 //!
 //! A full disk ([`Database`]): the queue refuses new events but keeps reading and deleting the
-//! ones it holds, and accepts again once the disk has room for its reserve.
+//! ones it holds, and accepts again once the disk has room for its reserve and as much again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -193,6 +193,8 @@ impl Queue {
     /// lost are gone) and removes unreadable entries; returns how many.
     fn reload(&self) -> Result<u64, QueueError> {
         let db = self.db.get()?;
+        // Locked throughout, so no ack lands between the scan and the new counts.
+        let mut state = self.lock();
         let mut loaded = State::default();
         let mut corrupt = Vec::new();
         for item in db.db.scan_prefix([EVENT]) {
@@ -209,7 +211,6 @@ impl Queue {
         for key in &corrupt {
             db.db.remove(key)?;
         }
-        let mut state = self.lock();
         // Seqs only grow: the forwarder may have read events a failed write then lost.
         loaded.next_seq = loaded.next_seq.max(state.next_seq);
         *state = loaded;
@@ -245,8 +246,16 @@ impl Queue {
                 done => return done,
             }
         };
-        self.db.filled(generation, &error)?;
-        self.reload()?;
+        // Refused whatever happens next: a database that cannot be opened again now is tried
+        // again by the next call.
+        let reopened = self
+            .db
+            .filled(generation, &error)
+            .map_err(QueueError::from)
+            .and_then(|_| self.reload());
+        if let Err(error) = reopened {
+            tracing::error!(%error, "The queue database could not be opened again yet.");
+        }
         Ok(refused)
     }
 

@@ -32,6 +32,8 @@ pub struct Stats {
     pub in_flight: AtomicU64,
     /// The recent events, for `edge trace`.
     pub history: History,
+    /// Times this edge did not run (stopped, suspended).
+    pub pauses: warren_daemon::pause::Pauses,
     rejected: Refusals,
     link: Mutex<Link>,
     last_datagram: Mutex<Option<Datagram>>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warren_daemon::nagios::{self, Metric, State};
+use warren_daemon::pause::Pause;
 use warren_proto::EventId;
 
 use crate::history::EdgeTrace;
@@ -53,6 +54,12 @@ pub struct EdgeStatus {
     /// Since when new events are refused because the disk is full (ms since the epoch).
     #[serde(default)]
     pub disk_full_since_ms: Option<u64>,
+    /// The last time this edge did not run (stopped, suspended), and how many since start.
+    #[serde(default)]
+    pub last_pause: Option<Pause>,
+    /// Pauses since start.
+    #[serde(default)]
+    pub pauses: u64,
 }
 
 /// What the daemon needs to answer status queries.
@@ -105,6 +112,8 @@ impl Source {
             last_datagram: self.stats.last_datagram(),
             last_rejected: self.stats.last_rejected(),
             disk_full_since_ms: self.queue.disk_full_since(),
+            last_pause: self.stats.pauses.last().0,
+            pauses: self.stats.pauses.last().1,
         }
     }
 
@@ -219,6 +228,9 @@ pub fn human(s: &EdgeStatus) -> String {
     }
     for w in &s.warnings {
         out += &format!("WARNING: {w}\n");
+    }
+    if let Some(p) = &s.last_pause {
+        out += &warren_daemon::pause::describe(p, s.pauses, now);
     }
     if let (false, Some(e)) = (s.link.connected, &s.link.last_error) {
         out += &format!("last error: {e}\n");

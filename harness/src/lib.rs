@@ -3,11 +3,12 @@
 //! readiness instead of sleeping, a hub and edges started from their configs, a CA made with
 //! `hub pki`, a real mosquitto, a real SMTP server (aiosmtpd), an HTTP server standing in for
 //! web APIs, a headless browser, a TCP link that a test can cut, a server that never
-//! answers, and a small filesystem to fill. It depends on
+//! answers, a small filesystem to fill, and a wall clock to move. It depends on
 //! neither `warren-edge` nor `warren-hub`: it runs their binaries and reads their status socket
 //! as JSON, so both crates' own tests can use it.
 
 pub mod browser;
+pub mod clock;
 pub mod daemon;
 pub mod http;
 pub mod mosquitto;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use browser::Browser;
+pub use clock::FakeClock;
 pub use daemon::{Edge, Hub};
 pub use mosquitto::Mosquitto;
 pub use pki::Pki;

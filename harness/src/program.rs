@@ -46,6 +46,13 @@ impl Program {
         self
     }
 
+    /// The same program, with `key` set to `value` in its environment.
+    #[must_use]
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// The same program, with its standard error appended to `file` (default: inherited).
     #[must_use]
     pub fn logging_to(mut self, file: PathBuf) -> Self {

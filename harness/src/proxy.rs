@@ -1,19 +1,33 @@
 //! A TCP proxy between edge and hub that a test can cut: drop every connection, or stall them
-//! (keep them open but forward nothing, like a dead NAT entry or a half-open link); and a
-//! listener that accepts connections and never says a word, like a hung server.
+//! (keep them open but forward nothing, like a dead NAT entry or a half-open link), or make
+//! the link bad the way a real one is (no `tc netem` here): every chunk late, bytes dribbled
+//! out a few at a time, connections reset in the middle of a packet. And a listener that
+//! accepts connections and never says a word, like a hung server.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What the proxy does to what it forwards, in both directions.
+#[derive(Debug, Default)]
+struct Faults {
+    stalled: AtomicBool,
+    /// Each chunk waits this long, in ms, before it is forwarded.
+    delay_ms: AtomicU64,
+    /// Chunks go out a few bytes per write.
+    chop: AtomicBool,
+    /// A connection is reset after about this many bytes; 0: never.
+    reset_every: AtomicU64,
+}
 
 /// The proxy; its threads end when their connections do.
 #[derive(Debug)]
 pub struct Proxy {
     /// The port edges connect to.
     pub port: u16,
-    stalled: Arc<AtomicBool>,
+    faults: Arc<Faults>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -25,11 +39,11 @@ impl Proxy {
     pub fn start(upstream: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let stalled = Arc::new(AtomicBool::new(false));
+        let faults = Arc::new(Faults::default());
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (s, c) = (stalled.clone(), conns.clone());
+        let (f, c) = (faults.clone(), conns.clone());
         std::thread::spawn(move || {
-            for client in listener.incoming() {
+            for (n, client) in listener.incoming().enumerate() {
                 let Ok(client) = client else { continue };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
@@ -40,13 +54,19 @@ impl Proxy {
                     list.push(a);
                     list.push(b);
                 }
-                pump(&client, &server, &s);
-                pump(&server, &client, &s);
+                // Each connection is cut at its own point: somewhere in 1/2..3/2 of the mean.
+                let cut = Cut {
+                    both: [client.try_clone().ok(), server.try_clone().ok()],
+                    seed: n as u64,
+                };
+                let cut = Arc::new(Mutex::new(cut));
+                pump(&client, &server, &f, &cut);
+                pump(&server, &client, &f, &cut);
             }
         });
         Self {
             port,
-            stalled,
+            faults,
             conns,
         }
     }
@@ -62,37 +82,122 @@ impl Proxy {
 
     /// Stops (or resumes) forwarding, without closing anything.
     pub fn stall(&self, on: bool) {
-        self.stalled.store(on, Ordering::SeqCst);
+        self.faults.stalled.store(on, Ordering::SeqCst);
+    }
+
+    /// Holds every chunk for `d` before forwarding it (zero: none).
+    pub fn delay(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.faults.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Forwards a few bytes per write (or whole chunks again), so every reader sees its
+    /// records and packets arrive in pieces.
+    pub fn chop(&self, on: bool) {
+        self.faults.chop.store(on, Ordering::SeqCst);
+    }
+
+    /// Resets each connection (RST, both ways) after it has carried about `bytes`, wherever
+    /// that falls in a packet; 0 stops it.
+    pub fn reset_every(&self, bytes: u64) {
+        self.faults.reset_every.store(bytes, Ordering::SeqCst);
     }
 }
 
-fn pump(from: &TcpStream, to: &TcpStream, stalled: &Arc<AtomicBool>) {
+/// One proxied connection's two sockets and where it is cut.
+#[derive(Debug)]
+struct Cut {
+    both: [Option<TcpStream>; 2],
+    seed: u64,
+}
+
+impl Cut {
+    /// The byte count at which this connection is reset, for a mean of `every`.
+    fn at(&self, every: u64) -> u64 {
+        // A fixed spread per connection (no randomness needed, only variety).
+        let spread = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) % every.max(1);
+        every / 2 + spread
+    }
+
+    /// Resets both sockets: SO_LINGER 0, so closing sends RST.
+    fn reset(&mut self) {
+        for s in self.both.iter_mut().filter_map(Option::take) {
+            let s = socket2::Socket::from(s);
+            let _ = s.set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    }
+}
+
+fn pump(from: &TcpStream, to: &TcpStream, faults: &Arc<Faults>, cut: &Arc<Mutex<Cut>>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
-    let stalled = stalled.clone();
+    let (faults, cut) = (faults.clone(), cut.clone());
     std::thread::spawn(move || {
         let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+        // Small writes must leave at once, not wait for Nagle to join them again.
+        let _ = to.set_nodelay(true);
         let mut buf = [0u8; 16 * 1024];
+        let mut carried = 0u64;
         loop {
-            if stalled.load(Ordering::SeqCst) {
+            if faults.stalled.load(Ordering::SeqCst) {
                 // Read nothing: bytes pile up in the kernel and no answer comes back.
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            match from.read(&mut buf) {
+            let n = match from.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue;
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => break,
+            };
+            let delay = faults.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
+            let every = faults.reset_every.load(Ordering::SeqCst);
+            let mut chunk = &buf[..n];
+            let mut reset = false;
+            if every > 0 {
+                let at = cut.lock().map_or(every, |c| c.at(every));
+                if carried + n as u64 >= at {
+                    let keep = usize::try_from(at.saturating_sub(carried)).unwrap_or(n);
+                    chunk = &chunk[..keep.min(n)];
+                    reset = true;
+                }
+            }
+            carried += chunk.len() as u64;
+            if write(&mut to, chunk, faults.chop.load(Ordering::SeqCst)).is_err() {
+                break;
+            }
+            if reset {
+                if let Ok(mut c) = cut.lock() {
+                    c.reset();
+                }
+                return;
             }
         }
         let _ = to.shutdown(Shutdown::Both);
     });
+}
+
+/// Writes `chunk`, whole or (chopped) in pieces of 1 to 7 bytes.
+fn write(to: &mut TcpStream, chunk: &[u8], chop: bool) -> std::io::Result<()> {
+    if !chop {
+        return to.write_all(chunk);
+    }
+    let mut rest = chunk;
+    let mut size = 1;
+    while !rest.is_empty() {
+        let (piece, tail) = rest.split_at(size.min(rest.len()));
+        to.write_all(piece)?;
+        rest = tail;
+        size = size % 7 + 1;
+    }
+    Ok(())
 }
 
 /// A listener on loopback that accepts every connection and never sends anything: a server

@@ -27,6 +27,16 @@ use crate::trace::{AttemptResult, Step};
 /// The wake-up of each notifier's task, to be notified when its outbox grows.
 pub type Wakes = HashMap<NotifierName, Arc<Notify>>;
 
+/// How long the bookkeeping of a delivery waits before trying a full disk again.
+const DISK_RETRY: Duration = Duration::from_secs(2);
+
+/// Wakes every notifier (deliveries may be waiting that no one announced).
+pub fn wake_all(wakes: &Wakes) {
+    for w in wakes.values() {
+        w.notify_one();
+    }
+}
+
 /// A notifier and where its failures go.
 #[derive(Debug)]
 pub struct Task {
@@ -142,7 +152,9 @@ pub async fn run(
         };
         counters.failures.fetch_add(1, Ordering::Relaxed);
         counters.set_last_error(Some(error.to_string()));
-        let failing_for = now.saturating_sub(*entry.first_failure_ms.get_or_insert(now));
+        // On the window clock, so a wall clock jumping forward gives up on nothing early.
+        let at = crate::clock::window_ms();
+        let failing_for = at.saturating_sub(*entry.first_failure_ms.get_or_insert(at));
         if matches!(error, NotifyError::Permanent(_)) || failing_for >= budget_ms {
             // A fallback's own failure stops here: one fallback, never a chain or a loop.
             let to = fallback.clone().filter(|_| entry.fallback_of.is_none());
@@ -199,10 +211,22 @@ pub async fn run(
 
 async fn blocking<T: Send + 'static>(
     inbox: &Arc<Inbox>,
-    f: impl FnOnce(&Inbox) -> Result<T, InboxError> + Send + 'static,
+    f: impl Fn(&Inbox) -> Result<T, InboxError> + Send + Sync + 'static,
 ) -> Result<T, InboxError> {
-    let inbox = inbox.clone();
-    tokio::task::spawn_blocking(move || f(&inbox))
-        .await
-        .unwrap_or_else(|e| Err(InboxError::Sync(std::io::Error::other(e))))
+    use warren_daemon::database::StorageFull;
+    let f = Arc::new(f);
+    loop {
+        let (inbox, f) = (inbox.clone(), f.clone());
+        match tokio::task::spawn_blocking(move || f(&inbox)).await {
+            // The store gave all its reserve and the disk is still full: the bookkeeping
+            // waits for room rather than the notifier stopping (a delivery made and not
+            // recorded would be made again).
+            Ok(Err(e)) if e.is_storage_full() => {
+                tracing::warn!(error = %e, "Waiting for disk space to record a delivery.");
+                tokio::time::sleep(DISK_RETRY).await;
+            }
+            Ok(r) => return r,
+            Err(e) => return Err(InboxError::Sync(std::io::Error::other(e))),
+        }
+    }
 }

@@ -29,6 +29,8 @@ const MAX_BATCH: usize = 2048;
 const MAX_ACK_IDS: usize = 500;
 /// How often silent edges and ended throttle intervals are looked for.
 const TICK: Duration = Duration::from_secs(1);
+/// A gap this long between two turns of the inbox task means the hub itself did not run.
+const PAUSED_AFTER_MS: u64 = 5_000;
 
 /// Everything the inbox task uses.
 pub struct Pipeline {
@@ -56,6 +58,7 @@ pub async fn run(mut rx: mpsc::Receiver<Inbound>, p: Pipeline) -> Result<(), Inb
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = crate::clock::steady_ms();
     loop {
         let ticked = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => {
@@ -66,6 +69,14 @@ pub async fn run(mut rx: mpsc::Receiver<Inbound>, p: Pipeline) -> Result<(), Inb
             }
             _ = tick.tick() => true,
         };
+        let now = crate::clock::steady_ms();
+        let gap = now.saturating_sub(last);
+        if gap > PAUSED_AFTER_MS {
+            // The hub did not run (stopped, suspended): it heard nothing because it was deaf,
+            // not because its edges were silent.
+            lock(&p.presence).forgive(gap);
+        }
+        last = now;
         p.process(&mut batch, ticked).await?;
     }
     Ok(())
@@ -73,10 +84,13 @@ pub async fn run(mut rx: mpsc::Receiver<Inbound>, p: Pipeline) -> Result<(), Inb
 
 impl Pipeline {
     async fn process(&self, batch: &mut Vec<Inbound>, ticked: bool) -> Result<(), InboxError> {
-        let now = crate::now_ms();
+        // Stamps are wall time; silence and the dedup window are measured on clocks that do
+        // not jump with it (crate::clock).
+        let now = crate::clock::wall_ms();
+        let steady = crate::clock::steady_ms();
         let mut envelopes: Vec<Envelope> = batch
             .drain(..)
-            .filter_map(|m| self.accept(m, now))
+            .filter_map(|m| self.accept(m, now, steady))
             .collect();
         // Those from edges come first, and are acked; the hub's own follow.
         let from_edges = envelopes.len();
@@ -86,10 +100,11 @@ impl Pipeline {
             Stats::add(&self.stats.unacked_disk_full, from_edges as u64);
             return Ok(());
         }
-        let transitions = lock(&self.presence).due(now);
+        let transitions = lock(&self.presence).due(steady);
         for t in &transitions {
             if let Some(online) = t.change.online() {
-                self.stats.set_online(&t.edge, &t.site, online, t.since_ms);
+                let since = crate::clock::steady_to_wall(t.since_ms);
+                self.stats.set_online(&t.edge, &t.site, online, since);
             }
             tracing::warn!(edge = %t.edge, site = %t.site, change = t.change.kind(), why = %t.why, "Edge presence changed.");
             if self.cfg.presence.events {
@@ -104,7 +119,11 @@ impl Pipeline {
             self.router.clone(),
             self.presence.clone(),
         );
-        let window_ms = u64::try_from(self.cfg.dedup.window.as_millis()).unwrap_or(u64::MAX);
+        // The window ends at the window clock's now, which may be behind the wall's: widen it
+        // by the difference, as seen from the wall time the records are stamped with.
+        let window_ms = u64::try_from(self.cfg.dedup.window.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(now.saturating_sub(crate::clock::window_ms()));
         let listed = self.cfg.web.as_ref().is_some_and(|w| w.page);
         let (committed, envelopes) = tokio::task::spawn_blocking(move || {
             let received = chrono::Utc::now();
@@ -132,6 +151,9 @@ impl Pipeline {
             Err(InboxError::DiskFull) => {
                 lock(&self.presence).unannounce(&transitions);
                 Stats::add(&self.stats.unacked_disk_full, from_edges as u64);
+                // The write that failed may have landed after all: its deliveries are in the
+                // outbox, and their events come back as duplicates, which wake no one.
+                crate::delivery::wake_all(&self.wakes);
                 return Ok(());
             }
             r => r?,
@@ -150,7 +172,7 @@ impl Pipeline {
     }
 
     /// The envelope a message carries, if it is a valid event; presence is recorded.
-    fn accept(&self, m: Inbound, now: u64) -> Option<Envelope> {
+    fn accept(&self, m: Inbound, now: u64, steady: u64) -> Option<Envelope> {
         match m {
             Inbound::Event {
                 site,
@@ -170,7 +192,7 @@ impl Pipeline {
                 Ok(e) if e.site == site && e.edge == edge => {
                     Stats::add(&self.stats.received, 1);
                     self.stats.saw_event(&edge, &site, now);
-                    lock(&self.presence).heard_event(&edge, &site, now);
+                    lock(&self.presence).heard_event(&edge, &site, steady);
                     Some(e)
                 }
                 Ok(e) => {
@@ -197,7 +219,7 @@ impl Pipeline {
                 match Presence::decode(&payload) {
                     Ok(p) if p.edge == edge => {
                         self.stats.saw_presence(&p, now);
-                        lock(&self.presence).heard_presence(&p, now);
+                        lock(&self.presence).heard_presence(&p, steady);
                     }
                     Ok(_) | Err(_) => {
                         tracing::debug!(%edge, "Ignoring an unreadable presence message.");

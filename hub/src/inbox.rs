@@ -418,6 +418,8 @@ impl Inbox {
     /// are gone).
     fn reload(&self) -> Result<(), InboxError> {
         let o = self.db.get()?;
+        // Locked throughout, so nothing lands between the scan and the new counts.
+        let mut held = self.lock();
         let mut counts = Counts::default();
         for item in o.db.scan_prefix([OUTBOX]) {
             let (key, _) = item?;
@@ -434,7 +436,6 @@ impl Inbox {
             }
         }
         counts.seen = o.db.scan_prefix([SEEN]).count() as u64;
-        let mut held = self.lock();
         // Seqs only grow: a lost write may have handed one out.
         counts.next_seq = counts.next_seq.max(held.next_seq);
         *held = counts;
@@ -500,8 +501,16 @@ impl Inbox {
                 done => return done,
             }
         };
-        self.db.filled(generation, &error)?;
-        self.reload()?;
+        // Nothing is acked whatever happens next: a database that cannot be opened again now
+        // is tried again by the next call.
+        let reopened = self
+            .db
+            .filled(generation, &error)
+            .map_err(InboxError::from)
+            .and_then(|_| self.reload());
+        if let Err(error) = reopened {
+            tracing::error!(%error, "The inbox database could not be opened again yet.");
+        }
         Err(InboxError::DiskFull)
     }
 
@@ -784,6 +793,11 @@ impl Inbox {
                 notification: Some(entry.notification.clone()),
             };
             let mut counts = self.lock();
+            // Run again after a full disk reopened the store, it may find its first write landed:
+            // then the fallback is handed over already, and must not be twice.
+            if !db.contains_key(outbox_key(notifier, seq))? && db.contains_key(dead_key(seq))? {
+                return Ok(());
+            }
             let mut batch = sled::Batch::default();
             batch.remove(outbox_key(notifier, seq));
             batch.insert(&dead_key(seq), encode(&dead));
@@ -1008,7 +1022,8 @@ impl Inbox {
     ) {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
         let ago = |d: Duration| {
-            crate::now_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            crate::clock::window_ms()
+                .saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         };
         loop {
             tokio::select! {
@@ -1021,8 +1036,8 @@ impl Inbox {
                 Ok::<_, InboxError>((
                     inbox.prune(ids_before)?,
                     inbox.prune_dead(dead_before)?,
-                    known.prune(&inbox, crate::now_ms())?,
-                    recent.prune(&inbox, crate::now_ms())?,
+                    known.prune(&inbox, crate::clock::window_ms())?,
+                    recent.prune(&inbox, crate::clock::window_ms())?,
                 ))
             });
             match pruned.await {

@@ -10,6 +10,7 @@ pub mod acl;
 pub mod broker;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod delivery;
@@ -39,7 +40,6 @@ pub mod trust;
 pub mod web;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -151,8 +151,10 @@ pub async fn run(
     ));
     let presence = {
         let (inbox, presence) = (inbox.clone(), cfg.presence.clone());
-        tokio::task::spawn_blocking(move || presence::Tracker::load(&inbox, &presence, now_ms()))
-            .await??
+        tokio::task::spawn_blocking(move || {
+            presence::Tracker::load(&inbox, &presence, clock::steady_ms())
+        })
+        .await??
     };
     let router = router::Router::new(
         cfg.routes.clone(),
@@ -170,13 +172,21 @@ pub async fn run(
         cfg: cfg.clone(),
     };
     let mut inbound = tracker.spawn(inbound::run(rx, pipeline));
-    tracker.spawn(warren_daemon::database::watch(
-        inbox.clone(),
-        Inbox::database,
-        DISK_CHECK,
-        |_| {},
-        shutdown.child_token(),
-    ));
+    tracker.spawn({
+        let (stats, stop) = (stats.clone(), shutdown.child_token());
+        async move { stats.pauses.watch(stop).await }
+    });
+    tracker.spawn({
+        let wakes = wakes.clone();
+        warren_daemon::database::watch(
+            inbox.clone(),
+            Inbox::database,
+            DISK_CHECK,
+            // A commit the full disk seemed to refuse may have landed: look again.
+            move |_| delivery::wake_all(&wakes),
+            shutdown.child_token(),
+        )
+    });
     tracker.spawn(
         inbox.clone().prune_expired(
             cfg.dedup.window,
@@ -293,9 +303,7 @@ pub async fn run(
     result
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, by the wall clock ([`clock`] says when to use which).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    clock::wall_ms()
 }

@@ -246,9 +246,20 @@ impl Tracker {
         out
     }
 
+    /// The hub did not run for `ms`: what its edges said in that time went unheard, so their
+    /// silence is counted from where it was when the hub stopped.
+    pub fn forgive(&mut self, ms: u64) {
+        for e in self.edges.values_mut() {
+            e.last_heard_ms = e.last_heard_ms.saturating_add(ms);
+        }
+    }
+
     /// Takes back `transitions` that could not be recorded (the disk is full): they are
-    /// announced again once they can be.
+    /// announced again once they can be, and every record is written again.
     pub fn unannounce(&mut self, transitions: &[Transition]) {
+        for e in self.edges.values_mut() {
+            e.dirty = true;
+        }
         for t in transitions {
             let Some(e) = self.edges.get_mut(&t.edge) else {
                 continue;
@@ -450,6 +461,20 @@ mod tests {
         let back = t.due(22_000);
         assert_eq!(kinds(&back), [("gw", true)]);
         assert_eq!(back[0].queue_depth, 3);
+    }
+
+    #[test]
+    fn a_hub_that_did_not_run_forgives_the_silence() {
+        let mut t = tracker();
+        t.heard_presence(&presence("gw", true), 0);
+        // The hub was stopped from 5 s to 65 s.
+        t.forgive(60_000);
+        assert!(t.due(70_000).is_empty(), "the pause is no silence");
+        assert_eq!(
+            kinds(&t.due(72_000)),
+            [("gw", false)],
+            "silent 10 s after it, and the grace"
+        );
     }
 
     #[test]

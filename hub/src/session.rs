@@ -400,3 +400,43 @@ fn check(access: &Access, packet: &Packet) -> Verdict {
         _ => Verdict::Relay,
     }
 }
+
+/// What the front does with the bytes one client sends, without a network, for the fuzzer
+/// (`fuzz/fuzz_targets/front.rs`): the CONNECT read (a 3.1 one upgraded) and admitted, as an
+/// edge with a certificate and as a local tool; every later packet checked against what that
+/// client may do, and written out again for rumqttd. None of it may panic, whatever the bytes.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_client_bytes(bytes: &[u8]) {
+    let gate = Gate {
+        users: None,
+        anonymous: false,
+        local_bus: bytes.len() % 2 == 0,
+        legacy_topic: "logins".into(),
+        upstream: SocketAddr::from(([127, 0, 0, 1], 1)),
+        login: ("front".into(), Secret::new("pass")),
+        handshake_timeout: Duration::from_secs(1),
+        stats: Arc::new(Stats::default()),
+    };
+    let edge = Via::Tls(Some(CertFacts {
+        cn: Some("gw".into()),
+        serial: "01".into(),
+        not_after: i64::MAX,
+    }));
+    for via in [edge, Via::Local] {
+        let mut buf = BytesMut::from(bytes);
+        crate::mqtt31::upgrade_connect(&mut buf);
+        let Ok(Packet::Connect(connect)) = Packet::read(&mut buf, MAX_PACKET) else {
+            continue;
+        };
+        let Ok((access, connect)) = gate.admit(&via, connect) else {
+            continue;
+        };
+        let mut out = BytesMut::new();
+        let _ = Packet::Connect(connect).write(&mut out, MAX_PACKET);
+        while let Ok(packet) = Packet::read(&mut buf, MAX_PACKET) {
+            if let Verdict::Relay = check(&access, &packet) {
+                let _ = packet.write(&mut out, MAX_PACKET);
+            }
+        }
+    }
+}

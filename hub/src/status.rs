@@ -94,6 +94,12 @@ pub struct HubStatus {
     /// Envelopes left unacked since start because the disk was full.
     #[serde(default)]
     pub unacked_disk_full: u64,
+    /// The last time the hub did not run (stopped, suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_pause: Option<warren_daemon::pause::Pause>,
+    /// Pauses since start.
+    #[serde(default)]
+    pub pauses: u64,
 }
 
 /// Builds snapshots.
@@ -181,6 +187,8 @@ impl Source {
             refused: s.refused.counts(),
             disk_full_since_ms: self.inbox.disk_full_since(),
             unacked_disk_full: get(&s.unacked_disk_full),
+            last_pause: s.pauses.last().0,
+            pauses: s.pauses.last().1,
         }
     }
 }
@@ -303,6 +311,9 @@ pub fn human(s: &HubStatus) -> String {
         "known sources: {}; throttled: {} folded into {} digests, {} waiting for their digest\n",
         s.known_sources, s.folded, s.digests, s.folded_pending
     );
+    if let Some(p) = &s.last_pause {
+        out += &warren_daemon::pause::describe(p, s.pauses, now);
+    }
     if let Some(since) = s.disk_full_since_ms {
         out += &format!(
             "CRITICAL: disk full for {}: new events are not acked (their edges keep them), \

@@ -309,6 +309,45 @@ mod tests {
         }
     }
 
+    /// The edge's wall clock jumps, hare's with it (same host) or not (another host): a replay
+    /// is refused either way, and a fresh datagram passes when the two clocks agree.
+    #[test]
+    fn clock_jumps_never_let_a_replay_through() {
+        let mut v = Verifier::new(keys(), false, 300);
+        let now = 1_000_000;
+        let before = signed("k1", now, EventId::generate());
+        assert_eq!(check(&mut v, &before, now), Ok(true));
+        for jump in [3_600, -3_600, 86_400] {
+            let later = now + jump;
+            // The replay guard may forget `before` once its window is past: then it is stale.
+            assert!(
+                matches!(
+                    check(&mut v, &before, later),
+                    Err(VerifyError::Stale { .. })
+                ),
+                "a replay after a jump of {jump} s"
+            );
+            let fresh = signed("k1", later, EventId::generate());
+            assert_eq!(
+                check(&mut v, &fresh, later),
+                Ok(true),
+                "same clock, {jump} s"
+            );
+            assert!(
+                matches!(check(&mut v, &fresh, later), Err(VerifyError::Replayed)),
+                "replayed at once"
+            );
+            let other_host = signed("k1", now + 10, EventId::generate());
+            assert!(
+                matches!(
+                    check(&mut v, &other_host, later),
+                    Err(VerifyError::Stale { .. })
+                ),
+                "a sender whose clock did not jump is {jump} s off"
+            );
+        }
+    }
+
     #[test]
     fn debug_hides_the_secret() {
         let dbg = format!("{:?}", keys());

@@ -84,6 +84,14 @@ impl Topology {
     /// # Panics
     /// When it does not start.
     pub fn edge_with(&self, id: &str, hub_port: Option<u16>, extra: &str) -> Edge {
+        Edge::start(id, &self.edge_config(id, hub_port, extra))
+    }
+
+    /// Writes the config [`Topology::edge_with`] starts an edge with; returns its path.
+    ///
+    /// # Panics
+    /// When it cannot be written.
+    pub fn edge_config(&self, id: &str, hub_port: Option<u16>, extra: &str) -> PathBuf {
         let (cert, key) = self.pki.client(id);
         let config = self.path(&format!("{id}.toml"));
         std::fs::write(
@@ -101,7 +109,7 @@ impl Topology {
             ),
         )
         .expect("edge config");
-        Edge::start(id, &config)
+        config
     }
 
     /// The notifier's lines so far.

@@ -164,40 +164,6 @@ def private_binaries(d):
 
 # --- daemons -----------------------------------------------------------------------------
 
-def query_status(sock, timeout=5):
-    """The daemon's status JSON from its Unix socket. Unlike wb.status this closes its
-    writing side first, as `edge status` does: a client that does not is answered only
-    after the daemon's 1 s request timeout (daemon/src/control.rs), which would make every
-    poll here take a second."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(sock)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        s.close()
-    return json.loads(b"".join(chunks))
-
-
-def wait_status(sock, proc, timeout):
-    """Polls until the daemon answers; fails if it exits or the time runs out."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.bench_name} exited with {proc.returncode}")
-        try:
-            return query_status(sock)
-        except (OSError, ValueError):
-            time.sleep(0.05)
-    raise RuntimeError(f"no status on {sock} after {timeout}s")
-
-
 class Daemon:
     """One edge or the hub: started, killed with SIGKILL and restarted on the same config
     and state dir. Processes go through wb.Procs, so they are killed on every exit path."""
@@ -217,7 +183,7 @@ class Daemon:
                                    self.logfile)
         self.starts += 1
         t0 = time.time()
-        wait_status(self.sock, self.proc, timeout)
+        wb.wait_status(self.sock, self.proc, timeout)
         return time.time() - t0
 
     def kill9(self):
@@ -236,7 +202,7 @@ class Daemon:
         the answers of a live daemon."""
         t0 = time.monotonic()
         try:
-            return query_status(self.sock, timeout=timeout)
+            return wb.status(self.sock, timeout=timeout)
         except (OSError, ValueError):
             return None
         finally:

@@ -96,6 +96,9 @@ def status(sock, timeout=10):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.connect(sock)
+    # An empty request, as `edge status` sends: without it the daemon answers only after its
+    # 1 s request timeout (daemon/src/control.rs), and every poll would take a second.
+    s.shutdown(socket.SHUT_WR)
     chunks = []
     while True:
         b = s.recv(65536)

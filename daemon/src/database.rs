@@ -150,9 +150,10 @@ impl Database {
             }
         };
         let file = File::open(self.dir.join("db"))?;
-        // What the old handle wrote may sit in the page cache only (its fsync failed): an
-        // event is acked on the strength of it, so it must reach the disk. And the directory
-        // entry of a new database must survive a power loss too.
+        // What the old handle wrote may sit in the page cache only, and a duplicate is acked
+        // on the strength of it: push it to the disk (as far as the kernel still has it after
+        // a failed fsync). And the directory entry of a new database must survive a power
+        // loss too.
         file.sync_all()?;
         File::open(&self.dir)?.sync_all()?;
         Ok(Opened {

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use crate::Program;
 
-/// The library, as Debian installs it (the multi-threaded build).
-const LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+/// Where Debian installs the library (the multi-threaded build), per architecture.
+const LIBRARY_DIR: &str = "/usr/lib";
+const LIBRARY: &str = "faketime/libfaketimeMT.so.1";
 
 /// One movable clock; processes started with [`FakeClock::apply`] follow it.
 #[derive(Debug)]
@@ -18,7 +19,7 @@ pub struct FakeClock {
 impl FakeClock {
     /// Whether libfaketime is installed.
     pub fn available() -> bool {
-        Path::new(LIBRARY).exists()
+        library().is_some()
     }
 
     /// A clock at the real time, its offset kept in `file`.
@@ -47,10 +48,20 @@ impl FakeClock {
     /// `program`, running on this clock.
     #[must_use]
     pub fn apply(&self, program: Program) -> Program {
+        let library = library().map(|p| p.display().to_string());
         program
-            .env("LD_PRELOAD", LIBRARY)
+            .env("LD_PRELOAD", library.as_deref().unwrap_or_default())
             .env("FAKETIME_TIMESTAMP_FILE", &self.file.display().to_string())
             .env("FAKETIME_NO_CACHE", "1")
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
     }
+}
+
+/// The library in `/usr/lib/<triplet>/faketime/`, whatever the machine's architecture.
+fn library() -> Option<PathBuf> {
+    std::fs::read_dir(LIBRARY_DIR)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join(LIBRARY))
+        .find(|p| p.exists())
 }

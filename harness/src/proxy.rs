@@ -20,6 +20,8 @@ struct Faults {
     chop: AtomicBool,
     /// A connection is reset after about this many bytes; 0: never.
     reset_every: AtomicU64,
+    /// Connections reset so far.
+    resets: AtomicU64,
 }
 
 /// The proxy; its threads end when their connections do.
@@ -28,7 +30,8 @@ pub struct Proxy {
     /// The port edges connect to.
     pub port: u16,
     faults: Arc<Faults>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// Every open connection's two sockets, by connection number.
+    conns: Arc<Mutex<Vec<(usize, TcpStream)>>>,
 }
 
 impl Proxy {
@@ -51,13 +54,13 @@ impl Proxy {
                 if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone())
                     && let Ok(mut list) = c.lock()
                 {
-                    list.push(a);
-                    list.push(b);
+                    list.push((n, a));
+                    list.push((n, b));
                 }
-                // Each connection is cut at its own point: somewhere in 1/2..3/2 of the mean.
                 let cut = Cut {
-                    both: [client.try_clone().ok(), server.try_clone().ok()],
-                    seed: n as u64,
+                    n,
+                    conns: c.clone(),
+                    dead: false,
                 };
                 let cut = Arc::new(Mutex::new(cut));
                 pump(&client, &server, &f, &cut);
@@ -74,7 +77,7 @@ impl Proxy {
     /// Closes every open connection.
     pub fn drop_all(&self) {
         if let Ok(mut list) = self.conns.lock() {
-            for c in list.drain(..) {
+            for (_, c) in list.drain(..) {
                 let _ = c.shutdown(Shutdown::Both);
             }
         }
@@ -102,30 +105,42 @@ impl Proxy {
     pub fn reset_every(&self, bytes: u64) {
         self.faults.reset_every.store(bytes, Ordering::SeqCst);
     }
+
+    /// How many connections were reset.
+    pub fn resets(&self) -> u64 {
+        self.faults.resets.load(Ordering::SeqCst)
+    }
 }
 
-/// One proxied connection's two sockets and where it is cut.
+/// Where one proxied connection is cut, and whether it was.
 #[derive(Debug)]
 struct Cut {
-    both: [Option<TcpStream>; 2],
-    seed: u64,
+    /// The connection's number.
+    n: usize,
+    conns: Arc<Mutex<Vec<(usize, TcpStream)>>>,
+    /// Reset: both pumps let go of their sockets.
+    dead: bool,
 }
 
 impl Cut {
-    /// The byte count at which this connection is reset, for a mean of `every`.
+    /// The byte count at which this connection is reset, for a mean of `every`: somewhere in
+    /// 1/2..3/2 of it, its own for each connection (variety, not randomness, is the point).
     fn at(&self, every: u64) -> u64 {
-        // A fixed spread per connection (no randomness needed, only variety).
-        let spread = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) % every.max(1);
+        let spread = (self.n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % every.max(1);
         every / 2 + spread
     }
 
-    /// Resets both sockets: SO_LINGER 0, so closing sends RST.
-    fn reset(&mut self) {
-        for s in self.both.iter_mut().filter_map(Option::take) {
-            let s = socket2::Socket::from(s);
-            let _ = s.set_linger(Some(Duration::ZERO));
-            drop(s);
+    /// Resets the connection both ways: SO_LINGER 0 on both sockets, so whichever copy of
+    /// each is closed last sends RST; the proxy's own copies are closed now, and both pumps
+    /// close theirs when they see `dead`.
+    fn reset(&mut self, sockets: [&TcpStream; 2]) {
+        for s in sockets {
+            let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
         }
+        if let Ok(mut list) = self.conns.lock() {
+            list.retain(|(n, _)| *n != self.n);
+        }
+        self.dead = true;
     }
 }
 
@@ -141,6 +156,9 @@ fn pump(from: &TcpStream, to: &TcpStream, faults: &Arc<Faults>, cut: &Arc<Mutex<
         let mut buf = [0u8; 16 * 1024];
         let mut carried = 0u64;
         loop {
+            if cut.lock().is_ok_and(|c| c.dead) {
+                return; // reset: close without FIN, so the last close sends RST
+            }
             if faults.stalled.load(Ordering::SeqCst) {
                 // Read nothing: bytes pile up in the kernel and no answer comes back.
                 std::thread::sleep(Duration::from_millis(50));
@@ -175,8 +193,9 @@ fn pump(from: &TcpStream, to: &TcpStream, faults: &Arc<Faults>, cut: &Arc<Mutex<
             }
             if reset {
                 if let Ok(mut c) = cut.lock() {
-                    c.reset();
+                    c.reset([&from, &to]);
                 }
+                faults.resets.fetch_add(1, Ordering::SeqCst);
                 return;
             }
         }

@@ -110,7 +110,7 @@ pub async fn run(
     let mut schedule = RetrySchedule::new(policy.initial_backoff, policy.max_backoff);
     let counters = stats.notifier(&name);
     while !stop.is_cancelled() {
-        let next = blocking(&inbox, {
+        let next = blocking(&inbox, &stop, {
             let name = name.clone();
             move |i| i.next(&name)
         })
@@ -141,7 +141,7 @@ pub async fn run(
                 counters.set_last_error(None);
                 tracing::debug!(notifier = %name, %id, attempts = entry.attempts, "Delivered.");
                 let step = Step::attempt(&name, now, entry.attempts, AttemptResult::Delivered);
-                blocking(&inbox, {
+                blocking(&inbox, &stop, {
                     let name = name.clone();
                     move |i| i.done(&name, seq, &id, &step)
                 })
@@ -152,8 +152,9 @@ pub async fn run(
         };
         counters.failures.fetch_add(1, Ordering::Relaxed);
         counters.set_last_error(Some(error.to_string()));
-        // On the window clock, so a wall clock jumping forward gives up on nothing early.
-        let at = crate::clock::window_ms();
+        // On the steady clock, so a wall clock that jumps neither gives up early nor holds a
+        // dead letter (and its fallback) back.
+        let at = crate::clock::steady_ms();
         let failing_for = at.saturating_sub(*entry.first_failure_ms.get_or_insert(at));
         if matches!(error, NotifyError::Permanent(_)) || failing_for >= budget_ms {
             // A fallback's own failure stops here: one fallback, never a chain or a loop.
@@ -168,7 +169,7 @@ pub async fn run(
             }
             counters.dead.fetch_add(1, Ordering::Relaxed);
             let msg = error.to_string();
-            blocking(&inbox, {
+            blocking(&inbox, &stop, {
                 let (name, to) = (name.clone(), to.clone());
                 move |i| i.give_up(&name, seq, &entry, &msg, now, to.as_ref())
             })
@@ -196,7 +197,7 @@ pub async fn run(
                 retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             },
         );
-        blocking(&inbox, {
+        blocking(&inbox, &stop, {
             let name = name.clone();
             move |i| i.retry(&name, seq, &entry, &step)
         })
@@ -211,6 +212,7 @@ pub async fn run(
 
 async fn blocking<T: Send + 'static>(
     inbox: &Arc<Inbox>,
+    stop: &CancellationToken,
     f: impl Fn(&Inbox) -> Result<T, InboxError> + Send + Sync + 'static,
 ) -> Result<T, InboxError> {
     use warren_daemon::database::StorageFull;
@@ -223,7 +225,10 @@ async fn blocking<T: Send + 'static>(
             // recorded would be made again).
             Ok(Err(e)) if e.is_storage_full() => {
                 tracing::warn!(error = %e, "Waiting for disk space to record a delivery.");
-                tokio::time::sleep(DISK_RETRY).await;
+                tokio::select! {
+                    () = tokio::time::sleep(DISK_RETRY) => {}
+                    () = stop.cancelled() => return Err(e),
+                }
             }
             Ok(r) => return r,
             Err(e) => return Err(InboxError::Sync(std::io::Error::other(e))),

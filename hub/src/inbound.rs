@@ -29,8 +29,8 @@ const MAX_BATCH: usize = 2048;
 const MAX_ACK_IDS: usize = 500;
 /// How often silent edges and ended throttle intervals are looked for.
 const TICK: Duration = Duration::from_secs(1);
-/// A gap this long between two turns of the inbox task means the hub itself did not run.
-const PAUSED_AFTER_MS: u64 = 5_000;
+/// A wait for the tick this much longer than [`TICK`] means the hub did not run.
+const PAUSE_SLACK: Duration = Duration::from_secs(3);
 
 /// Everything the inbox task uses.
 pub struct Pipeline {
@@ -58,7 +58,7 @@ pub async fn run(mut rx: mpsc::Receiver<Inbound>, p: Pipeline) -> Result<(), Inb
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = crate::clock::steady_ms();
+    let mut waiting = std::time::Instant::now();
     loop {
         let ticked = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => {
@@ -69,15 +69,15 @@ pub async fn run(mut rx: mpsc::Receiver<Inbound>, p: Pipeline) -> Result<(), Inb
             }
             _ = tick.tick() => true,
         };
-        let now = crate::clock::steady_ms();
-        let gap = now.saturating_sub(last);
-        if gap > PAUSED_AFTER_MS {
-            // The hub did not run (stopped, suspended): it heard nothing because it was deaf,
-            // not because its edges were silent.
-            lock(&p.presence).forgive(gap);
+        // The tick comes every second: a longer wait means the hub did not run (stopped,
+        // starved). It heard nothing because it was deaf, not because its edges were silent.
+        let waited = waiting.elapsed();
+        if waited > TICK + PAUSE_SLACK {
+            let lost = waited.saturating_sub(TICK);
+            lock(&p.presence).forgive(u64::try_from(lost.as_millis()).unwrap_or(u64::MAX));
         }
-        last = now;
         p.process(&mut batch, ticked).await?;
+        waiting = std::time::Instant::now();
     }
     Ok(())
 }

@@ -1030,6 +1030,7 @@ impl Inbox {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            crate::clock::settle(window.max(keep_dead));
             let (ids_before, dead_before) = (ago(window), ago(keep_dead));
             let (inbox, known) = (self.clone(), known.clone());
             let pruned = tokio::task::spawn_blocking(move || {

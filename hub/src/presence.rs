@@ -10,6 +10,9 @@
 //! An edge also says when it cannot accept events (its disk is full): that is announced
 //! too, the same way, once it has held for `grace`, and again when it is over.
 //!
+//! Its times are on the hub's steady clock ([`crate::clock`]), so a wall clock that jumps
+//! makes no edge look silent; a pause of the hub's own ([`Tracker::forgive`]) neither.
+//!
 //! What was announced is kept in the store (written in the same transaction as the alert),
 //! so after a restart the hub still knows its edges: one that never comes back is announced
 //! offline once it has been silent long enough, and one that was offline is announced back.
@@ -86,7 +89,7 @@ pub struct Transition {
     pub site: String,
     /// What changed.
     pub change: Change,
-    /// Since when, ms since the epoch.
+    /// Since when, on the steady clock ([`crate::clock::steady_ms`]).
     pub since_ms: u64,
     /// Why, in words.
     pub why: String,
@@ -250,7 +253,10 @@ impl Tracker {
     /// silence is counted from where it was when the hub stopped.
     pub fn forgive(&mut self, ms: u64) {
         for e in self.edges.values_mut() {
+            // Graces running when it stopped go on from where they were, too.
             e.last_heard_ms = e.last_heard_ms.saturating_add(ms);
+            e.since_ms = e.since_ms.saturating_add(ms);
+            e.problem_since_ms = e.problem_since_ms.saturating_add(ms);
         }
     }
 
@@ -296,7 +302,7 @@ impl Tracker {
         self.edges.values().any(|e| e.dirty)
     }
 
-    /// Each edge's state now: (online, since ms).
+    /// Each edge's state now: (online, since, on the steady clock).
     pub fn states(&self) -> BTreeMap<String, (bool, u64)> {
         self.edges
             .iter()

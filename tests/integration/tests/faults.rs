@@ -83,15 +83,12 @@ fn an_edge_on_a_full_disk_forwards_what_it_holds_refuses_the_rest_and_resumes() 
     );
 
     // A restart on the still-full disk (what the first half of the reserve gave is taken
-    // too): it opens with the rest of its reserve.
+    // too): it opens, with the rest of its reserve if sled needs room for that.
     let more_ballast = disk.fill("more-backups.tar");
+    assert!(disk.free() < 4096, "{} bytes free", disk.free());
     edge.proc.kill9();
     edge = t.edge_with("gw", None, config);
     assert!(edge.status().disk_full_since_ms.is_some());
-    assert!(
-        !t.path("gw-state/queue/reserve").exists(),
-        "the whole reserve was given to open the queue"
-    );
     let depth = edge.status().queue_depth;
     assert!(
         depth >= 3_000,
@@ -246,9 +243,17 @@ fn a_hub_on_a_full_disk_acks_nothing_new_keeps_delivering_and_resumes() {
 const FROZEN: Duration = Duration::from_secs(120);
 
 /// Presence alerts with a grace that lets a reconnect pass unannounced, for the freezes.
+/// Silence is announced after 40 s, well inside the freeze, so a hub that counted its own
+/// freeze as its edges' silence would say so; the edges refresh their presence every 10 s.
 fn freeze_topology() -> Topology {
-    Topology::with_hub_config(&ALERTS.replace("grace = \"500ms\"", "grace = \"10s\""))
+    Topology::with_hub_config(&ALERTS.replace(
+        "grace = \"500ms\"",
+        "grace = \"10s\"\nsilent_after = \"40s\"",
+    ))
 }
+
+/// An edge of [`freeze_topology`].
+const FREEZE_EDGE: &str = "status_interval = \"10s\"\n";
 
 fn connected(edge: &Edge) {
     wait_for("the edge to connect", WAIT, || {
@@ -259,7 +264,7 @@ fn connected(edge: &Edge) {
 #[test]
 fn a_hub_frozen_for_two_minutes_loses_and_repeats_nothing() {
     let t = freeze_topology();
-    let edge = t.edge("gw", None);
+    let edge = t.edge_with("gw", None, FREEZE_EDGE);
     connected(&edge);
     let mut all = users("before", 300);
     edge.send_confirmed(&logins(&all));
@@ -298,12 +303,13 @@ fn a_hub_frozen_for_two_minutes_loses_and_repeats_nothing() {
 #[test]
 fn an_edge_frozen_for_two_minutes_is_announced_and_loses_nothing() {
     let t = freeze_topology();
-    let edge = t.edge("gw", None);
+    let edge = t.edge_with("gw", None, FREEZE_EDGE);
     connected(&edge);
     let before = users("before", 300);
     edge.send_confirmed(&logins(&before));
     // Some in flight or unacked when it freezes.
-    let unacked = users("unacked", 300);
+    // (Few enough for the socket's receive buffer, which holds what it has not read.)
+    let unacked = users("unacked", 100);
     edge.send(&logins(&unacked));
 
     edge.proc.signal("STOP");
@@ -374,6 +380,9 @@ fn wall_clocks_that_jump_lose_nothing_and_notify_nothing_twice() {
         (&edge_clock, "edge", "-1h"),
     ] {
         clock.set(offset);
+        // Past the hub's tick and the grace before anything is heard, so a presence tracker
+        // on the wall clock would find the edge silent.
+        std::thread::sleep(Duration::from_secs(2));
         let batch = users(&format!("{who}{offset}_"), 200);
         edge.send_confirmed(&logins(&batch));
         all.extend(batch);
@@ -408,8 +417,8 @@ fn a_bad_link_late_dribbling_and_reset_mid_packet_loses_and_repeats_nothing() {
         .iter()
         .enumerate()
     {
-        proxy.delay(Duration::from_millis(if round % 2 == 0 { 30 } else { 0 }));
-        proxy.chop(round % 2 == 1 || round == 3);
+        proxy.delay(Duration::from_millis(if round == 1 { 0 } else { 30 }));
+        proxy.chop(round == 1 || round == 3);
         // TLS records and MQTT packets cut wherever the count falls. (Each connection must
         // live long enough for some acks to come back, or nothing could ever be done.)
         proxy.reset_every(if round >= 2 { 150_000 } else { 0 });
@@ -425,6 +434,8 @@ fn a_bad_link_late_dribbling_and_reset_mid_packet_loses_and_repeats_nothing() {
         (edge.status().queue_depth == 0).then_some(())
     });
     assert_eq!(t.lines().len(), all.len(), "nothing twice");
-    let resent = edge.status().counters.resent;
-    eprintln!("resent over the bad link: {resent}");
+    // Connections were reset, and what was in flight then was sent again.
+    assert!(proxy.resets() > 0, "no connection was reset");
+    let sent = edge.status().counters.sent;
+    assert!(sent > all.len() as u64, "sent {sent} for {}", all.len());
 }

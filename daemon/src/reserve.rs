@@ -4,14 +4,18 @@
 //! sled poisons a database on a failed write and needs room to start again (a snapshot, a
 //! fresh segment), and even deleting an event is a write. So a daemon whose filesystem fills
 //! would stop and could not restart on that disk — no new events, but also no way to forward
-//! the ones it holds. With a reserve it gives back space in two steps, half when the disk
-//! first fills and the rest when that is used up too (by the database, or by a restart on a
-//! still-full disk), and keeps serving what it holds; it fills the reserve again when the
+//! the ones it holds. With a reserve it gives back space an eighth at a time, each time a
+//! write fails (while the disk first fills, at a restart on a still-full disk, while it
+//! deletes what it forwarded), so each need takes only about what it needs and some is left
+//! for the next; it keeps serving what it holds, and fills the reserve again when the
 //! filesystem has room.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// The least a step gives back: room for sled to write a segment or two.
+pub const MIN_STEP: u64 = 256 << 10;
 
 /// Space kept in one file.
 #[derive(Debug)]
@@ -75,20 +79,20 @@ impl Reserve {
         }
     }
 
-    /// Gives back one step: down to half the reserve if it holds more, else all of it.
+    /// Gives back one step: an eighth of the reserve (at least [`MIN_STEP`]), or what is left.
     /// Returns the bytes freed (0 when nothing was left).
     ///
     /// # Errors
     /// When the file cannot be shrunk or removed.
     pub fn release(&self) -> io::Result<u64> {
         let held = self.held();
-        let half = self.size / 2;
-        if held > half && half > 0 {
+        let step = (self.size / 8).max(MIN_STEP);
+        if held > step {
             OpenOptions::new()
                 .write(true)
                 .open(&self.path)?
-                .set_len(half)?;
-            return Ok(held - half);
+                .set_len(held - step)?;
+            return Ok(step);
         }
         match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(held),
@@ -148,19 +152,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fills_then_gives_back_in_two_steps() {
+    fn fills_then_gives_back_a_step_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Reserve::new(dir.path().join("reserve"), 1 << 20);
+        let r = Reserve::new(dir.path().join("reserve"), 4 << 20);
         assert_eq!(r.held(), 0);
         assert!(r.fill().unwrap());
-        assert_eq!(r.held(), 1 << 20);
+        assert_eq!(r.held(), 4 << 20);
         assert!(r.fill().unwrap(), "a full reserve stays as it is");
-        assert_eq!(r.release().unwrap(), 1 << 19, "first half");
-        assert_eq!(r.release().unwrap(), 1 << 19, "then the rest");
+        for left in (0..8).rev() {
+            assert_eq!(r.release().unwrap(), 512 << 10, "an eighth");
+            assert_eq!(r.held(), left * (512 << 10));
+        }
         assert!(!r.path().exists());
         assert_eq!(r.release().unwrap(), 0, "nothing left to give");
         assert!(r.fill().unwrap());
-        assert_eq!(r.held(), 1 << 20, "filled again");
+        assert_eq!(r.held(), 4 << 20, "filled again");
+        let small = Reserve::new(dir.path().join("small"), 300 << 10);
+        assert!(small.fill().unwrap());
+        assert_eq!(
+            small.release().unwrap(),
+            MIN_STEP,
+            "at least the least step"
+        );
+        assert_eq!(
+            small.release().unwrap(),
+            (300 << 10) - MIN_STEP,
+            "then what is left"
+        );
     }
 
     #[test]

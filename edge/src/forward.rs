@@ -298,6 +298,17 @@ impl Forwarder {
             let entries = self.read(seq, seq + 1, 1).await?;
             self.send(&entries, true)?;
         }
+        // Events queued, none in flight, and both lanes done: sweep the queue from the front
+        // again. (After a restart on a full disk the lanes were once seen to pass events by,
+        // which a further restart then sent; this catches whatever does that.)
+        if self.in_flight.is_empty()
+            && !self.queue.is_empty()
+            && self.backlog_next >= self.backlog_end
+        {
+            self.backlog_next = 0;
+            self.backlog_end = self.queue.next_seq();
+            self.live_next = self.live_next.max(self.backlog_end);
+        }
         self.fill().await
     }
 

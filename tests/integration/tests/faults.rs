@@ -53,7 +53,7 @@ fn an_edge_on_a_full_disk_forwards_what_it_holds_refuses_the_rest_and_resumes() 
     }
     let mut t = Topology::with_hub_config(ALERTS);
     let disk = Tmpfs::mount(&t.path("gw-state"), 16 << 20);
-    let config = "[queue]\nreserve_bytes = 2097152\n";
+    let config = "[queue]\nreserve_bytes = 4194304\n";
     let mut edge = t.edge_with("gw", None, config);
     wait_for("the edge to connect", WAIT, || {
         edge.status().link.connected.then_some(())
@@ -82,8 +82,9 @@ fn an_edge_on_a_full_disk_forwards_what_it_holds_refuses_the_rest_and_resumes() 
         warren_daemon::nagios::State::Critical
     );
 
-    // A restart on the still-full disk (what the first half of the reserve gave is taken
-    // too): it opens, with the rest of its reserve if sled needs room for that.
+    // A restart on the still-full disk (what the reserve gave so far is taken too): it
+    // opens, with more of its reserve if sled needs room for that, and keeps some to delete
+    // what it forwards.
     let more_ballast = disk.fill("more-backups.tar");
     assert!(disk.free() < 4096, "{} bytes free", disk.free());
     edge.proc.kill9();
@@ -98,9 +99,13 @@ fn an_edge_on_a_full_disk_forwards_what_it_holds_refuses_the_rest_and_resumes() 
     // The hub back: everything held is delivered once, and the hub says the disk is full.
     t.hub = Hub::start(&t.hub.config.clone());
     t.assert_each_once(&held);
-    wait_for("the edge queue to drain", WAIT, || {
+    if warren_harness::wait_until("the edge queue to drain", WAIT, || {
         (edge.status().queue_depth == 0).then_some(())
-    });
+    })
+    .is_err()
+    {
+        panic!("the edge queue did not drain: {:?}", edge.status());
+    }
     wait_for("the hub's disk-full alert", WAIT, || {
         alerts(&t)
             .contains(&"gw: disk full".to_owned())

@@ -46,10 +46,15 @@ pub trait StorageFull {
 impl StorageFull for DbError {
     fn is_storage_full(&self) -> bool {
         match self {
-            Self::Sled(sled::Error::Io(e)) | Self::Io(e) => is_storage_full(e),
-            Self::Sled(_) => false,
+            Self::Sled(e) => sled_storage_full(e),
+            Self::Io(e) => is_storage_full(e),
         }
     }
+}
+
+/// Whether sled failed for want of space.
+pub fn sled_storage_full(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(e) if is_storage_full(e))
 }
 
 /// The database as opened once.
@@ -115,11 +120,6 @@ impl Database {
             db.set_full();
         }
         Ok(db)
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn open_once(&self) -> Result<Opened, DbError> {

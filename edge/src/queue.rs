@@ -80,10 +80,8 @@ impl From<DbError> for QueueError {
 impl StorageFull for QueueError {
     fn is_storage_full(&self) -> bool {
         match self {
-            Self::Sled(sled::Error::Io(e)) | Self::Io(e) => {
-                warren_daemon::reserve::is_storage_full(e)
-            }
-            Self::Sled(_) => false,
+            Self::Sled(e) => warren_daemon::database::sled_storage_full(e),
+            Self::Io(e) => warren_daemon::reserve::is_storage_full(e),
         }
     }
 }

@@ -71,10 +71,9 @@ impl From<DbError> for InboxError {
 impl StorageFull for InboxError {
     fn is_storage_full(&self) -> bool {
         match self {
-            Self::Sled(sled::Error::Io(e)) | Self::Sync(e) => {
-                warren_daemon::reserve::is_storage_full(e)
-            }
-            Self::Sled(_) | Self::DiskFull => false,
+            Self::Sled(e) => warren_daemon::database::sled_storage_full(e),
+            Self::Sync(e) => warren_daemon::reserve::is_storage_full(e),
+            Self::DiskFull => false,
         }
     }
 }

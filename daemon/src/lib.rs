@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod database;
+pub mod fds;
 pub mod files;
 pub mod nagios;
 pub mod pause;

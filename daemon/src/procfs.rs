@@ -1,7 +1,7 @@
 //! Which process holds which TCP listener, from Linux's /proc: the hub makes sure rumqttd's
 //! port is its own before it sends a login there, and tests find a daemon's ports.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Every IPv4 TCP socket in LISTEN state, with its socket inode.
@@ -26,13 +26,24 @@ pub fn tcp_listeners() -> Vec<(SocketAddrV4, String)> {
 
 /// The inodes of the sockets process `pid` (or `"self"`) has open.
 pub fn socket_inodes(pid: &str) -> BTreeSet<String> {
+    socket_fds(pid).into_keys().collect()
+}
+
+/// The sockets process `pid` (or `"self"`) has open: inode → file descriptor.
+pub fn socket_fds(pid: &str) -> BTreeMap<String, i32> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return BTreeSet::new();
+        return BTreeMap::new();
     };
-    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_string_lossy();
-            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
-        })
-        .collect()
+    fds.filter_map(|e| {
+        let e = e.ok()?;
+        let fd = e.file_name().to_str()?.parse().ok()?;
+        let link = std::fs::read_link(e.path()).ok()?;
+        let inode = link
+            .to_str()?
+            .strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .to_owned();
+        Some((inode, fd))
+    })
+    .collect()
 }

@@ -153,7 +153,10 @@ async fn owned_listener(port: u16) -> Result<(), BrokerError> {
 }
 
 /// Whether the socket listening on 127.0.0.1:`port` is this process's; `None` while nothing
-/// listens there.
+/// listens there. When it is, it gets `TCP_NODELAY`, which Linux passes on to every socket it
+/// accepts: rumqttd sets no option on its sockets, and with Nagle's algorithm a small packet
+/// it writes (a PUBLISH to the hub's client, an ack for an edge) waits for the peer's delayed
+/// ACK, up to 40 ms, whenever an earlier one is still unacknowledged.
 #[cfg(target_os = "linux")]
 fn listener_owner(port: u16) -> Option<bool> {
     use warren_daemon::procfs;
@@ -161,7 +164,22 @@ fn listener_owner(port: u16) -> Option<bool> {
     let (_, inode) = procfs::tcp_listeners()
         .into_iter()
         .find(|(a, _)| *a == addr)?;
-    Some(procfs::socket_inodes("self").contains(&inode))
+    let Some(&fd) = procfs::socket_fds("self").get(&inode) else {
+        return Some(false);
+    };
+    if let Err(error) = no_delay(fd) {
+        tracing::warn!(%error, "Could not set TCP_NODELAY on the embedded broker's listener.");
+    }
+    Some(true)
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn no_delay(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: `fd` is rumqttd's listening socket (its inode was just matched), which stays
+    // open as long as the process: rumqttd has no stop.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).set_tcp_nodelay(true)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -256,6 +274,7 @@ mod tests {
         let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = ours.local_addr().unwrap().port();
         assert_eq!(listener_owner(port), Some(true));
+        assert!(socket2::SockRef::from(&ours).tcp_nodelay().unwrap());
         drop(ours);
         assert_eq!(listener_owner(port), None);
 

@@ -13,19 +13,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warren_daemon::retry::RetrySchedule;
+use warren_proto::EventId;
 
 use crate::config::DeliveryConfig;
-use crate::inbox::{Inbox, InboxError};
+use crate::inbox::{Inbox, InboxError, OutboxEntry};
+use crate::notify::file::{FileNotifier, Mark};
 use crate::notify::{Notifier, NotifierName, NotifyError};
 use crate::stats::Stats;
 use crate::trace::{AttemptResult, Step};
 
 /// The wake-up of each notifier's task, to be notified when its outbox grows.
 pub type Wakes = HashMap<NotifierName, Arc<Notify>>;
+
+/// The most lines a file notifier writes in one write, recorded as delivered in one fsync.
+const FILE_BATCH: usize = 512;
 
 /// How long the bookkeeping of a delivery waits before trying a full disk again.
 const DISK_RETRY: Duration = Duration::from_secs(2);
@@ -109,47 +115,70 @@ pub async fn run(
     let budget_ms = u64::try_from(policy.give_up_after.as_millis()).unwrap_or(u64::MAX);
     let mut schedule = RetrySchedule::new(policy.initial_backoff, policy.max_backoff);
     let counters = stats.notifier(&name);
+    let batch = match &notifier {
+        Notifier::File(file) => {
+            recover(file, &name, &inbox, &stop).await?;
+            FILE_BATCH
+        }
+        _ => 1,
+    };
     while !stop.is_cancelled() {
-        let next = blocking(&inbox, &stop, {
+        let mut entries = blocking(&inbox, &stop, {
             let name = name.clone();
-            move |i| i.next(&name)
+            move |i| i.next_batch(&name, batch)
         })
         .await?;
-        let Some((seq, mut entry)) = next else {
+        if entries.is_empty() {
             tokio::select! {
                 () = wake.notified() => continue,
                 () = stop.cancelled() => break,
             }
-        };
+        }
+        let now = crate::now_ms();
         // Dropping a sink's attempt at the deadline is the one time limit every sink obeys
         // (sinks are cancel-safe; a program run by `exec` is killed).
-        let result = tokio::time::timeout(policy.timeout, notifier.send(&entry.notification))
-            .await
-            .unwrap_or_else(|_| {
-                Err(NotifyError::Transient(format!(
-                    "no answer within {}",
-                    humantime::format_duration(policy.timeout)
-                )))
-            });
-        let id = entry.notification.envelope.id;
-        let now = crate::now_ms();
-        entry.attempts += 1;
+        let result = tokio::time::timeout(
+            policy.timeout,
+            attempt(&notifier, &name, &entries, now, &inbox),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(NotifyError::Transient(format!(
+                "no answer within {}",
+                humantime::format_duration(policy.timeout)
+            )))
+        });
         let error = match result {
-            Ok(()) => {
+            Ok(delivered) => {
                 schedule.reset();
-                counters.delivered.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .delivered
+                    .fetch_add(delivered as u64, Ordering::Relaxed);
                 counters.set_last_error(None);
-                tracing::debug!(notifier = %name, %id, attempts = entry.attempts, "Delivered.");
-                let step = Step::attempt(&name, now, entry.attempts, AttemptResult::Delivered);
+                let done: Vec<_> = entries
+                    .drain(..delivered.min(entries.len()))
+                    .map(|(seq, entry)| {
+                        let (id, attempts) = (entry.notification.envelope.id, entry.attempts + 1);
+                        tracing::debug!(notifier = %name, %id, attempts, "Delivered.");
+                        let step = Step::attempt(&name, now, attempts, AttemptResult::Delivered);
+                        (seq, id, step)
+                    })
+                    .collect();
                 blocking(&inbox, &stop, {
                     let name = name.clone();
-                    move |i| i.done(&name, seq, &id, &step)
+                    move |i| i.done_many(&name, &done)
                 })
                 .await?;
                 continue;
             }
             Err(error) => error,
         };
+        // A failed attempt is the first entry's; the others wait for the next round.
+        let Some((seq, mut entry)) = entries.into_iter().next() else {
+            continue;
+        };
+        let id = entry.notification.envelope.id;
+        entry.attempts += 1;
         counters.failures.fetch_add(1, Ordering::Relaxed);
         counters.set_last_error(Some(error.to_string()));
         // On the steady clock, so a wall clock that jumps neither gives up early nor holds a
@@ -210,6 +239,95 @@ pub async fn run(
     Ok(())
 }
 
+/// Makes one attempt at delivering `entries` (one, but for a file notifier), oldest first;
+/// returns how many of them were delivered.
+async fn attempt(
+    notifier: &Notifier,
+    name: &NotifierName,
+    entries: &[(u64, OutboxEntry)],
+    now: u64,
+    inbox: &Arc<Inbox>,
+) -> Result<usize, NotifyError> {
+    let Notifier::File(file) = notifier else {
+        return match entries.first() {
+            Some((_, entry)) => notifier.send(&entry.notification).await.map(|()| 1),
+            None => Ok(0),
+        };
+    };
+    let ns: Vec<_> = entries.iter().map(|(_, e)| &e.notification).collect();
+    // A single line goes without a memo (one fsync less at rest): a crash repeats at most it.
+    let memo = (entries.len() > 1).then(|| {
+        let done = entries
+            .iter()
+            .map(|(seq, e)| (*seq, e.notification.envelope.id, e.attempts + 1))
+            .collect::<Vec<_>>();
+        let (inbox, name) = (inbox.clone(), name.clone());
+        move |mark: &Mark| {
+            let memo = Memo {
+                mark: mark.clone(),
+                at_ms: now,
+                done,
+            };
+            let bytes = serde_json::to_vec(&memo).unwrap_or_default();
+            if let Err(error) = inbox.set_memo(&name, &bytes) {
+                // Written anyway: a crash before its record then repeats the batch.
+                tracing::warn!(notifier = %name, %error, "Could not record a batch before writing it.");
+            }
+        }
+    });
+    file.append(&ns, |mark| {
+        if let Some(memo) = memo {
+            memo(mark);
+        }
+    })
+    .await
+}
+
+/// What a file notifier was writing, recorded before the write: after a crash, the next start
+/// reads the file back and records the batch as delivered if it landed.
+#[derive(Serialize, Deserialize)]
+struct Memo {
+    mark: Mark,
+    at_ms: u64,
+    /// Each line's outbox seq, event and attempt number.
+    done: Vec<(u64, EventId, u32)>,
+}
+
+/// Settles the batch a file notifier was writing when the hub stopped: delivered if it is in
+/// the file, else still pending (and written again).
+async fn recover(
+    file: &FileNotifier,
+    name: &NotifierName,
+    inbox: &Arc<Inbox>,
+    stop: &CancellationToken,
+) -> Result<(), InboxError> {
+    let found = blocking(inbox, stop, {
+        let name = name.clone();
+        move |i| i.memo(&name)
+    })
+    .await?;
+    let Some(bytes) = found else {
+        return Ok(());
+    };
+    let memo = serde_json::from_slice::<Memo>(&bytes).ok();
+    let name = name.clone();
+    match memo {
+        Some(memo) if file.landed(&memo.mark).await => {
+            tracing::info!(notifier = %name, lines = memo.done.len(), "The batch being written when the hub stopped is in the file: recorded as delivered.");
+            let done: Vec<_> = memo
+                .done
+                .iter()
+                .map(|&(seq, id, attempt)| {
+                    let step = Step::attempt(&name, memo.at_ms, attempt, AttemptResult::Delivered);
+                    (seq, id, step)
+                })
+                .collect();
+            blocking(inbox, stop, move |i| i.done_many(&name, &done)).await
+        }
+        _ => blocking(inbox, stop, move |i| i.clear_memo(&name)).await,
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     inbox: &Arc<Inbox>,
     stop: &CancellationToken,
@@ -233,5 +351,95 @@ async fn blocking<T: Send + 'static>(
             Ok(r) => return r,
             Err(e) => return Err(InboxError::Sync(std::io::Error::other(e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::file::FileConfig;
+    use crate::notify::{BuildContext, Sink};
+    use crate::testing::notification;
+
+    fn setup(dir: &std::path::Path, users: &[&str]) -> (Arc<Inbox>, NotifierName, Notifier) {
+        let inbox = Arc::new(Inbox::open(&dir.join("inbox"), 0).unwrap());
+        let name = NotifierName::try_from("f".to_owned()).unwrap();
+        let c = FileConfig {
+            path: dir.join("out.log"),
+            with_title: false,
+        };
+        let file = FileNotifier::build(&name, &c, &BuildContext::default()).unwrap();
+        enqueue(&inbox, &name, users);
+        (inbox, name, Notifier::File(file))
+    }
+
+    fn enqueue(inbox: &Inbox, name: &NotifierName, users: &[&str]) {
+        inbox
+            .transact(|tx| {
+                for u in users {
+                    tx.enqueue(name.clone(), notification(u));
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn lines(dir: &std::path::Path) -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("out.log")).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// A hub killed between a batch's write and its record: the next start finds the lines in
+    /// the file and records them as delivered instead of writing them again; a batch whose
+    /// lines are not in the file stays pending.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_in_the_file_at_a_restart_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inbox, name, notifier) = setup(dir.path(), &["ann", "bob", "cid"]);
+        let Notifier::File(file) = &notifier else {
+            unreachable!()
+        };
+        let stop = CancellationToken::new();
+
+        // Written, not recorded: what a crash right after the write leaves.
+        let entries = inbox.next_batch(&name, FILE_BATCH).unwrap();
+        assert_eq!(entries.len(), 3);
+        let written = attempt(&notifier, &name, &entries, 1, &inbox).await;
+        assert_eq!(written.unwrap(), 3);
+        assert!(inbox.memo(&name).unwrap().is_some());
+        assert_eq!(inbox.next_batch(&name, FILE_BATCH).unwrap().len(), 3);
+
+        recover(file, &name, &inbox, &stop).await.unwrap();
+        assert!(inbox.next_batch(&name, FILE_BATCH).unwrap().is_empty());
+        assert!(inbox.memo(&name).unwrap().is_none());
+        assert_eq!(inbox.outbox_depths().get("f"), Some(&0));
+        assert_eq!(lines(dir.path()).len(), 3);
+
+        // Recorded as about to be written, but the lines never landed (cut off here).
+        enqueue(&inbox, &name, &["dan", "eve"]);
+        let entries = inbox.next_batch(&name, FILE_BATCH).unwrap();
+        attempt(&notifier, &name, &entries, 2, &inbox)
+            .await
+            .unwrap();
+        let before = lines(dir.path())[..3].join("\n") + "\n";
+        std::fs::write(dir.path().join("out.log"), before).unwrap();
+
+        recover(file, &name, &inbox, &stop).await.unwrap();
+        assert!(inbox.memo(&name).unwrap().is_none());
+        let pending = inbox.next_batch(&name, FILE_BATCH).unwrap();
+        assert_eq!(
+            pending.len(),
+            2,
+            "a batch that did not land is written again"
+        );
+        assert_eq!(
+            attempt(&notifier, &name, &pending, 3, &inbox)
+                .await
+                .unwrap(),
+            2
+        );
+        let all = lines(dir.path());
+        assert_eq!(all.len(), 5);
+        assert!(all[3].contains("dan") && all[4].contains("eve"), "{all:?}");
     }
 }

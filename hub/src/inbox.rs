@@ -5,6 +5,7 @@
 //! - `t` + received-ms + event id: the same, in time order, for pruning;
 //! - `o` + notifier + `\0` + seq → [`OutboxEntry`]: deliveries still to make;
 //! - `d` + seq → a dead letter: deliveries given up on;
+//! - `w` + notifier → what that notifier was writing when the hub stopped ([`Inbox::set_memo`]);
 //! - `x` + received-ms + event id + step number → a [`Step`] of the event's trace (`hub
 //!   trace`), found through the id's `s` record and forgotten with it; time first, so a
 //!   batch's traces land together rather than on a random page each;
@@ -36,6 +37,7 @@ const SEEN_BY_TIME: u8 = b't';
 const OUTBOX: u8 = b'o';
 const DEAD: u8 = b'd';
 const TRACE: u8 = b'x';
+const MEMO: u8 = b'w';
 /// The step number of an event's one, updated, [`Step::Duplicates`] record.
 const DUPLICATES_STEP: u64 = u64::MAX;
 /// The installation's secret salt for the ids of events the hub makes itself.
@@ -653,16 +655,31 @@ impl Inbox {
     /// # Errors
     /// When sled fails.
     pub fn next(&self, notifier: &NotifierName) -> Result<Option<(u64, OutboxEntry)>, InboxError> {
+        Ok(self.next_batch(notifier, 1)?.pop())
+    }
+
+    /// The oldest `max` pending deliveries for `notifier`, oldest first.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn next_batch(
+        &self,
+        notifier: &NotifierName,
+        max: usize,
+    ) -> Result<Vec<(u64, OutboxEntry)>, InboxError> {
         self.run(|o| {
             let db = &o.db;
-            let prefix = outbox_prefix(notifier);
-            for item in db.scan_prefix(&prefix) {
+            let mut batch = Vec::new();
+            for item in db.scan_prefix(outbox_prefix(notifier)) {
+                if batch.len() >= max {
+                    break;
+                }
                 let (key, value) = item?;
                 let Some((_, seq)) = split_outbox_key(&key) else {
                     continue;
                 };
                 match serde_json::from_slice(&value) {
-                    Ok(entry) => return Ok(Some((seq, entry))),
+                    Ok(entry) => batch.push((seq, entry)),
                     Err(error) => {
                         // Written by this code, so only disk damage gets here: drop it loudly.
                         tracing::error!(%notifier, seq, %error, "Unreadable outbox entry removed.");
@@ -671,7 +688,7 @@ impl Inbox {
                     }
                 }
             }
-            Ok(None)
+            Ok(batch)
         })
     }
 
@@ -687,18 +704,65 @@ impl Inbox {
         id: &EventId,
         step: &Step,
     ) -> Result<(), InboxError> {
+        self.done_many(notifier, &[(seq, *id, step.clone())])
+    }
+
+    /// Deliveries `(seq, event id, trace step)` succeeded: forget them, and the notifier's
+    /// write memo ([`Inbox::set_memo`]), in one durable write.
+    ///
+    /// # Errors
+    /// When sled or the fsync fails.
+    pub fn done_many(
+        &self,
+        notifier: &NotifierName,
+        done: &[(u64, EventId, Step)],
+    ) -> Result<(), InboxError> {
         self.run(|o| {
             let db = &o.db;
-            let key = outbox_key(notifier, seq);
-            let queued = db.contains_key(&key)?;
             let mut batch = sled::Batch::default();
-            batch.remove(key.as_slice());
-            Self::trace(db, &mut batch, id, step)?;
-            db.apply_batch(batch)?;
-            if queued {
-                self.bump_outbox(notifier, -1);
+            let mut queued = 0;
+            for (seq, id, step) in done {
+                let key = outbox_key(notifier, *seq);
+                queued += i64::from(db.contains_key(&key)?);
+                batch.remove(key.as_slice());
+                Self::trace(db, &mut batch, id, step)?;
             }
+            batch.remove(memo_key(notifier));
+            db.apply_batch(batch)?;
+            self.bump_outbox(notifier, -queued);
             o.sync()?;
+            Ok(())
+        })
+    }
+
+    /// Records, durably, what a notifier is about to write: a crash before
+    /// [`Inbox::done_many`] leaves it for the next start to check ([`Inbox::memo`]).
+    ///
+    /// # Errors
+    /// When sled or the fsync fails.
+    pub fn set_memo(&self, notifier: &NotifierName, memo: &[u8]) -> Result<(), InboxError> {
+        self.run(|o| {
+            o.db.insert(memo_key(notifier), memo)?;
+            o.sync()?;
+            Ok(())
+        })
+    }
+
+    /// The write memo a crash left for `notifier`, if any.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn memo(&self, notifier: &NotifierName) -> Result<Option<Vec<u8>>, InboxError> {
+        self.run(|o| Ok(o.db.get(memo_key(notifier))?.map(|v| v.to_vec())))
+    }
+
+    /// Forgets `notifier`'s write memo (its write did not land).
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub fn clear_memo(&self, notifier: &NotifierName) -> Result<(), InboxError> {
+        self.run(|o| {
+            o.db.remove(memo_key(notifier))?;
             Ok(())
         })
     }
@@ -1117,6 +1181,12 @@ fn outbox_prefix(notifier: &NotifierName) -> Vec<u8> {
     let mut k = vec![OUTBOX];
     k.extend_from_slice(notifier.as_str().as_bytes());
     k.push(0);
+    k
+}
+
+fn memo_key(notifier: &NotifierName) -> Vec<u8> {
+    let mut k = vec![MEMO];
+    k.extend_from_slice(notifier.as_str().as_bytes());
     k
 }
 

@@ -96,6 +96,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
     let cfg = Arc::new(cfg);
+    let files = warren_daemon::fds::raise_limit();
+    tracing::debug!(limit = ?files, "Open files limit raised to the hard limit.");
     let (dir, reserve) = (cfg.inbox_dir.clone(), cfg.reserve_bytes);
     let inbox = Arc::new(tokio::task::spawn_blocking(move || Inbox::open(&dir, reserve)).await??);
     let stats = Arc::new(Stats::default());

@@ -100,6 +100,12 @@ pub struct HubStatus {
     /// Pauses since start.
     #[serde(default)]
     pub pauses: u64,
+    /// Files (and sockets) open: three per connected edge, plus the hub's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
+    /// The limit on open files (raised to the hard limit at start; none: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files_limit: Option<u64>,
 }
 
 /// Builds snapshots.
@@ -159,6 +165,13 @@ impl Source {
             let p = e.problem.as_deref()?;
             Some(format!("edge {id}: {}", crate::presence::problem_words(p)))
         });
+        let (open_files, open_files_limit) =
+            (warren_daemon::fds::open(), warren_daemon::fds::limit());
+        // Past 80 %, new edges are close to being refused (accept fails with EMFILE).
+        let files = open_files
+            .zip(open_files_limit)
+            .filter(|&(open, limit)| open.saturating_mul(5) > limit.saturating_mul(4))
+            .map(|(open, limit)| format!("{open} files open of the limit of {limit}"));
         HubStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -166,7 +179,12 @@ impl Source {
             listen: self.listen.clone(),
             web: self.web.clone(),
             broker_connected: *s.bus_connected.borrow(),
-            warnings: own.into_iter().chain(of_edges).chain(problems).collect(),
+            warnings: own
+                .into_iter()
+                .chain(of_edges)
+                .chain(problems)
+                .chain(files)
+                .collect(),
             edges,
             received: get(&s.received),
             duplicates: get(&s.duplicates),
@@ -189,6 +207,8 @@ impl Source {
             unacked_disk_full: get(&s.unacked_disk_full),
             last_pause: s.pauses.last().0,
             pauses: s.pauses.last().1,
+            open_files,
+            open_files_limit,
         }
     }
 }
@@ -311,6 +331,12 @@ pub fn human(s: &HubStatus) -> String {
         "known sources: {}; throttled: {} folded into {} digests, {} waiting for their digest\n",
         s.known_sources, s.folded, s.digests, s.folded_pending
     );
+    if let Some(open) = s.open_files {
+        let limit = s
+            .open_files_limit
+            .map_or("no".to_owned(), |l| l.to_string());
+        out += &format!("open files: {open} (limit {limit})\n");
+    }
     if let Some(p) = &s.last_pause {
         out += &warren_daemon::pause::describe(p, s.pauses, now);
     }

@@ -1,7 +1,11 @@
 //! `type = "file"`: appends the message as one line, as mqttwarn's file service does.
 //!
-//! The file is opened for each line, so a logrotate that moves it away is followed without a
-//! signal; appends of one line with `O_APPEND` do not interleave.
+//! The file is opened for each write, so a logrotate that moves it away is followed without a
+//! signal; appends with `O_APPEND` do not interleave. The delivery loop hands it a batch of
+//! notifications, written as one `write` of many lines. Before writing, the sink says where the
+//! lines will land ([`Mark`]: file, offset, length, digest) so the loop can record it: after a
+//! crash, [`FileNotifier::landed`] reads the file back and tells whether the batch was written,
+//! and nothing is written twice.
 //!
 //! A write runs on the blocking pool and cannot be interrupted: on a hung filesystem (a dead
 //! NFS server) it outlives the delivery loop's timeout. So the sink keeps the write it started,
@@ -10,9 +14,10 @@
 //! written twice.
 
 use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use warren_proto::EventId;
@@ -39,11 +44,24 @@ pub struct FileNotifier {
     writing: Mutex<Option<Pending>>,
 }
 
-/// A line being appended, for one event.
+/// Lines being appended, for a batch of events.
 #[derive(Debug)]
 struct Pending {
-    id: EventId,
+    /// The batch's first event.
+    first: EventId,
+    /// How many lines.
+    count: usize,
     task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Where a batch of lines goes: enough to find and check them after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    dev: u64,
+    ino: u64,
+    offset: u64,
+    len: u64,
+    sha256: String,
 }
 
 impl Sink for FileNotifier {
@@ -62,34 +80,60 @@ impl Sink for FileNotifier {
         })
     }
 
-    /// Appends one line; newlines inside the message are escaped so one event stays one
-    /// line. Every I/O error is transient: a full disk may be freed.
+    /// Appends one line.
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        let id = n.envelope.id;
+        self.append(&[n], |_| {}).await.map(|_| ())
+    }
+}
+
+impl FileNotifier {
+    /// Appends one line per notification, in one write; newlines inside a message are escaped
+    /// so one event stays one line. `mark` is called, on the blocking pool, with where the
+    /// lines will land, before they are written. Returns how many of the first notifications
+    /// are written: all, or those of an earlier attempt that landed late. Every I/O error is
+    /// transient: a full disk may be freed.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or written.
+    pub async fn append(
+        &self,
+        ns: &[&Notification],
+        mark: impl FnOnce(&Mark) + Send + 'static,
+    ) -> Result<usize, NotifyError> {
+        let Some(first) = ns.first().map(|n| n.envelope.id) else {
+            return Ok(0);
+        };
         let mut writing = self.writing.lock().await;
         if let Some(earlier) = writing.as_mut() {
             // Awaiting through `&mut` leaves the task in place if this attempt is dropped too.
             let landed = matches!((&mut earlier.task).await, Ok(Ok(())));
-            let same = earlier.id == id;
+            let (same, count) = (earlier.first == first, earlier.count);
             *writing = None;
             if landed && same {
-                return Ok(());
+                return Ok(count.min(ns.len()));
             }
         }
-        let mut line = if self.with_title {
-            format!("{}: {}", n.title, n.message)
-        } else {
-            n.message.clone()
-        };
-        line = line.replace('\n', "\\n");
-        line.push('\n');
+        let mut lines = Vec::new();
+        for n in ns {
+            let line = if self.with_title {
+                format!("{}: {}", n.title, n.message)
+            } else {
+                n.message.clone()
+            };
+            lines.extend_from_slice(line.replace('\n', "\\n").as_bytes());
+            lines.push(b'\n');
+        }
         let path = self.path.clone();
-        let task = tokio::task::spawn_blocking(move || append(&path, line.as_bytes()));
-        let write = writing.insert(Pending { id, task });
+        let task = tokio::task::spawn_blocking(move || write(&path, &lines, mark));
+        let write = writing.insert(Pending {
+            first,
+            count: ns.len(),
+            task,
+        });
         let result = (&mut write.task).await;
         *writing = None;
         match result {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(ns.len()),
             Ok(Err(e)) => Err(NotifyError::Transient(format!(
                 "{}: {e}",
                 self.path.display()
@@ -100,14 +144,49 @@ impl Sink for FileNotifier {
             ))),
         }
     }
+
+    /// Whether the lines `mark` describes are in the file, as they were to be written.
+    pub async fn landed(&self, mark: &Mark) -> bool {
+        let (path, mark) = (self.path.clone(), mark.clone());
+        tokio::task::spawn_blocking(move || {
+            let check = || -> std::io::Result<bool> {
+                let file = std::fs::File::open(&path)?;
+                let meta = file.metadata()?;
+                if (meta.dev(), meta.ino()) != (mark.dev, mark.ino)
+                    || meta.len() < mark.offset.saturating_add(mark.len)
+                {
+                    return Ok(false);
+                }
+                let mut bytes = vec![0; usize::try_from(mark.len).unwrap_or(usize::MAX)];
+                file.read_exact_at(&mut bytes, mark.offset)?;
+                Ok(digest(&bytes) == mark.sha256)
+            };
+            check().unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
 }
 
-fn append(path: &Path, line: &[u8]) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
+fn write(path: &Path, lines: &[u8], mark: impl FnOnce(&Mark)) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)?
-        .write_all(line)
+        .open(path)?;
+    // The hub is the file's one writer, so its length now is where the lines will land.
+    let meta = file.metadata()?;
+    mark(&Mark {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        offset: meta.len(),
+        len: lines.len() as u64,
+        sha256: digest(lines),
+    });
+    file.write_all(lines)
+}
+
+fn digest(bytes: &[u8]) -> String {
+    warren_daemon::tls::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 #[cfg(test)]

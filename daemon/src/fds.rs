@@ -1,0 +1,47 @@
+//! Open files: the soft limit raised to the hard one at start, and how many are open now.
+//!
+//! Each edge costs the hub three descriptors (its TLS socket, the front's loopback link to the
+//! embedded broker, and the broker's end of it), so the usual soft limit of 1024 caps a hub
+//! at about 300 edges, while the hard limit (often 2^19 or more) is there for the asking.
+
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+/// Raises the soft limit on open files to the hard limit; returns the limit now in force.
+pub fn raise_limit() -> Option<u64> {
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    if current != maximum {
+        let raised = Rlimit {
+            current: maximum,
+            maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(%error, "Could not raise the open-files limit to the hard limit.");
+        }
+    }
+    limit()
+}
+
+/// The soft limit on open files (`None`: unlimited).
+pub fn limit() -> Option<u64> {
+    getrlimit(Resource::Nofile).current
+}
+
+/// How many files this process has open (Linux; `None` elsewhere).
+pub fn open() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_limit_reaches_the_hard_one() {
+        let hard = getrlimit(Resource::Nofile).maximum;
+        assert_eq!(raise_limit(), hard);
+        let before = open().unwrap();
+        let files: Vec<_> = (0..5).map(|_| tempfile::tempfile().unwrap()).collect();
+        assert!(open().unwrap() >= before + 5);
+        drop(files);
+    }
+}

@@ -41,6 +41,8 @@ def main():
                     help="edge-restart: hub up and subscribed before the edge reconnects; "
                     "hub-late: the hub starts while the edge is retrying (shows the "
                     "first-window stall)")
+    ap.add_argument("--rss-after", type=float, default=0,
+                    help="also report RSS this many seconds after the drain, once idle")
     ap.add_argument("--web", action="store_true",
                     help="serve the hub's page, which also records each event for it")
     wb.add_quiet_arg(ap)
@@ -158,6 +160,10 @@ def main():
     wb.log(f"hub received {hs['received']} duplicates {hs['duplicates']} acked {hs['acked']} "
            f"notifiers {hs['notifiers']} dead {hs['dead_letters']}")
     wb.log(f"RSS after: edge {edge_rss} KiB, hub {hub_rss} KiB")
+    if args.rss_after:
+        time.sleep(args.rss_after)
+        wb.log(f"RSS {args.rss_after:g}s later, idle: edge {wb.rss_kib(edge.pid)} KiB, "
+               f"hub {wb.rss_kib(hub.pid)} KiB")
     if t_drained:
         wb.log(f"RESULT forward+ack: {queued} events in {t_drained - t_link:.2f}s = "
                f"{queued / (t_drained - t_link):.0f}/s (from link up; poll {args.poll}s)")

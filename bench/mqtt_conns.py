@@ -4,7 +4,8 @@ each CONNECTs with its own client id (edge-NNNNN) and a last-will on its status 
 SUBSCRIBEs to its ack topic, publishes a retained `online` presence (QoS 1), then sends
 PINGREQ every keep-alive/2 until told to stop. Standard library only (asyncio + ssl).
 
-    mqtt_conns.py --port P (--ca CA [--cert C --key K] | --plain) [--count 1000] [--hold 60]
+    mqtt_conns.py --port P (--ca CA [--cert C --key K | --cert-dir D] | --plain) [--count 1000]
+                  [--hold 60]
                   [--ready-file F] [--stop-file F]
 
 Prints progress and a final line `connected N failed M in S s`. Writes --ready-file once
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import ssl
 import struct
 import time
@@ -133,6 +135,8 @@ async def main():
     ap.add_argument("--plain", action="store_true", help="plain MQTT, no TLS")
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--cert-dir", help="each client's own certificate, DIR/<client id>.pem "
+                    "and .key (a hub admits an edge only under its certificate's name)")
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--parallel", type=int, default=50, help="handshakes in flight")
     ap.add_argument("--keepalive", type=int, default=60)
@@ -143,11 +147,18 @@ async def main():
     ap.add_argument("--stop-file")
     a = ap.parse_args()
 
-    ctx = None
-    if not a.plain:
+    def context(cid):
+        if a.plain:
+            return None
         ctx = ssl.create_default_context(cafile=a.ca)
-        if a.cert:
+        if a.cert_dir:
+            ctx.load_cert_chain(os.path.join(a.cert_dir, f"{cid}.pem"),
+                                os.path.join(a.cert_dir, f"{cid}.key"))
+        elif a.cert:
             ctx.load_cert_chain(a.cert, a.key)
+        return ctx
+
+    shared = None if a.cert_dir else context(None)
     stop = asyncio.Event()
     sem = asyncio.Semaphore(a.parallel)
     t0 = time.time()
@@ -157,7 +168,8 @@ async def main():
     async def one(i):
         async with sem:
             up = asyncio.get_running_loop().create_future()
-            c = Client(f"{a.prefix}{i:05d}", a, ctx)
+            cid = f"{a.prefix}{i:05d}"
+            c = Client(cid, a, shared or context(cid))
             tasks.append(asyncio.ensure_future(c.run(up, stop)))
             r = await up
             results.append(r)
@@ -182,4 +194,7 @@ async def main():
 
 
 if __name__ == "__main__":
+    # One socket per client: the usual soft limit of 1024 would stop at about a thousand.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(main())

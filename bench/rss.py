@@ -128,7 +128,10 @@ def hub_part(args):
     else:
         argv += ["--port", str(port), "--ca", f"{pki}/ca.pem"]
     if args.via == "tls" and not args.anonymous:
-        argv += ["--cert", f"{pki}/bench.pem", "--key", f"{pki}/bench.key"]
+        # The hub admits an edge only under its own certificate's name: one per client.
+        wb.log(f"issuing {args.conns} edge certificates")
+        wb.pki(pki, edges=[f"edge-{i:05d}" for i in range(args.conns)])
+        argv += ["--cert-dir", pki]
     cl = wb.Procs.spawn("mqtt_conns", argv, os.path.join(d, "conns.log"))
     t0 = time.time()
     peak = 0
@@ -141,7 +144,10 @@ def hub_part(args):
         wb.log("clients: " + f.read().strip().splitlines()[-1])
     time.sleep(3)
     try:
-        edges = len(wb.status(hsock)["edges"])
+        st = wb.status(hsock)
+        edges = len(st["edges"])
+        wb.log(f"hub status: open_files {st.get('open_files')} of open_files_limit "
+               f"{st.get('open_files_limit')}")
     except (OSError, ValueError) as e:  # e.g. the hub is out of file descriptors
         edges = f"? (status: {e})"
     wb.log(f"RESULT hub with {args.conns} {args.via} clients: RSS {wb.rss_kib(hub.pid)} KiB "

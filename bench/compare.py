@@ -100,17 +100,21 @@ class Chain:
     def latency(self, count):
         """Seconds from sendto to the line being in the file, for `count` datagrams."""
         times = []
-        for i in range(count):
-            size = os.path.getsize(self.out)
-            t0 = time.perf_counter()
-            self.send(f"lat{i}")
-            deadline = t0 + 10
-            while os.path.getsize(self.out) == size:
-                if time.perf_counter() > deadline:
-                    raise RuntimeError(f"{self.name}: datagram {i} not written in 10 s")
-                time.sleep(0.0002)
-            times.append(time.perf_counter() - t0)
-            time.sleep(0.02)
+        with open(self.out, "rb") as f:
+            for i in range(count):
+                f.seek(0, os.SEEK_END)
+                want = f"User lat{i} logged".encode()
+                t0 = time.perf_counter()
+                self.send(f"lat{i}")
+                deadline, seen = t0 + 10, b""
+                # Its own line, not a late one of something else (a probe sent again).
+                while want not in seen:
+                    if time.perf_counter() > deadline:
+                        raise RuntimeError(f"{self.name}: datagram {i} not written in 10 s")
+                    time.sleep(0.0002)
+                    seen += f.read()
+                times.append(time.perf_counter() - t0)
+                time.sleep(0.02)
         return times
 
     def steady(self, exe, rate, seconds, tag):
@@ -179,11 +183,12 @@ class Warren(Chain):
     def drain(self, exe, count):
         wb.Procs.stop(self.hub)
         base = wb.count_lines(self.out)
+        accepted = wb.status(self.esock)["counters"]["accepted"]
         fl = subprocess.run([exe, "127.0.0.1", str(self.udp), str(count), "20000", "0", "drain"],
                             capture_output=True, text=True, check=True)
         wb.log(f"warren drain: {fl.stdout.strip()}")
         deadline = time.time() + 60 + count / 1000
-        while wb.status(self.esock)["counters"]["accepted"] < count + base:
+        while wb.status(self.esock)["counters"]["accepted"] < accepted + count:
             if time.time() > deadline:
                 raise RuntimeError("the edge did not accept every drain datagram")
             time.sleep(0.05)
@@ -378,6 +383,8 @@ def main():
                     "bench/results/compare-<date>-<time>)")
     ap.add_argument("--smoke", action="store_true",
                     help="a tiny workload, to check that the script still works")
+    ap.add_argument("--label", default="",
+                    help="what the binaries in $BIN are (e.g. the commit they were built from)")
     wb.add_quiet_arg(ap)
     args = ap.parse_args()
     if args.smoke:
@@ -389,7 +396,8 @@ def main():
     for tool in ("mosquitto", "mosquitto_pub", "gcc"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed")
-    wb.prepare(args)
+    if not args.smoke:  # the smoke run (in the test suite) changes no machine setting
+        wb.prepare(args)
     out = args.out or os.path.join(wb.ROOT, "bench", "results",
                                    time.strftime("compare-%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
@@ -409,7 +417,9 @@ def main():
     s = summarize(rounds)
     commit = subprocess.run(["git", "-C", wb.ROOT, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    doc = {"commit": commit, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    # `commit` is this script's checkout; the binaries may be others (`bin`, `label`).
+    doc = {"commit": commit, "bin": wb.BIN, "label": args.label,
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"),
            "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
            "args": {k: v for k, v in vars(args).items() if k not in ("out",)},
            "rounds": rounds, "summary": s}

@@ -38,7 +38,11 @@ mod tests {
     #[test]
     fn the_soft_limit_reaches_the_hard_one() {
         let hard = getrlimit(Resource::Nofile).maximum;
-        assert_eq!(raise_limit(), hard);
+        let raised = raise_limit();
+        // An unlimited hard limit cannot be a soft one for open files (Linux caps it).
+        if hard.is_some() {
+            assert_eq!(raised, hard);
+        }
         let before = open().unwrap();
         let files: Vec<_> = (0..5).map(|_| tempfile::tempfile().unwrap()).collect();
         assert!(open().unwrap() >= before + 5);

@@ -30,7 +30,7 @@ use crate::trace::{AttemptResult, Step};
 /// The wake-up of each notifier's task, to be notified when its outbox grows.
 pub type Wakes = HashMap<NotifierName, Arc<Notify>>;
 
-/// The most lines a file notifier writes in one write, recorded as delivered in one fsync.
+/// The most lines a file notifier writes in one write (two fsyncs: where they go, then done).
 const FILE_BATCH: usize = 512;
 
 /// How long the bookkeeping of a delivery waits before trying a full disk again.
@@ -117,13 +117,13 @@ pub async fn run(
     let counters = stats.notifier(&name);
     let batch = match &notifier {
         Notifier::File(file) => {
-            recover(file, &name, &inbox, &stop).await?;
+            recover(file, &name, &inbox, policy.timeout, &stop).await?;
             FILE_BATCH
         }
         _ => 1,
     };
     while !stop.is_cancelled() {
-        let mut entries = blocking(&inbox, &stop, {
+        let entries = blocking(&inbox, &stop, {
             let name = name.clone();
             move |i| i.next_batch(&name, batch)
         })
@@ -153,12 +153,16 @@ pub async fn run(
                 schedule.reset();
                 counters
                     .delivered
-                    .fetch_add(delivered as u64, Ordering::Relaxed);
+                    .fetch_add(delivered.len() as u64, Ordering::Relaxed);
                 counters.set_last_error(None);
-                let done: Vec<_> = entries
-                    .drain(..delivered.min(entries.len()))
-                    .map(|(seq, entry)| {
-                        let (id, attempts) = (entry.notification.envelope.id, entry.attempts + 1);
+                let done: Vec<_> = delivered
+                    .into_iter()
+                    .map(|(seq, id)| {
+                        // A late write may hold lines no longer in this round (given up since).
+                        let attempts = entries
+                            .iter()
+                            .find(|(s, _)| *s == seq)
+                            .map_or(1, |(_, e)| e.attempts + 1);
                         tracing::debug!(notifier = %name, %id, attempts, "Delivered.");
                         let step = Step::attempt(&name, now, attempts, AttemptResult::Delivered);
                         (seq, id, step)
@@ -240,21 +244,27 @@ pub async fn run(
 }
 
 /// Makes one attempt at delivering `entries` (one, but for a file notifier), oldest first;
-/// returns how many of them were delivered.
+/// returns the seq and event of each delivery made.
 async fn attempt(
     notifier: &Notifier,
     name: &NotifierName,
     entries: &[(u64, OutboxEntry)],
     now: u64,
     inbox: &Arc<Inbox>,
-) -> Result<usize, NotifyError> {
+) -> Result<Vec<(u64, EventId)>, NotifyError> {
     let Notifier::File(file) = notifier else {
         return match entries.first() {
-            Some((_, entry)) => notifier.send(&entry.notification).await.map(|()| 1),
-            None => Ok(0),
+            Some((seq, e)) => {
+                notifier.send(&e.notification).await?;
+                Ok(vec![(*seq, e.notification.envelope.id)])
+            }
+            None => Ok(Vec::new()),
         };
     };
-    let ns: Vec<_> = entries.iter().map(|(_, e)| &e.notification).collect();
+    let batch: Vec<_> = entries
+        .iter()
+        .map(|(seq, e)| (*seq, &e.notification))
+        .collect();
     // A single line goes without a memo (one fsync less at rest): a crash repeats at most it.
     let memo = (entries.len() > 1).then(|| {
         let done = entries
@@ -275,7 +285,7 @@ async fn attempt(
             }
         }
     });
-    file.append(&ns, |mark| {
+    file.append(&batch, |mark| {
         if let Some(memo) = memo {
             memo(mark);
         }
@@ -294,11 +304,13 @@ struct Memo {
 }
 
 /// Settles the batch a file notifier was writing when the hub stopped: delivered if it is in
-/// the file, else still pending (and written again).
+/// the file, else still pending (and written again). A file that cannot be read yet (a mount
+/// not back) is asked again, each check bounded by `timeout`, until `stop`.
 async fn recover(
     file: &FileNotifier,
     name: &NotifierName,
     inbox: &Arc<Inbox>,
+    timeout: Duration,
     stop: &CancellationToken,
 ) -> Result<(), InboxError> {
     let found = blocking(inbox, stop, {
@@ -309,23 +321,34 @@ async fn recover(
     let Some(bytes) = found else {
         return Ok(());
     };
-    let memo = serde_json::from_slice::<Memo>(&bytes).ok();
     let name = name.clone();
-    match memo {
-        Some(memo) if file.landed(&memo.mark).await => {
-            tracing::info!(notifier = %name, lines = memo.done.len(), "The batch being written when the hub stopped is in the file: recorded as delivered.");
-            let done: Vec<_> = memo
-                .done
-                .iter()
-                .map(|&(seq, id, attempt)| {
-                    let step = Step::attempt(&name, memo.at_ms, attempt, AttemptResult::Delivered);
-                    (seq, id, step)
-                })
-                .collect();
-            blocking(inbox, stop, move |i| i.done_many(&name, &done)).await
+    let Ok(memo) = serde_json::from_slice::<Memo>(&bytes) else {
+        tracing::error!(notifier = %name, "Unreadable write memo removed: its batch is written again.");
+        return blocking(inbox, stop, move |i| i.clear_memo(&name)).await;
+    };
+    loop {
+        match tokio::time::timeout(timeout, file.landed(&memo.mark)).await {
+            Ok(Some(true)) => break,
+            Ok(Some(false)) => return blocking(inbox, stop, move |i| i.clear_memo(&name)).await,
+            Ok(None) | Err(_) => {
+                tracing::warn!(notifier = %name, "Cannot read the file to tell whether the last batch landed; trying again.");
+                tokio::select! {
+                    () = tokio::time::sleep(DISK_RETRY) => {}
+                    () = stop.cancelled() => return Ok(()),
+                }
+            }
         }
-        _ => blocking(inbox, stop, move |i| i.clear_memo(&name)).await,
     }
+    tracing::info!(notifier = %name, lines = memo.done.len(), "The batch being written when the hub stopped is in the file: recorded as delivered.");
+    let done: Vec<_> = memo
+        .done
+        .iter()
+        .map(|&(seq, id, attempt)| {
+            let step = Step::attempt(&name, memo.at_ms, attempt, AttemptResult::Delivered);
+            (seq, id, step)
+        })
+        .collect();
+    blocking(inbox, stop, move |i| i.done_many(&name, &done)).await
 }
 
 async fn blocking<T: Send + 'static>(
@@ -360,6 +383,8 @@ mod tests {
     use crate::notify::file::FileConfig;
     use crate::notify::{BuildContext, Sink};
     use crate::testing::notification;
+
+    const WAIT: Duration = Duration::from_secs(10);
 
     fn setup(dir: &std::path::Path, users: &[&str]) -> (Arc<Inbox>, NotifierName, Notifier) {
         let inbox = Arc::new(Inbox::open(&dir.join("inbox"), 0).unwrap());
@@ -405,39 +430,40 @@ mod tests {
         let entries = inbox.next_batch(&name, FILE_BATCH).unwrap();
         assert_eq!(entries.len(), 3);
         let written = attempt(&notifier, &name, &entries, 1, &inbox).await;
-        assert_eq!(written.unwrap(), 3);
+        assert_eq!(written.unwrap().len(), 3);
         assert!(inbox.memo(&name).unwrap().is_some());
         assert_eq!(inbox.next_batch(&name, FILE_BATCH).unwrap().len(), 3);
 
-        recover(file, &name, &inbox, &stop).await.unwrap();
+        recover(file, &name, &inbox, WAIT, &stop).await.unwrap();
         assert!(inbox.next_batch(&name, FILE_BATCH).unwrap().is_empty());
         assert!(inbox.memo(&name).unwrap().is_none());
         assert_eq!(inbox.outbox_depths().get("f"), Some(&0));
         assert_eq!(lines(dir.path()).len(), 3);
 
-        // Recorded as about to be written, but the lines never landed (cut off here).
+        // Recorded as about to be written, but cut short by the crash: half a line landed.
         enqueue(&inbox, &name, &["dan", "eve"]);
         let entries = inbox.next_batch(&name, FILE_BATCH).unwrap();
         attempt(&notifier, &name, &entries, 2, &inbox)
             .await
             .unwrap();
         let before = lines(dir.path())[..3].join("\n") + "\n";
-        std::fs::write(dir.path().join("out.log"), before).unwrap();
+        std::fs::write(dir.path().join("out.log"), before.clone() + "User da").unwrap();
 
-        recover(file, &name, &inbox, &stop).await.unwrap();
+        recover(file, &name, &inbox, WAIT, &stop).await.unwrap();
         assert!(inbox.memo(&name).unwrap().is_none());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
+            before,
+            "the torn line is cut off"
+        );
         let pending = inbox.next_batch(&name, FILE_BATCH).unwrap();
         assert_eq!(
             pending.len(),
             2,
             "a batch that did not land is written again"
         );
-        assert_eq!(
-            attempt(&notifier, &name, &pending, 3, &inbox)
-                .await
-                .unwrap(),
-            2
-        );
+        let written = attempt(&notifier, &name, &pending, 3, &inbox).await;
+        assert_eq!(written.unwrap().len(), 2);
         let all = lines(dir.path());
         assert_eq!(all.len(), 5);
         assert!(all[3].contains("dan") && all[4].contains("eve"), "{all:?}");

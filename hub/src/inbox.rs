@@ -729,8 +729,9 @@ impl Inbox {
             }
             batch.remove(memo_key(notifier));
             db.apply_batch(batch)?;
-            self.bump_outbox(notifier, -queued);
             o.sync()?;
+            // Counted once durable, so an outbox shown empty is one a crash cannot refill.
+            self.bump_outbox(notifier, -queued);
             Ok(())
         })
     }

@@ -4,8 +4,10 @@
 //! signal; appends with `O_APPEND` do not interleave. The delivery loop hands it a batch of
 //! notifications, written as one `write` of many lines. Before writing, the sink says where the
 //! lines will land ([`Mark`]: file, offset, length, digest) so the loop can record it: after a
-//! crash, [`FileNotifier::landed`] reads the file back and tells whether the batch was written,
-//! and nothing is written twice.
+//! crash, [`FileNotifier::landed`] reads the file back and tells whether the batch was written.
+//! A write cut short (a full disk, a crash between two pages) is cut off the file again, so a
+//! batch written twice leaves each line once. This counts on the hub being the file's only
+//! writer, and on the file not being rotated between a crash and the restart.
 //!
 //! A write runs on the blocking pool and cannot be interrupted: on a hung filesystem (a dead
 //! NFS server) it outlives the delivery loop's timeout. So the sink keeps the write it started,
@@ -47,10 +49,8 @@ pub struct FileNotifier {
 /// Lines being appended, for a batch of events.
 #[derive(Debug)]
 struct Pending {
-    /// The batch's first event.
-    first: EventId,
-    /// How many lines.
-    count: usize,
+    /// The caller's key and the event of each line.
+    lines: Vec<(u64, EventId)>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -82,58 +82,64 @@ impl Sink for FileNotifier {
 
     /// Appends one line.
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        self.append(&[n], |_| {}).await.map(|_| ())
+        let id = n.envelope.id;
+        // A late write that landed may be another notification's: then this one is written.
+        for _ in 0..2 {
+            if self.append(&[(0, n)], |_| {}).await?.contains(&(0, id)) {
+                return Ok(());
+            }
+        }
+        Err(NotifyError::Transient(
+            "an earlier write was in the way".into(),
+        ))
     }
 }
 
 impl FileNotifier {
     /// Appends one line per notification, in one write; newlines inside a message are escaped
-    /// so one event stays one line. `mark` is called, on the blocking pool, with where the
-    /// lines will land, before they are written. Returns how many of the first notifications
-    /// are written: all, or those of an earlier attempt that landed late. Every I/O error is
-    /// transient: a full disk may be freed.
+    /// so one event stays one line. Each notification comes with a key of the caller's (the
+    /// outbox seq). `mark` is called, on the blocking pool, with where the lines will land,
+    /// before they are written. Returns the key and event of every line written: this batch's,
+    /// or those of an earlier attempt that timed out and has landed since (this batch is then
+    /// not written; the caller records those and asks again). Every I/O error is transient: a
+    /// full disk may be freed.
     ///
     /// # Errors
     /// When the file cannot be opened or written.
     pub async fn append(
         &self,
-        ns: &[&Notification],
+        batch: &[(u64, &Notification)],
         mark: impl FnOnce(&Mark) + Send + 'static,
-    ) -> Result<usize, NotifyError> {
-        let Some(first) = ns.first().map(|n| n.envelope.id) else {
-            return Ok(0);
-        };
+    ) -> Result<Vec<(u64, EventId)>, NotifyError> {
         let mut writing = self.writing.lock().await;
         if let Some(earlier) = writing.as_mut() {
             // Awaiting through `&mut` leaves the task in place if this attempt is dropped too.
             let landed = matches!((&mut earlier.task).await, Ok(Ok(())));
-            let (same, count) = (earlier.first == first, earlier.count);
+            let lines = std::mem::take(&mut earlier.lines);
             *writing = None;
-            if landed && same {
-                return Ok(count.min(ns.len()));
+            if landed {
+                return Ok(lines);
             }
         }
-        let mut lines = Vec::new();
-        for n in ns {
+        let mut bytes = Vec::new();
+        for (_, n) in batch {
             let line = if self.with_title {
                 format!("{}: {}", n.title, n.message)
             } else {
                 n.message.clone()
             };
-            lines.extend_from_slice(line.replace('\n', "\\n").as_bytes());
-            lines.push(b'\n');
+            bytes.extend_from_slice(line.replace('\n', "\\n").as_bytes());
+            bytes.push(b'\n');
         }
         let path = self.path.clone();
-        let task = tokio::task::spawn_blocking(move || write(&path, &lines, mark));
-        let write = writing.insert(Pending {
-            first,
-            count: ns.len(),
-            task,
-        });
+        let task = tokio::task::spawn_blocking(move || write(&path, &bytes, mark));
+        let lines = batch.iter().map(|(k, n)| (*k, n.envelope.id)).collect();
+        let write = writing.insert(Pending { lines, task });
         let result = (&mut write.task).await;
+        let lines = std::mem::take(&mut write.lines);
         *writing = None;
         match result {
-            Ok(Ok(())) => Ok(ns.len()),
+            Ok(Ok(())) => Ok(lines),
             Ok(Err(e)) => Err(NotifyError::Transient(format!(
                 "{}: {e}",
                 self.path.display()
@@ -145,26 +151,34 @@ impl FileNotifier {
         }
     }
 
-    /// Whether the lines `mark` describes are in the file, as they were to be written.
-    pub async fn landed(&self, mark: &Mark) -> bool {
+    /// Whether the lines `mark` describes are in the file, as they were to be written; `None`
+    /// when that cannot be told (the file cannot be read). A write cut short by a crash is
+    /// cut off the file, so that writing the batch again leaves each line once.
+    pub async fn landed(&self, mark: &Mark) -> Option<bool> {
         let (path, mark) = (self.path.clone(), mark.clone());
-        tokio::task::spawn_blocking(move || {
-            let check = || -> std::io::Result<bool> {
-                let file = std::fs::File::open(&path)?;
-                let meta = file.metadata()?;
-                if (meta.dev(), meta.ino()) != (mark.dev, mark.ino)
-                    || meta.len() < mark.offset.saturating_add(mark.len)
-                {
-                    return Ok(false);
-                }
-                let mut bytes = vec![0; usize::try_from(mark.len).unwrap_or(usize::MAX)];
-                file.read_exact_at(&mut bytes, mark.offset)?;
-                Ok(digest(&bytes) == mark.sha256)
+        let check = move || -> std::io::Result<bool> {
+            let file = match std::fs::File::open(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                opened => opened?,
             };
-            check().unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false)
+            let meta = file.metadata()?;
+            let end = mark.offset.saturating_add(mark.len);
+            if (meta.dev(), meta.ino()) != (mark.dev, mark.ino) || meta.len() <= mark.offset {
+                return Ok(false);
+            }
+            if meta.len() < end {
+                // Only this batch was being appended past `offset`: the hub is the one writer.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(mark.offset)?;
+                return Ok(false);
+            }
+            let mut bytes = vec![0; usize::try_from(mark.len).unwrap_or(usize::MAX)];
+            file.read_exact_at(&mut bytes, mark.offset)?;
+            Ok(digest(&bytes) == mark.sha256)
+        };
+        tokio::task::spawn_blocking(check).await.ok()?.ok()
     }
 }
 
@@ -175,14 +189,25 @@ fn write(path: &Path, lines: &[u8], mark: impl FnOnce(&Mark)) -> std::io::Result
         .open(path)?;
     // The hub is the file's one writer, so its length now is where the lines will land.
     let meta = file.metadata()?;
+    let offset = meta.len();
     mark(&Mark {
         dev: meta.dev(),
         ino: meta.ino(),
-        offset: meta.len(),
+        offset,
         len: lines.len() as u64,
         sha256: digest(lines),
     });
-    file.write_all(lines)
+    let written = file.write_all(lines);
+    if written.is_err() {
+        // A write cut short (a full disk) is taken back, so the retry leaves each line once.
+        if let Ok(now) = file.metadata().map(|m| m.len())
+            && now > offset
+            && now < offset + lines.len() as u64
+        {
+            let _ = file.set_len(offset);
+        }
+    }
+    written
 }
 
 fn digest(bytes: &[u8]) -> String {

@@ -13,8 +13,10 @@ use warren_harness::{bin, require, venv_tool, which};
 
 #[test]
 fn the_comparison_with_the_classic_chain_runs_in_smoke_mode() {
+    // compare.py takes one virtual environment holding both.
     let venv = venv_tool("hared")
         .zip(venv_tool("mqttwarn"))
+        .filter(|(h, m)| h.parent() == m.parent())
         .and_then(|(h, _)| Some(h.parent()?.parent()?.to_owned()));
     let tools =
         Mosquitto::available() && which("mosquitto_pub").is_some() && which("gcc").is_some();

@@ -155,14 +155,13 @@ pub async fn run(
                     .delivered
                     .fetch_add(delivered.len() as u64, Ordering::Relaxed);
                 counters.set_last_error(None);
+                let made: HashMap<u64, u32> =
+                    entries.iter().map(|(seq, e)| (*seq, e.attempts)).collect();
                 let done: Vec<_> = delivered
                     .into_iter()
                     .map(|(seq, id)| {
                         // A late write may hold lines no longer in this round (given up since).
-                        let attempts = entries
-                            .iter()
-                            .find(|(s, _)| *s == seq)
-                            .map_or(1, |(_, e)| e.attempts + 1);
+                        let attempts = made.get(&seq).map_or(1, |a| a + 1);
                         tracing::debug!(notifier = %name, %id, attempts, "Delivered.");
                         let step = Step::attempt(&name, now, attempts, AttemptResult::Delivered);
                         (seq, id, step)

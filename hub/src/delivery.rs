@@ -151,10 +151,8 @@ pub async fn run(
         let error = match result {
             Ok(delivered) => {
                 schedule.reset();
-                counters
-                    .delivered
-                    .fetch_add(delivered.len() as u64, Ordering::Relaxed);
                 counters.set_last_error(None);
+                let count = delivered.len() as u64;
                 let made: HashMap<u64, u32> =
                     entries.iter().map(|(seq, e)| (*seq, e.attempts)).collect();
                 let done: Vec<_> = delivered
@@ -172,6 +170,9 @@ pub async fn run(
                     move |i| i.done_many(&name, &done)
                 })
                 .await?;
+                // Counted once recorded, as the outbox is: status never shows a delivery
+                // made and still pending.
+                counters.delivered.fetch_add(count, Ordering::Relaxed);
                 continue;
             }
             Err(error) => error,

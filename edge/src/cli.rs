@@ -64,12 +64,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             match EdgeConfig::load(&config).and_then(|c| c.load_secrets().map(|_| c)) {
                 Ok(c) => {
                     println!(
-                        "{}: OK (edge {} at site {}, hub {}:{})",
+                        "{}: OK (edge {} at site {}, hub {})",
                         config.display(),
                         c.edge_id,
                         c.site,
-                        c.hub_host,
-                        c.hub_port
+                        c.hubs
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" or ")
                     );
                     ExitCode::SUCCESS
                 }

@@ -115,8 +115,9 @@ impl Default for RawQueue {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHub {
-    /// `host:port` of the broker.
-    pub address: String,
+    /// `host:port` of the broker, or several: tried in turn, so the edge reaches whichever
+    /// hub or broker node is up.
+    pub address: Addresses,
     /// TLS (the default), or plain TCP for a loopback broker.
     #[serde(default = "yes")]
     pub tls: bool,
@@ -145,6 +146,47 @@ pub struct RawHub {
     /// How often the retained presence is refreshed.
     #[serde(default = "default_status_interval", with = "humantime_serde")]
     pub status_interval: Duration,
+}
+
+/// `[hub] address`: one `host:port` or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Addresses {
+    /// The one broker.
+    One(String),
+    /// Brokers in the order they are tried.
+    Many(Vec<String>),
+}
+
+/// A broker the edge may connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubAddress {
+    /// Its host name or IP address.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl HubAddress {
+    fn parse(address: &str) -> Option<Self> {
+        let (host, port) = address.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse().ok()?;
+        (!host.is_empty()).then(|| Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for HubAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// A validated config.
@@ -182,10 +224,8 @@ pub struct EdgeConfig {
     pub reserve_bytes: u64,
     /// Group-commit delay.
     pub commit_delay: Duration,
-    /// Broker host.
-    pub hub_host: String,
-    /// Broker port.
-    pub hub_port: u16,
+    /// The brokers, in the order they are tried; never empty.
+    pub hubs: Vec<HubAddress>,
     /// TLS on.
     pub tls: bool,
     /// CA file.
@@ -316,17 +356,20 @@ impl RawEdgeConfig {
             ));
         }
         let h = self.hub;
-        let (host, port) = h
-            .address
-            .rsplit_once(':')
-            .and_then(|(host, port)| {
-                Some((
-                    host.trim_start_matches('[').trim_end_matches(']'),
-                    port.parse().ok()?,
-                ))
+        let addresses = match h.address {
+            Addresses::One(a) => vec![a],
+            Addresses::Many(list) if list.is_empty() => {
+                return Err(invalid("hub.address", "needs at least one host:port"));
+            }
+            Addresses::Many(list) => list,
+        };
+        let hubs = addresses
+            .iter()
+            .map(|a| {
+                HubAddress::parse(a)
+                    .ok_or_else(|| invalid("hub.address", &format!("{a:?} must be host:port")))
             })
-            .filter(|(host, _)| !host.is_empty())
-            .ok_or_else(|| invalid("hub.address", "must be host:port"))?;
+            .collect::<Result<Vec<_>, _>>()?;
         let client_cert = match (h.cert_file, h.key_file) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -366,8 +409,7 @@ impl RawEdgeConfig {
             when_full: self.queue.when_full,
             reserve_bytes: self.queue.reserve_bytes,
             commit_delay: self.queue.commit_delay,
-            hub_host: host.to_owned(),
-            hub_port: port,
+            hubs,
             tls: h.tls,
             ca_file: h.ca_file,
             client_cert,
@@ -444,10 +486,34 @@ ca_file = "/etc/warren/ca.pem"
     fn defaults() {
         let c = EdgeConfig::parse(Path::new("edge.toml"), MINIMAL).unwrap();
         assert_eq!(c.listen, default_listen());
-        assert_eq!((c.hub_host.as_str(), c.hub_port), ("hub.example", 8883));
+        let hub = HubAddress {
+            host: "hub.example".into(),
+            port: 8883,
+        };
+        assert_eq!(c.hubs, [hub]);
         assert_eq!(c.when_full, WhenFull::DropOldest);
         assert!(c.accept_unsigned && c.tls);
         assert!(c.status_socket.ends_with("edge/edge.sock"));
+    }
+
+    #[test]
+    fn several_hub_addresses_are_kept_in_order() {
+        let text = MINIMAL.replace(
+            "\"hub.example:8883\"",
+            "[\"hub-a.example:8883\", \"[fd00::1]:1883\"]",
+        );
+        let c = EdgeConfig::parse(Path::new("edge.toml"), &text).unwrap();
+        let shown: Vec<String> = c.hubs.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["hub-a.example:8883", "[fd00::1]:1883"]);
+        assert_eq!(c.hubs[1].host, "fd00::1");
+        for (bad, says) in [
+            ("[]", "at least one"),
+            ("[\"a:1\", \"b\"]", "\"b\" must be"),
+        ] {
+            let text = MINIMAL.replace("\"hub.example:8883\"", bad);
+            let e = EdgeConfig::parse(Path::new("edge.toml"), &text).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

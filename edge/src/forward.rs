@@ -25,7 +25,7 @@ use warren_proto::envelope::{MAX_PAYLOAD, VERSION};
 use warren_proto::{Ack, EventId, Presence, PresenceState, topic};
 
 use crate::EdgeError;
-use crate::config::{EdgeConfig, Secrets};
+use crate::config::{EdgeConfig, HubAddress, Secrets};
 use crate::queue::{Entry, Queue};
 use crate::stats::Stats;
 use warren_daemon::database::StorageFull;
@@ -40,7 +40,8 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// What the event-loop driver reports.
 #[derive(Debug)]
 enum Link {
-    Up,
+    /// Connected, to this broker.
+    Up(String),
     Down,
     Acked(Vec<EventId>),
 }
@@ -72,7 +73,13 @@ pub async fn run(
     wake: Wake,
     stop: CancellationToken,
 ) -> Result<(), EdgeError> {
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, secrets), cfg.window.max(16));
+    // One set of options per broker; the driver moves to the next when one fails.
+    let brokers: Vec<MqttOptions> = cfg
+        .hubs
+        .iter()
+        .map(|hub| mqtt_options(&cfg, secrets, hub))
+        .collect();
+    let (client, mut eventloop) = AsyncClient::new(brokers[0].clone(), cfg.window.max(16));
     // Events are small packets: Nagle would hold one back until the hub's delayed ACK (40 ms)
     // whenever an earlier one is still unacknowledged.
     let mut net = eventloop.network_options();
@@ -83,6 +90,7 @@ pub async fn run(
     let driver_stop = CancellationToken::new();
     let driver = tokio::spawn(drive(
         eventloop,
+        brokers,
         link_tx,
         cfg.clone(),
         stats.clone(),
@@ -107,7 +115,7 @@ pub async fn run(
         let step = tokio::select! {
             () = stop.cancelled() => break Ok(()),
             link = link_rx.recv() => match link {
-                Some(Link::Up) => f.on_up().await,
+                Some(Link::Up(broker)) => f.on_up(&broker).await,
                 Some(Link::Down) => {
                     f.connected = false;
                     Ok(())
@@ -166,7 +174,7 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    async fn on_up(&mut self) -> Result<(), EdgeError> {
+    async fn on_up(&mut self, broker: &str) -> Result<(), EdgeError> {
         self.connected = true;
         // Whatever was in flight is unacked: send it all again, from the start of the queue.
         self.in_flight.clear();
@@ -174,7 +182,7 @@ impl Forwarder {
         self.backlog_end = self.queue.next_seq();
         self.live_next = self.backlog_end;
         let backlog = self.queue.len();
-        tracing::info!(host = %self.cfg.hub_host, port = self.cfg.hub_port, backlog, "Connected to the hub.");
+        tracing::info!(%broker, backlog, "Connected to the hub.");
         self.client
             .try_subscribe(topic::ack(&self.cfg.edge_id), QoS::AtLeastOnce)
             .map_err(client_error)?;
@@ -368,10 +376,14 @@ fn client_error(e: ClientError) -> EdgeError {
     EdgeError::Mqtt(e.to_string())
 }
 
-/// Polls the event loop: reports connects, disconnects and acks; waits with capped, jittered
-/// exponential backoff between reconnects (rumqttc itself retries at once).
+/// Polls the event loop: reports connects, disconnects and acks. A failed connection or a lost
+/// link moves on to the next of `brokers` (the options for each of `[hub] address`) at once;
+/// once each has failed in turn it waits, with capped, jittered exponential backoff (rumqttc
+/// itself retries at once). The application-level ack makes a switch safe: whatever the old
+/// broker did not ack is sent again through the new one.
 async fn drive(
     mut eventloop: EventLoop,
+    brokers: Vec<MqttOptions>,
     tx: mpsc::UnboundedSender<Link>,
     cfg: Arc<EdgeConfig>,
     stats: Arc<Stats>,
@@ -379,6 +391,7 @@ async fn drive(
 ) {
     let mut backoff =
         warren_daemon::retry::RetrySchedule::new(Duration::from_millis(200), cfg.max_backoff);
+    let (mut at, mut failed_in_turn) = (0, 0);
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -387,8 +400,10 @@ async fn drive(
         let link = match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
-                stats.set_link(true, None);
-                Link::Up
+                failed_in_turn = 0;
+                let broker = cfg.hubs[at].to_string();
+                stats.set_link(true, broker.clone(), None);
+                Link::Up(broker)
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if topic::parse_ack(&p.topic) != Some(cfg.edge_id.as_str()) {
@@ -406,12 +421,23 @@ async fn drive(
             Ok(_) => continue,
             Err(error) => {
                 let was_up = stats.link().connected;
-                stats.set_link(false, Some(error.to_string()));
-                let delay = backoff.next_delay();
-                if was_up {
-                    tracing::warn!(%error, "Lost the hub; events stay queued.");
+                let broker = &cfg.hubs[at];
+                stats.set_link(false, broker.to_string(), Some(error.to_string()));
+                failed_in_turn += 1;
+                let delay = if failed_in_turn % brokers.len() == 0 {
+                    backoff.next_delay()
                 } else {
-                    tracing::debug!(%error, retry_in = ?delay, "Cannot reach the hub.");
+                    Duration::ZERO
+                };
+                if was_up {
+                    tracing::warn!(%broker, %error, "Lost the hub; events stay queued.");
+                } else {
+                    tracing::debug!(%broker, %error, retry_in = ?delay, "Cannot reach the hub.");
+                }
+                if brokers.len() > 1 {
+                    at = (at + 1) % brokers.len();
+                    eventloop.mqtt_options = brokers[at].clone();
+                    tracing::debug!(broker = %cfg.hubs[at], "Trying the next hub address.");
                 }
                 if tx.send(Link::Down).is_err() {
                     return;
@@ -428,8 +454,8 @@ async fn drive(
     }
 }
 
-fn mqtt_options(cfg: &EdgeConfig, secrets: &Secrets) -> MqttOptions {
-    let mut o = MqttOptions::new(&cfg.edge_id, &cfg.hub_host, cfg.hub_port);
+fn mqtt_options(cfg: &EdgeConfig, secrets: &Secrets, hub: &HubAddress) -> MqttOptions {
+    let mut o = MqttOptions::new(&cfg.edge_id, &hub.host, hub.port);
     o.set_keep_alive(cfg.keep_alive)
         // No broker session is trusted: the queue is the session.
         .set_clean_session(true)

@@ -71,6 +71,9 @@ pub struct Link {
     pub since_ms: u64,
     /// The last connection error.
     pub last_error: Option<String>,
+    /// The `[hub] address` it is connected to, or last tried.
+    #[serde(default)]
+    pub broker: Option<String>,
 }
 
 /// A copy of the counters, for the status socket.
@@ -130,9 +133,10 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Records a link state change.
-    pub fn set_link(&self, connected: bool, error: Option<String>) {
+    /// Records a link state change, with `broker`'s address.
+    pub fn set_link(&self, connected: bool, broker: String, error: Option<String>) {
         let mut link = lock(&self.link);
+        link.broker = Some(broker);
         if link.connected != connected || link.since_ms == 0 {
             link.since_ms = crate::now_ms();
         }

@@ -211,11 +211,19 @@ pub fn human(s: &EdgeStatus) -> String {
     let now = crate::now_ms();
     let ago =
         |ms: u64| humantime::format_duration(Duration::from_secs(now.saturating_sub(ms) / 1000));
-    let link = match (&s.link, s.link.since_ms) {
+    let mut link = match (&s.link, s.link.since_ms) {
         (l, 0) if !l.connected => "not connected yet".to_owned(),
         (l, since) if l.connected => format!("connected for {}", ago(since)),
         (_, since) => format!("disconnected for {}", ago(since)),
     };
+    if let Some(broker) = &s.link.broker {
+        link += if s.link.connected {
+            " to "
+        } else {
+            ", last tried "
+        };
+        link += broker;
+    }
     let mut out = format!(
         "edge {} (site {}), warren {}, pid {}\nhub: {link}\n",
         s.edge_id, s.site, s.version, s.pid

@@ -137,6 +137,44 @@ fn s5_the_link_cut_and_stalled_repeatedly() {
 }
 
 #[test]
+fn an_edge_fails_over_to_its_next_hub_address() {
+    let t = Topology::new();
+    // The first address refuses connections; two more reach the hub by different paths, as
+    // two broker nodes would.
+    let dead = free_port().unwrap();
+    let (first, second) = (Proxy::start(t.hub.port), Proxy::start(t.hub.port));
+    let config = t.edge_config("gw", Some(first.port), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("address = \"127.0.0.1:{}\"", first.port),
+        &format!(
+            "address = [\"127.0.0.1:{dead}\", \"127.0.0.1:{}\", \"127.0.0.1:{}\"]",
+            first.port, second.port
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let edge = Edge::start("gw", &config);
+    let through = |port: u16| {
+        let want = format!("127.0.0.1:{port}");
+        wait_for(&format!("the edge to connect through {want}"), WAIT, || {
+            let link = edge.status().link;
+            (link.connected && link.broker.as_deref() == Some(want.as_str())).then_some(())
+        });
+    };
+    through(first.port);
+    let mut all = users("first", 200);
+    edge.send_confirmed(&logins(&all));
+
+    // The node it uses goes silent (a machine gone, not a refused connection): the keep-alive
+    // notices, the edge moves on, and what was not acked is sent again through the next.
+    first.stall(true);
+    let more = users("second", 200);
+    edge.send_confirmed(&logins(&more));
+    all.extend(more);
+    through(second.port);
+    t.assert_each_once(&all);
+}
+
+#[test]
 fn s6_one_hare_two_edges_one_notification() {
     let t = Topology::new();
     let a = t.edge("gw-a", None);

@@ -25,11 +25,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use warren_daemon::database::{Database, DbError, Opened, StorageFull};
+use warren_daemon::database::{Database, DbError, StorageFull};
 use warren_proto::{Envelope, EventId};
 
 use crate::known::KnownSourcesConfig;
 use crate::notify::{Notification, NotifierName};
+use crate::store::{Batch, Kv, Order, prefix_end};
 use crate::trace::{AttemptResult, Routing, Step, Trace};
 
 const SEEN: u8 = b's';
@@ -180,8 +181,8 @@ pub enum Space {
 
 /// One atomic, durable write to the store ([`Inbox::transact`]): reads see its own writes.
 pub struct Tx<'a> {
-    db: &'a sled::Db,
-    batch: sled::Batch,
+    kv: &'a dyn Kv,
+    batch: Batch,
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     next_seq: u64,
     added: BTreeMap<String, u64>,
@@ -210,7 +211,7 @@ impl Tx<'_> {
     pub fn remove(&mut self, space: Space, key: &[u8]) {
         let k = spaced(space, key);
         self.durable = true;
-        self.batch.remove(k.as_slice());
+        self.batch.remove(k.clone());
         self.overlay.insert(k, None);
     }
 
@@ -268,7 +269,7 @@ impl Tx<'_> {
                 routing,
             };
             self.raw_put(
-                trace_key(now_ms, &e.id, self.db.generate_id()?).to_vec(),
+                trace_key(now_ms, &e.id, self.kv.next_id()?).to_vec(),
                 encode(&step),
             );
             out.new.push(i);
@@ -304,7 +305,7 @@ impl Tx<'_> {
     /// # Errors
     /// When sled fails.
     pub fn next_id(&self) -> Result<u64, InboxError> {
-        Ok(self.db.generate_id()?)
+        self.kv.next_id()
     }
 
     /// Every record of `space` as stored before this transaction, in key order.
@@ -312,13 +313,13 @@ impl Tx<'_> {
     /// # Errors
     /// When sled fails.
     pub fn scan(&self, space: Space) -> Result<Vec<Record>, InboxError> {
-        scan(self.db, space)
+        scan(self.kv, space)
     }
 
     fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
-            None => Ok(self.db.get(key)?.map(|v| v.to_vec())),
+            None => self.kv.get(key),
         }
     }
 
@@ -329,18 +330,21 @@ impl Tx<'_> {
 
     /// A write that may ride on sled's background flush: a trace's.
     fn trace_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.insert(key.as_slice(), value.as_slice());
+        self.batch.insert(key.clone(), value.clone());
         self.overlay.insert(key, Some(value));
     }
 }
 
-fn scan(db: &sled::Db, space: Space) -> Result<Vec<Record>, InboxError> {
-    let mut out = Vec::new();
-    for item in db.scan_prefix([space as u8]) {
-        let (k, v) = item?;
-        out.push((k[1..].to_vec(), v.to_vec()));
+fn scan(kv: &dyn Kv, space: Space) -> Result<Vec<Record>, InboxError> {
+    Ok(unspaced(kv.scan_prefix(&[space as u8])?))
+}
+
+/// `records` with their keys' space prefix taken off.
+fn unspaced(mut records: Vec<Record>) -> Vec<Record> {
+    for (k, _) in &mut records {
+        k.remove(0);
     }
-    Ok(out)
+    records
 }
 
 fn spaced(space: Space, key: &[u8]) -> Vec<u8> {
@@ -419,33 +423,33 @@ impl Inbox {
     /// are gone).
     fn reload(&self) -> Result<(), InboxError> {
         let o = self.db.get()?;
+        let kv: &dyn Kv = &*o;
         // Locked throughout, so nothing lands between the scan and the new counts.
         let mut held = self.lock();
         let mut counts = Counts::default();
-        for item in o.db.scan_prefix([OUTBOX]) {
-            let (key, _) = item?;
+        for (key, _) in kv.scan_prefix(&[OUTBOX])? {
             if let Some((name, seq)) = split_outbox_key(&key) {
                 *counts.outbox.entry(name.to_owned()).or_default() += 1;
                 counts.next_seq = counts.next_seq.max(seq + 1);
             }
         }
-        for item in o.db.scan_prefix([DEAD]) {
-            let (key, _) = item?;
-            counts.dead += 1;
+        let dead = kv.scan_prefix(&[DEAD])?;
+        counts.dead = dead.len() as u64;
+        for (key, _) in dead {
             if let Some(seq) = dead_seq(&key) {
                 counts.next_seq = counts.next_seq.max(seq + 1);
             }
         }
-        counts.seen = o.db.scan_prefix([SEEN]).count() as u64;
+        counts.seen = kv.count(&[SEEN], Some(&[SEEN + 1]))?;
         // Seqs only grow: a lost write may have handed one out.
         counts.next_seq = counts.next_seq.max(held.next_seq);
         *held = counts;
         Ok(())
     }
 
-    /// Runs `op` on the database, once more after a full disk reopened it.
-    fn run<R>(&self, op: impl Fn(&Opened) -> Result<R, InboxError>) -> Result<R, InboxError> {
-        self.db.run(op, || self.reload())
+    /// Runs `op` on the store, once more after a full disk reopened it.
+    fn run<R>(&self, op: impl Fn(&dyn Kv) -> Result<R, InboxError>) -> Result<R, InboxError> {
+        self.db.run(|o| op(o), || self.reload())
     }
 
     /// Since when the disk is full (new events are then refused), ms since the epoch.
@@ -470,7 +474,7 @@ impl Inbox {
     /// gives each, and makes it all durable. Duplicates are only counted.
     ///
     /// # Errors
-    /// When sled or the fsync fails: nothing may then be acked.
+    /// When the store fails: nothing may then be acked.
     pub fn commit(
         &self,
         envelopes: &[Envelope],
@@ -487,7 +491,7 @@ impl Inbox {
     /// is written if `f` fails). Returns its result and the notifiers it gave deliveries.
     ///
     /// # Errors
-    /// When `f`, sled or the fsync fails.
+    /// When `f` or the store fails.
     pub fn transact<R>(
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, InboxError>,
@@ -497,7 +501,7 @@ impl Inbox {
         }
         let (error, generation) = {
             let o = self.db.get()?;
-            match self.transact_in(&o, f) {
+            match self.transact_in(&*o, f) {
                 Err(e) if e.is_storage_full() => (e, o.generation()),
                 done => return done,
             }
@@ -517,13 +521,13 @@ impl Inbox {
 
     fn transact_in<R>(
         &self,
-        o: &Opened,
+        kv: &dyn Kv,
         f: impl FnOnce(&mut Tx<'_>) -> Result<R, InboxError>,
     ) -> Result<(R, Vec<NotifierName>), InboxError> {
         let mut counts = self.lock();
         let mut tx = Tx {
-            db: &o.db,
-            batch: sled::Batch::default(),
+            kv,
+            batch: Batch::default(),
             overlay: HashMap::new(),
             next_seq: counts.next_seq,
             added: BTreeMap::new(),
@@ -534,7 +538,6 @@ impl Inbox {
         let r = f(&mut tx)?;
         let Tx {
             batch,
-            overlay,
             next_seq,
             added,
             new_seen,
@@ -542,11 +545,11 @@ impl Inbox {
             durable,
             ..
         } = tx;
-        if !overlay.is_empty() {
-            o.db.apply_batch(batch)?;
+        if !batch.is_empty() {
+            kv.apply(batch)?;
         }
         if durable {
-            o.sync()?;
+            kv.sync()?;
         }
         counts.next_seq = next_seq;
         counts.seen += new_seen;
@@ -559,38 +562,29 @@ impl Inbox {
     /// Every record of `space`, in key order.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn scan(&self, space: Space) -> Result<Vec<Record>, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
-            scan(db, space)
-        })
+        self.run(|kv| scan(kv, space))
     }
 
     /// Up to `limit` records of `space` with keys before `before` (or the last ones), from
     /// the last back.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn scan_back(
         &self,
         space: Space,
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Record>, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
-            let start = spaced(space, &[]);
+        self.run(|kv| {
             let end = match before {
                 Some(key) => spaced(space, key),
                 None => vec![space as u8 + 1],
             };
-            let mut out = Vec::new();
-            for item in db.range(start..end).rev().take(limit) {
-                let (k, v) = item?;
-                out.push((k[1..].to_vec(), v.to_vec()));
-            }
-            Ok(out)
+            let records = kv.range(&[space as u8], Some(&end), Order::Backward, limit)?;
+            Ok(unspaced(records))
         })
     }
 
@@ -598,54 +592,55 @@ impl Inbox {
     /// last `keep`; returns how many.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn trim_space(&self, space: Space, cutoff: &[u8], keep: u64) -> Result<u64, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
+        self.run(|kv| {
             let cutoff = spaced(space, cutoff);
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             let mut n = 0;
             // From the last back: the first `keep` at or after the cutoff stay.
-            for (i, key) in db.scan_prefix([space as u8]).keys().rev().enumerate() {
-                let key = key?;
-                if i as u64 >= keep || key.as_ref() < cutoff.as_slice() {
+            let records = kv.range(
+                &[space as u8],
+                Some(&[space as u8 + 1]),
+                Order::Backward,
+                usize::MAX,
+            )?;
+            for (i, (key, _)) in records.into_iter().enumerate() {
+                if i as u64 >= keep || key < cutoff {
                     batch.remove(key);
                     n += 1;
                 }
             }
-            db.apply_batch(batch)?;
+            kv.apply(batch)?;
             Ok(n)
         })
     }
 
     /// Records in `space`.
     pub fn count(&self, space: Space) -> u64 {
-        self.db
-            .get()
-            .map_or(0, |o| o.db.scan_prefix([space as u8]).count() as u64)
+        self.run(|kv| kv.count(&[space as u8], Some(&[space as u8 + 1])))
+            .unwrap_or(0)
     }
 
     /// Removes the records of `space` for which `expired` holds; returns how many.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn prune_space(
         &self,
         space: Space,
         expired: impl Fn(&[u8], &[u8]) -> bool,
     ) -> Result<u64, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
-            let mut batch = sled::Batch::default();
+        self.run(|kv| {
+            let mut batch = Batch::default();
             let mut n = 0;
-            for item in db.scan_prefix([space as u8]) {
-                let (k, v) = item?;
+            for (k, v) in kv.scan_prefix(&[space as u8])? {
                 if expired(&k[1..], &v) {
                     batch.remove(k);
                     n += 1;
                 }
             }
-            db.apply_batch(batch)?;
+            kv.apply(batch)?;
             Ok(n)
         })
     }
@@ -653,7 +648,7 @@ impl Inbox {
     /// The oldest pending delivery for `notifier`.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn next(&self, notifier: &NotifierName) -> Result<Option<(u64, OutboxEntry)>, InboxError> {
         Ok(self.next_batch(notifier, 1)?.pop())
     }
@@ -661,20 +656,18 @@ impl Inbox {
     /// The oldest `max` pending deliveries for `notifier`, oldest first.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn next_batch(
         &self,
         notifier: &NotifierName,
         max: usize,
     ) -> Result<Vec<(u64, OutboxEntry)>, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
+        self.run(|kv| {
+            let prefix = outbox_prefix(notifier);
+            let records = kv.range(&prefix, prefix_end(&prefix).as_deref(), Order::Forward, max)?;
             let mut batch = Vec::new();
-            for item in db.scan_prefix(outbox_prefix(notifier)) {
-                if batch.len() >= max {
-                    break;
-                }
-                let (key, value) = item?;
+            let mut unreadable = Batch::default();
+            for (key, value) in records {
                 let Some((_, seq)) = split_outbox_key(&key) else {
                     continue;
                 };
@@ -683,11 +676,12 @@ impl Inbox {
                     Err(error) => {
                         // Written by this code, so only disk damage gets here: drop it loudly.
                         tracing::error!(%notifier, seq, %error, "Unreadable outbox entry removed.");
-                        db.remove(&key)?;
+                        unreadable.remove(key);
                         self.bump_outbox(notifier, -1);
                     }
                 }
             }
+            kv.apply(unreadable)?;
             Ok(batch)
         })
     }
@@ -696,7 +690,7 @@ impl Inbox {
     /// cannot repeat it.
     ///
     /// # Errors
-    /// When sled or the fsync fails.
+    /// When the store fails.
     pub fn done(
         &self,
         notifier: &NotifierName,
@@ -711,25 +705,24 @@ impl Inbox {
     /// write memo ([`Inbox::set_memo`]), in one durable write.
     ///
     /// # Errors
-    /// When sled or the fsync fails.
+    /// When the store fails.
     pub fn done_many(
         &self,
         notifier: &NotifierName,
         done: &[(u64, EventId, Step)],
     ) -> Result<(), InboxError> {
-        self.run(|o| {
-            let db = &o.db;
-            let mut batch = sled::Batch::default();
+        self.run(|kv| {
+            let mut batch = Batch::default();
             let mut queued = 0;
             for (seq, id, step) in done {
                 let key = outbox_key(notifier, *seq);
-                queued += i64::from(db.contains_key(&key)?);
-                batch.remove(key.as_slice());
-                Self::trace(db, &mut batch, id, step)?;
+                queued += i64::from(kv.contains_key(&key)?);
+                batch.remove(key);
+                Self::trace(kv, &mut batch, id, step)?;
             }
             batch.remove(memo_key(notifier));
-            db.apply_batch(batch)?;
-            o.sync()?;
+            kv.apply(batch)?;
+            kv.sync()?;
             // Counted once durable, so an outbox shown empty is one a crash cannot refill.
             self.bump_outbox(notifier, -queued);
             Ok(())
@@ -740,38 +733,40 @@ impl Inbox {
     /// [`Inbox::done_many`] leaves it for the next start to check ([`Inbox::memo`]).
     ///
     /// # Errors
-    /// When sled or the fsync fails.
+    /// When the store fails.
     pub fn set_memo(&self, notifier: &NotifierName, memo: &[u8]) -> Result<(), InboxError> {
-        self.run(|o| {
-            o.db.insert(memo_key(notifier), memo)?;
-            o.sync()?;
-            Ok(())
+        self.run(|kv| {
+            let mut batch = Batch::default();
+            batch.insert(memo_key(notifier), memo);
+            kv.apply(batch)?;
+            kv.sync()
         })
     }
 
     /// The write memo a crash left for `notifier`, if any.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn memo(&self, notifier: &NotifierName) -> Result<Option<Vec<u8>>, InboxError> {
-        self.run(|o| Ok(o.db.get(memo_key(notifier))?.map(|v| v.to_vec())))
+        self.run(|kv| kv.get(&memo_key(notifier)))
     }
 
     /// Forgets `notifier`'s write memo (its write did not land).
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn clear_memo(&self, notifier: &NotifierName) -> Result<(), InboxError> {
-        self.run(|o| {
-            o.db.remove(memo_key(notifier))?;
-            Ok(())
+        self.run(|kv| {
+            let mut batch = Batch::default();
+            batch.remove(memo_key(notifier));
+            kv.apply(batch)
         })
     }
 
     /// Records a failed attempt that will be retried, and its trace `step`.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn retry(
         &self,
         notifier: &NotifierName,
@@ -779,29 +774,19 @@ impl Inbox {
         entry: &OutboxEntry,
         step: &Step,
     ) -> Result<(), InboxError> {
-        self.run(|o| {
-            let db = &o.db;
-            let mut batch = sled::Batch::default();
+        self.run(|kv| {
+            let mut batch = Batch::default();
             batch.insert(outbox_key(notifier, seq), encode(entry));
-            Self::trace(db, &mut batch, &entry.notification.envelope.id, step)?;
-            db.apply_batch(batch)?;
-            Ok(())
+            Self::trace(kv, &mut batch, &entry.notification.envelope.id, step)?;
+            kv.apply(batch)
         })
     }
 
     /// Adds an attempt's `step` to its event's trace in `batch`, if the event still has one
     /// (it is gone once the dedup window forgets the id; a digest never had one).
-    fn trace(
-        db: &sled::Db,
-        batch: &mut sled::Batch,
-        id: &EventId,
-        step: &Step,
-    ) -> Result<(), InboxError> {
-        if let Some(ms) = seen_ms(db, id)? {
-            batch.insert(
-                trace_key(ms, id, db.generate_id()?).as_slice(),
-                encode(step),
-            );
+    fn trace(kv: &dyn Kv, batch: &mut Batch, id: &EventId, step: &Step) -> Result<(), InboxError> {
+        if let Some(ms) = seen_ms(kv, id)? {
+            batch.insert(trace_key(ms, id, kv.next_id()?), encode(step));
         }
         Ok(())
     }
@@ -809,16 +794,14 @@ impl Inbox {
     /// The trace of event `id`, if the hub has one.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn trace_of(&self, id: &EventId) -> Result<Option<Trace>, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
-            let Some(ms) = seen_ms(db, id)? else {
+        self.run(|kv| {
+            let Some(ms) = seen_ms(kv, id)? else {
                 return Ok(None);
             };
             let mut steps = Vec::new();
-            for item in db.scan_prefix(trace_prefix(ms, id)) {
-                let (_, value) = item?;
+            for (_, value) in kv.scan_prefix(&trace_prefix(ms, id))? {
                 match serde_json::from_slice(&value) {
                     Ok(step) => steps.push(step),
                     Err(error) => tracing::warn!(%id, %error, "Unreadable trace step skipped."),
@@ -832,7 +815,7 @@ impl Inbox {
     /// notifier in the same atomic batch (so it falls back exactly once, crash or not).
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn give_up(
         &self,
         notifier: &NotifierName,
@@ -842,8 +825,7 @@ impl Inbox {
         now_ms: u64,
         fallback: Option<&NotifierName>,
     ) -> Result<(), InboxError> {
-        self.run(|o| {
-            let db = &o.db;
+        self.run(|kv| {
             let dead = DeadRecord {
                 letter: DeadLetter {
                     seq,
@@ -859,12 +841,12 @@ impl Inbox {
             let mut counts = self.lock();
             // Run again after a full disk reopened the store, it may find its first write landed:
             // then the fallback is handed over already, and must not be twice.
-            if !db.contains_key(outbox_key(notifier, seq))? && db.contains_key(dead_key(seq))? {
+            if !kv.contains_key(&outbox_key(notifier, seq))? && kv.contains_key(&dead_key(seq))? {
                 return Ok(());
             }
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             batch.remove(outbox_key(notifier, seq));
-            batch.insert(&dead_key(seq), encode(&dead));
+            batch.insert(dead_key(seq), encode(&dead));
             let step = Step::attempt(
                 notifier,
                 now_ms,
@@ -874,7 +856,7 @@ impl Inbox {
                     fallback: fallback.map(ToString::to_string),
                 },
             );
-            Self::trace(db, &mut batch, &entry.notification.envelope.id, &step)?;
+            Self::trace(kv, &mut batch, &entry.notification.envelope.id, &step)?;
             let fallback_seq = counts.next_seq;
             if let Some(to) = fallback {
                 let handed = OutboxEntry {
@@ -883,10 +865,10 @@ impl Inbox {
                 };
                 batch.insert(outbox_key(to, fallback_seq), encode(&handed));
             }
-            db.apply_batch(batch)?;
+            kv.apply(batch)?;
             if let Some(to) = fallback {
                 // The fallback must not be lost to a crash that keeps the dead letter.
-                o.sync()?;
+                kv.sync()?;
                 counts.next_seq += 1;
                 *counts.outbox.entry(to.as_str().to_owned()).or_default() += 1;
             }
@@ -900,13 +882,11 @@ impl Inbox {
     /// The newest `limit` dead letters, newest first.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
+        self.run(|kv| {
             let mut out = Vec::new();
-            for item in db.scan_prefix([DEAD]).rev().take(limit) {
-                let (key, value) = item?;
+            for (key, value) in kv.range(&[DEAD], Some(&[DEAD + 1]), Order::Backward, limit)? {
                 if let Ok(mut d) = serde_json::from_slice::<DeadRecord>(&value) {
                     d.letter.seq = dead_seq(&key).unwrap_or_default();
                     out.push(d.letter);
@@ -922,19 +902,17 @@ impl Inbox {
     /// wake, and how many were put back.
     ///
     /// # Errors
-    /// When sled or the fsync fails.
+    /// When the store fails.
     pub fn retry_dead(
         &self,
         which: &Selection,
         known: &[NotifierName],
     ) -> Result<(Vec<NotifierName>, u64), InboxError> {
-        self.run(|o| {
-            let db = &o.db;
-            let mut batch = sled::Batch::default();
+        self.run(|kv| {
+            let mut batch = Batch::default();
             let mut woken: Vec<NotifierName> = Vec::new();
             let mut moved: Vec<NotifierName> = Vec::new();
-            for item in db.scan_prefix([DEAD]) {
-                let (key, value) = item?;
+            for (key, value) in kv.scan_prefix(&[DEAD])? {
                 let Ok(mut d) = serde_json::from_slice::<DeadRecord>(&value) else {
                     continue;
                 };
@@ -955,8 +933,8 @@ impl Inbox {
                 }
                 moved.push(name.clone());
             }
-            db.apply_batch(batch)?;
-            o.sync()?;
+            kv.apply(batch)?;
+            kv.sync()?;
             let n = moved.len() as u64;
             for name in &moved {
                 self.bump_outbox(name, 1);
@@ -970,7 +948,7 @@ impl Inbox {
     /// Forgets the selected dead letters; returns how many.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn drop_dead(&self, which: &Selection) -> Result<u64, InboxError> {
         self.remove_dead(|d| which.wants(d))
     }
@@ -978,18 +956,16 @@ impl Inbox {
     /// Forgets dead letters given up before `before_ms`; returns how many.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn prune_dead(&self, before_ms: u64) -> Result<u64, InboxError> {
         self.remove_dead(|d| d.at_ms < before_ms)
     }
 
     fn remove_dead(&self, doomed: impl Fn(&DeadLetter) -> bool) -> Result<u64, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
-            let mut batch = sled::Batch::default();
+        self.run(|kv| {
+            let mut batch = Batch::default();
             let mut n = 0;
-            for item in db.scan_prefix([DEAD]) {
-                let (key, value) = item?;
+            for (key, value) in kv.scan_prefix(&[DEAD])? {
                 let letter = serde_json::from_slice::<DeadRecord>(&value).map(|mut d| {
                     d.letter.seq = dead_seq(&key).unwrap_or_default();
                     d.letter
@@ -1001,7 +977,7 @@ impl Inbox {
                 batch.remove(key);
                 n += 1;
             }
-            db.apply_batch(batch)?;
+            kv.apply(batch)?;
             let mut counts = self.lock();
             counts.dead = counts.dead.saturating_sub(n);
             Ok(n)
@@ -1011,17 +987,15 @@ impl Inbox {
     /// Forgets ids recorded before `before_ms`, and their traces; returns how many ids.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn prune(&self, before_ms: u64) -> Result<u64, InboxError> {
-        self.run(|o| {
-            let db = &o.db;
+        self.run(|kv| {
             // Held throughout, so no commit can see an id again between the check and the removal.
             let mut counts = self.lock();
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             let mut n = 0;
             let end = time_key(before_ms, &EventId::from_bytes([0; 16]));
-            for item in db.range([SEEN_BY_TIME].as_slice()..end.as_slice()) {
-                let (key, _) = item?;
+            for (key, _) in kv.range(&[SEEN_BY_TIME], Some(&end), Order::Forward, usize::MAX)? {
                 let Some(id) = key
                     .get(9..25)
                     .and_then(|b| <[u8; 16]>::try_from(b).ok())
@@ -1034,17 +1008,17 @@ impl Inbox {
                     .and_then(|b| b.try_into().ok())
                     .map(u64::from_be_bytes);
                 // The id may have been seen again (after the window) under a later time key.
-                if seen_ms(db, &id)? == ts {
-                    batch.remove(&seen_key(&id));
+                if seen_ms(kv, &id)? == ts {
+                    batch.remove(seen_key(&id));
                     n += 1;
                 }
                 batch.remove(key);
             }
             let end = trace_prefix(before_ms, &EventId::from_bytes([0; 16]));
-            for key in db.range([TRACE].as_slice()..end.as_slice()).keys() {
-                batch.remove(key?);
+            for (key, _) in kv.range(&[TRACE], Some(&end), Order::Forward, usize::MAX)? {
+                batch.remove(key);
             }
-            db.apply_batch(batch)?;
+            kv.apply(batch)?;
             counts.seen = counts.seen.saturating_sub(n);
             Ok(n)
         })
@@ -1068,9 +1042,9 @@ impl Inbox {
     /// Flushes and fsyncs everything (shutdown).
     ///
     /// # Errors
-    /// When sled or the fsync fails.
+    /// When the store fails.
     pub fn flush(&self) -> Result<(), InboxError> {
-        self.run(|o| Ok(o.sync()?))
+        self.run(|kv| kv.sync())
     }
 
     /// Forgets, every [`PRUNE_EVERY`] until `stop`, the ids recorded longer than `window`
@@ -1139,10 +1113,10 @@ impl Inbox {
 }
 
 /// When event `id` was recorded, if it is inside the dedup window.
-fn seen_ms(db: &sled::Db, id: &EventId) -> Result<Option<u64>, InboxError> {
-    Ok(db
-        .get(seen_key(id))?
-        .and_then(|v| v.as_ref().try_into().ok())
+fn seen_ms(kv: &dyn Kv, id: &EventId) -> Result<Option<u64>, InboxError> {
+    Ok(kv
+        .get(&seen_key(id))?
+        .and_then(|v| v.as_slice().try_into().ok())
         .map(u64::from_be_bytes))
 }
 

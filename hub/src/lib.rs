@@ -31,6 +31,7 @@ pub mod router;
 pub mod session;
 pub mod stats;
 pub mod status;
+pub mod store;
 pub mod template;
 #[cfg(test)]
 mod testing;

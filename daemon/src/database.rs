@@ -317,29 +317,34 @@ fn remove_partial_snapshots(dir: &Path) {
 
 /// While the disk under `owner`'s database is full, looks for room every `every` (on the
 /// blocking pool), and calls `changed` with the new state whenever it changes; until `stop`.
+/// An owner without a local database (`database` gives `None`) has nothing to watch.
 pub async fn watch<T: Send + Sync + 'static>(
     owner: std::sync::Arc<T>,
-    database: fn(&T) -> &Database,
+    database: fn(&T) -> Option<&Database>,
     every: std::time::Duration,
     changed: impl Fn(bool),
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut was_full = database(&owner).full_since().is_some();
+    let Some(db) = database(&owner) else {
+        return;
+    };
+    let mut was_full = db.full_since().is_some();
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if database(&owner).full_since().is_some() {
+        let full_since = || database(&owner).and_then(Database::full_since);
+        if full_since().is_some() {
             let o = owner.clone();
-            if let Ok(Err(error)) =
-                tokio::task::spawn_blocking(move || database(&o).try_resume()).await
-            {
+            let resumed =
+                tokio::task::spawn_blocking(move || database(&o).map(Database::try_resume));
+            if let Ok(Some(Err(error))) = resumed.await {
                 tracing::warn!(%error, "Could not allocate the disk reserve.");
             }
         }
-        let full = database(&owner).full_since().is_some();
+        let full = full_since().is_some();
         if full != was_full {
             was_full = full;
             changed(full);

@@ -148,7 +148,7 @@ pub async fn run(
         // The hub hears at once that the disk filled, or has room again.
         warren_daemon::database::watch(
             queue.clone(),
-            Queue::database,
+            |q| Some(q.database()),
             DISK_CHECK,
             move |_| announce.notify_one(),
             shutdown.child_token(),

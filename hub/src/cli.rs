@@ -218,9 +218,20 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             warren_daemon::init_tracing();
             let config = config.unwrap_or_else(|| warren_daemon::cli::default_config("hub"));
             match load(&config) {
-                Ok((c, _)) => {
+                Ok((c, res)) => {
+                    let store = match res.store.as_ref().map(check_store) {
+                        None => String::new(),
+                        Some(Ok(said)) => format!("; store: {said}"),
+                        Some(Err(e)) => {
+                            eprintln!(
+                                "hub: {}: the store ([store] url_file): {e}",
+                                config.display()
+                            );
+                            return ExitCode::from(2);
+                        }
+                    };
                     println!(
-                        "{}: OK ({} notifiers, {} routes)",
+                        "{}: OK ({} notifiers, {} routes{store})",
                         config.display(),
                         c.notifiers.len(),
                         c.routes.len()
@@ -514,4 +525,14 @@ fn pki(command: PkiCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reaches the shared store and reads its schema version, for `check-config`.
+fn check_store(o: &crate::store::postgres::Options) -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(crate::store::postgres::check(o))
+        .map_err(|e| e.to_string())
 }

@@ -40,6 +40,9 @@ pub struct RawHubConfig {
     /// The broker: embedded (default) or external.
     #[serde(default)]
     pub broker: RawBroker,
+    /// Where the state is kept: sled (default) or PostgreSQL, shared by hubs.
+    #[serde(default)]
+    pub store: RawStore,
     /// Duplicate suppression.
     #[serde(default)]
     pub dedup: DedupConfig,
@@ -140,6 +143,118 @@ pub struct RawBroker {
     pub client_id: Option<String>,
     /// External: shared-subscription group, so several hubs split the events.
     pub share_group: Option<String>,
+}
+
+/// Which store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// sled in `state_dir`, for one hub.
+    #[default]
+    Sled,
+    /// PostgreSQL, for hubs that share their state.
+    Postgres,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `sled` or `postgres`.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// PostgreSQL: a file holding the connection string (it may hold a password).
+    pub url_file: Option<PathBuf>,
+    /// PostgreSQL: connections kept.
+    pub pool_size: Option<usize>,
+    /// PostgreSQL: how long a delivery a hub has claimed stays its own if that hub stops
+    /// renewing the claim (it died): then another hub delivers it.
+    #[serde(default, with = "humantime_serde")]
+    pub lease: Option<Duration>,
+    /// PostgreSQL: this hub's name among those sharing the store (default: the host name).
+    pub name: Option<String>,
+}
+
+/// `[store] kind = "postgres"`, validated.
+#[derive(Debug, Clone)]
+pub struct SharedStore {
+    /// The file with the connection string.
+    pub url_file: PathBuf,
+    /// Connections kept.
+    pub pool_size: usize,
+    /// A claim's lease.
+    pub lease: Duration,
+    /// This hub's name.
+    pub name: String,
+}
+
+impl RawStore {
+    fn validate(
+        self,
+        broker: &Broker,
+        delivery: &DeliveryConfig,
+    ) -> Result<Option<SharedStore>, (&'static str, String)> {
+        if self.kind == StoreKind::Sled {
+            for (set, key) in [
+                (self.url_file.is_some(), "store.url_file"),
+                (self.pool_size.is_some(), "store.pool_size"),
+                (self.lease.is_some(), "store.lease"),
+                (self.name.is_some(), "store.name"),
+            ] {
+                if set {
+                    return Err((key, "is only for kind = \"postgres\"".to_owned()));
+                }
+            }
+            return Ok(None);
+        }
+        let Some(url_file) = self.url_file else {
+            return Err((
+                "store.url_file",
+                "is required with kind = \"postgres\" (a file holding the connection string)"
+                    .to_owned(),
+            ));
+        };
+        if !matches!(broker, Broker::External(_)) {
+            return Err((
+                "store.kind",
+                "\"postgres\" needs [broker] mode = \"external\": hubs that share a store must \
+                 share a broker, so that each sees every edge's presence"
+                    .to_owned(),
+            ));
+        }
+        let pool_size = self.pool_size.unwrap_or(4);
+        if pool_size == 0 {
+            return Err(("store.pool_size", "must be at least 1".to_owned()));
+        }
+        // Longer than an attempt, or a slow delivery would be taken over while it runs.
+        let lease = self
+            .lease
+            .unwrap_or(delivery.timeout * 3 + Duration::from_secs(30));
+        if lease <= delivery.timeout {
+            return Err((
+                "store.lease",
+                format!(
+                    "must be longer than [delivery] timeout ({})",
+                    humantime::format_duration(delivery.timeout)
+                ),
+            ));
+        }
+        let name = self
+            .name
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err((
+                "store.name",
+                "must be 1 to 128 characters, none of them control characters".to_owned(),
+            ));
+        }
+        Ok(Some(SharedStore {
+            url_file,
+            pool_size,
+            lease,
+            name,
+        }))
+    }
 }
 
 /// `[dedup]`.
@@ -433,6 +548,8 @@ pub struct HubConfig {
     pub shutdown_grace: Duration,
     /// Broker.
     pub broker: Broker,
+    /// The store shared with other hubs; `None`: sled in `inbox_dir`.
+    pub store: Option<SharedStore>,
     /// Dedup.
     pub dedup: DedupConfig,
     /// Delivery.
@@ -541,6 +658,10 @@ impl RawHubConfig {
             .web
             .validate(self.metrics.listen, &broker)
             .map_err(|(k, r)| invalid(k, &r))?;
+        let store = self
+            .store
+            .validate(&broker, &self.delivery)
+            .map_err(|(k, r)| invalid(k, &r))?;
         let state_dir = self.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
         Ok(HubConfig {
             path: path.to_owned(),
@@ -551,6 +672,7 @@ impl RawHubConfig {
             reserve_bytes: self.reserve_bytes,
             shutdown_grace: self.shutdown_grace,
             broker,
+            store,
             dedup: self.dedup,
             delivery: self.delivery,
             legacy: self.legacy,

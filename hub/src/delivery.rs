@@ -33,6 +33,9 @@ pub type Wakes = HashMap<NotifierName, Arc<Notify>>;
 /// The most lines a file notifier writes in one write (two fsyncs: where they go, then done).
 const FILE_BATCH: usize = 512;
 
+/// How often a notifier of a hub sharing its store looks for deliveries no one woke it for.
+const SHARED_POLL: Duration = Duration::from_secs(1);
+
 /// How long the bookkeeping of a delivery waits before trying a full disk again.
 const DISK_RETRY: Duration = Duration::from_secs(2);
 
@@ -129,8 +132,17 @@ pub async fn run(
         })
         .await?;
         if entries.is_empty() {
+            // Hubs sharing a store are not woken by each other's commits, nor by a lease that
+            // ran out: they look again every so often.
+            let poll = async {
+                match inbox.shared_store() {
+                    Some(_) => tokio::time::sleep(SHARED_POLL).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = wake.notified() => continue,
+                () = poll => continue,
                 () = stop.cancelled() => break,
             }
         }
@@ -232,7 +244,7 @@ pub async fn run(
         );
         blocking(&inbox, &stop, {
             let name = name.clone();
-            move |i| i.retry(&name, seq, &entry, &step)
+            move |i| i.retry(&name, seq, &entry, &step, delay)
         })
         .await?;
         tokio::select! {
@@ -364,8 +376,8 @@ async fn blocking<T: Send + 'static>(
             // The store gave all its reserve and the disk is still full: the bookkeeping
             // waits for room rather than the notifier stopping (a delivery made and not
             // recorded would be made again).
-            Ok(Err(e)) if e.is_storage_full() => {
-                tracing::warn!(error = %e, "Waiting for disk space to record a delivery.");
+            Ok(Err(e)) if e.is_storage_full() || e.is_unavailable() => {
+                tracing::warn!(error = %e, "Waiting for the store to record a delivery.");
                 tokio::select! {
                     () = tokio::time::sleep(DISK_RETRY) => {}
                     () = stop.cancelled() => return Err(e),
@@ -402,7 +414,7 @@ mod tests {
         inbox
             .transact(|tx| {
                 for u in users {
-                    tx.enqueue(name.clone(), notification(u));
+                    tx.enqueue(name.clone(), notification(u))?;
                 }
                 Ok(())
             })

@@ -101,6 +101,8 @@ impl Pipeline {
             return Ok(());
         }
         let transitions = lock(&self.presence).due(steady);
+        // The announcements among the envelopes, after those from edges.
+        let mut announcing = Vec::new();
         for t in &transitions {
             if let Some(online) = t.change.online() {
                 let since = crate::clock::steady_to_wall(t.since_ms);
@@ -109,6 +111,7 @@ impl Pipeline {
             tracing::warn!(edge = %t.edge, site = %t.site, change = t.change.kind(), why = %t.why, "Edge presence changed.");
             if self.cfg.presence.events {
                 envelopes.push(t.event(now, self.inbox.salt()));
+                announcing.push(t.clone());
             }
         }
         if envelopes.is_empty() && !ticked && !lock(&self.presence).is_dirty() {
@@ -128,26 +131,40 @@ impl Pipeline {
         let (committed, envelopes) = tokio::task::spawn_blocking(move || {
             let received = chrono::Utc::now();
             let c = inbox.transact(|tx| {
-                lock(&presence).store(tx);
-                let c = tx.record(&envelopes, now, window_ms, |e, tx| {
-                    let (deliveries, routing) = router.route(e, received, tx)?;
-                    if listed {
-                        crate::recent::put(tx, e, &routing, now)?;
-                    }
-                    Ok((deliveries, routing))
-                })?;
-                if ticked {
-                    for (name, n) in router.close_intervals(received, tx)? {
-                        tx.enqueue(name, n);
+                // A change another hub sharing the store announced first is not announced
+                // again (one hub alone always finds the store as it left it).
+                let mut kept = None;
+                for (i, t) in announcing.iter().enumerate().rev() {
+                    if Tracker::announced_elsewhere(tx, t)? {
+                        kept.get_or_insert_with(|| envelopes.clone())
+                            .remove(from_edges + i);
                     }
                 }
-                Ok(c)
+                lock(&presence).store(tx);
+                let c = tx.record(
+                    kept.as_deref().unwrap_or(&envelopes),
+                    now,
+                    window_ms,
+                    |e, tx| {
+                        let (deliveries, routing) = router.route(e, received, tx)?;
+                        if listed {
+                            crate::recent::put(tx, e, &routing, now)?;
+                        }
+                        Ok((deliveries, routing))
+                    },
+                )?;
+                if ticked {
+                    for (name, n) in router.close_intervals(received, tx)? {
+                        tx.enqueue(name, n)?;
+                    }
+                }
+                Ok((c, kept))
             });
             (c, envelopes)
         })
         .await
         .map_err(|e| InboxError::Sync(std::io::Error::other(e)))?;
-        let (committed, woken) = match committed {
+        let ((committed, kept), woken) = match committed {
             Err(InboxError::DiskFull) => {
                 lock(&self.presence).unannounce(&transitions);
                 Stats::add(&self.stats.unacked_disk_full, from_edges as u64);
@@ -156,8 +173,17 @@ impl Pipeline {
                 crate::delivery::wake_all(&self.wakes);
                 return Ok(());
             }
+            Err(error) if error.is_unavailable() => {
+                // Nothing is acked: the edges send it all again.
+                tracing::warn!(%error, events = from_edges, "Could not record; not acked.");
+                lock(&self.presence).unannounce(&transitions);
+                Stats::add(&self.stats.unacked_store, from_edges as u64);
+                return Ok(());
+            }
             r => r?,
         };
+        lock(&self.presence).stored();
+        let envelopes = kept.unwrap_or(envelopes);
         Stats::add(&self.stats.duplicates, committed.duplicates);
         self.ack(&envelopes[..from_edges]);
         for &i in &committed.new {

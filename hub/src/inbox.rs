@@ -30,6 +30,7 @@ use warren_proto::{Envelope, EventId};
 
 use crate::known::KnownSourcesConfig;
 use crate::notify::{Notification, NotifierName};
+use crate::store::postgres::{Reads, Store};
 use crate::store::{Batch, Kv, Order, prefix_end};
 use crate::trace::{AttemptResult, Routing, Step, Trace};
 
@@ -45,6 +46,8 @@ const DUPLICATES_STEP: u64 = u64::MAX;
 const SALT: &[u8] = b"m:salt";
 /// sled's background flush interval: the window in which an attempt count can be lost.
 const FLUSH_EVERY_MS: u64 = 200;
+/// How often a hub sharing its store says it is alive, and counts what the store holds.
+const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often ids past the dedup window are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -60,6 +63,20 @@ pub enum InboxError {
     /// The fsync after a flush failed.
     #[error("syncing inbox database: {0}")]
     Sync(#[from] std::io::Error),
+    /// The shared store (PostgreSQL) failed.
+    #[error("store: {}", crate::store::postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The shared store cannot be used (unreachable, misconfigured, newer).
+    #[error("store: {0}")]
+    Unavailable(String),
+}
+
+impl InboxError {
+    /// Whether the shared store failed: nothing was recorded, and it is worth trying again
+    /// later (an edge's events stay unacked meanwhile) rather than stopping the hub.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Postgres(_) | Self::Unavailable(_))
+    }
 }
 
 impl From<DbError> for InboxError {
@@ -76,7 +93,7 @@ impl StorageFull for InboxError {
         match self {
             Self::Sled(e) => warren_daemon::database::sled_storage_full(e),
             Self::Sync(e) => warren_daemon::reserve::is_storage_full(e),
-            Self::DiskFull => false,
+            Self::DiskFull | Self::Postgres(_) | Self::Unavailable(_) => false,
         }
     }
 }
@@ -184,7 +201,9 @@ pub struct Tx<'a> {
     kv: &'a dyn Kv,
     batch: Batch,
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    next_seq: u64,
+    /// The next outbox number, for one hub's store; `None` when hubs share it (the store
+    /// hands them out).
+    next_seq: Option<u64>,
     added: BTreeMap<String, u64>,
     new_seen: u64,
     woken: Vec<NotifierName>,
@@ -216,14 +235,28 @@ impl Tx<'_> {
     }
 
     /// Adds a delivery to `notifier`'s outbox.
-    pub fn enqueue(&mut self, notifier: NotifierName, notification: Notification) {
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn enqueue(
+        &mut self,
+        notifier: NotifierName,
+        notification: Notification,
+    ) -> Result<(), InboxError> {
         let entry = OutboxEntry::new(notification);
-        self.raw_put(outbox_key(&notifier, self.next_seq), encode(&entry));
-        self.next_seq += 1;
+        let seq = match &mut self.next_seq {
+            Some(next) => {
+                *next += 1;
+                *next - 1
+            }
+            None => self.kv.next_id()?,
+        };
+        self.raw_put(outbox_key(&notifier, seq), encode(&entry));
         *self.added.entry(notifier.as_str().to_owned()).or_default() += 1;
         if !self.woken.contains(&notifier) {
             self.woken.push(notifier);
         }
+        Ok(())
     }
 
     /// Records `envelopes` not seen inside `window_ms` of `now_ms`, with the deliveries `route`
@@ -239,9 +272,14 @@ impl Tx<'_> {
         mut route: impl FnMut(&Envelope, &mut Self) -> Result<(Deliveries, Routing), InboxError>,
     ) -> Result<Committed, InboxError> {
         let mut out = Committed::default();
+        let now = now_ms.to_be_bytes();
         for (i, e) in envelopes.iter().enumerate() {
-            let seen_at = self
-                .raw_get(&seen_key(&e.id))?
+            let key = seen_key(&e.id);
+            let seen_at = match self.overlay.get(key.as_slice()) {
+                Some(v) => v.clone(),
+                None => self.kv.get_or_insert(&key, &now)?,
+            };
+            let seen_at = seen_at
                 .and_then(|v| v.as_slice().try_into().ok())
                 .map(u64::from_be_bytes);
             if let Some(first_ms) = seen_at.filter(|t| t.saturating_add(window_ms) >= now_ms) {
@@ -252,11 +290,11 @@ impl Tx<'_> {
             if seen_at.is_none() {
                 self.new_seen += 1;
             }
-            self.raw_put(seen_key(&e.id).to_vec(), now_ms.to_be_bytes().to_vec());
+            self.raw_put(key.to_vec(), now.to_vec());
             self.raw_put(time_key(now_ms, &e.id).to_vec(), Vec::new());
             let (deliveries, routing) = route(e, self)?;
             for (name, notification) in deliveries {
-                self.enqueue(name, notification);
+                self.enqueue(name, notification)?;
             }
             let step = Step::Received {
                 at_ms: now_ms,
@@ -373,11 +411,20 @@ struct Counts {
     seen: u64,
 }
 
+/// Where the records are.
+#[derive(Debug)]
+enum Backend {
+    /// sled, for one hub.
+    Sled(Database),
+    /// PostgreSQL, shared by hubs.
+    Shared(Store),
+}
+
 /// The store. Every method blocks on disk: call from `spawn_blocking` in async code.
 #[derive(Debug)]
 pub struct Inbox {
     salt: String,
-    db: Database,
+    backend: Backend,
     /// Locked while the database is, never before.
     counts: Mutex<Counts>,
 }
@@ -396,51 +443,67 @@ impl Inbox {
                 .flush_every_ms(Some(FLUSH_EVERY_MS))
                 .open()
         })?;
-        let salt = {
-            let o = db.get()?;
-            match o.db.get(SALT)? {
-                Some(s) => warren_daemon::tls::hex(&s),
-                None => {
-                    let mut s = [0u8; 16];
-                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
-                        .map_err(|_| InboxError::Sync(std::io::Error::other("no randomness")))?;
-                    o.db.insert(SALT, &s)?;
-                    o.sync()?;
-                    warren_daemon::tls::hex(&s)
-                }
-            }
-        };
-        let inbox = Self {
-            db,
+        Self::with(Backend::Sled(db))
+    }
+
+    /// The store shared with other hubs.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn shared(store: Store) -> Result<Self, InboxError> {
+        Self::with(Backend::Shared(store))
+    }
+
+    fn with(backend: Backend) -> Result<Self, InboxError> {
+        let mut inbox = Self {
+            backend,
             counts: Mutex::new(Counts::default()),
-            salt,
+            salt: String::new(),
         };
+        // The first hub to start makes it; the others read it.
+        let salt = inbox.run(|kv| {
+            let mut s = [0u8; 16];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
+                .map_err(|_| InboxError::Sync(std::io::Error::other("no randomness")))?;
+            if let Some(s) = kv.get_or_insert(SALT, &s)? {
+                return Ok(s);
+            }
+            let mut batch = Batch::default();
+            batch.insert(SALT, s);
+            kv.apply(batch)?;
+            kv.sync()?;
+            Ok(s.to_vec())
+        })?;
+        inbox.salt = warren_daemon::tls::hex(&salt);
         inbox.reload()?;
         Ok(inbox)
     }
 
     /// Counts what the store holds (again, after it was reopened: writes the failure lost
-    /// are gone).
-    fn reload(&self) -> Result<(), InboxError> {
-        let o = self.db.get()?;
-        let kv: &dyn Kv = &*o;
-        // Locked throughout, so nothing lands between the scan and the new counts.
+    /// are gone; or another hub's changes, in a shared store).
+    pub fn reload(&self) -> Result<(), InboxError> {
+        let counts = self.run_once(|kv| {
+            let mut counts = Counts::default();
+            for key in kv.keys(&[OUTBOX], Some(&[OUTBOX + 1]))? {
+                if let Some((name, seq)) = split_outbox_key(&key) {
+                    *counts.outbox.entry(name.to_owned()).or_default() += 1;
+                    counts.next_seq = counts.next_seq.max(seq + 1);
+                }
+            }
+            let dead = kv.keys(&[DEAD], Some(&[DEAD + 1]))?;
+            counts.dead = dead.len() as u64;
+            for key in dead {
+                if let Some(seq) = dead_seq(&key) {
+                    counts.next_seq = counts.next_seq.max(seq + 1);
+                }
+            }
+            counts.seen = kv.count(&[SEEN], Some(&[SEEN + 1]))?;
+            Ok(counts)
+        });
+        // Locked only now: a commit between the scan and here is counted twice or not at
+        // all until the next reload, never lost from the store.
+        let mut counts = counts?;
         let mut held = self.lock();
-        let mut counts = Counts::default();
-        for (key, _) in kv.scan_prefix(&[OUTBOX])? {
-            if let Some((name, seq)) = split_outbox_key(&key) {
-                *counts.outbox.entry(name.to_owned()).or_default() += 1;
-                counts.next_seq = counts.next_seq.max(seq + 1);
-            }
-        }
-        let dead = kv.scan_prefix(&[DEAD])?;
-        counts.dead = dead.len() as u64;
-        for (key, _) in dead {
-            if let Some(seq) = dead_seq(&key) {
-                counts.next_seq = counts.next_seq.max(seq + 1);
-            }
-        }
-        counts.seen = kv.count(&[SEEN], Some(&[SEEN + 1]))?;
         // Seqs only grow: a lost write may have handed one out.
         counts.next_seq = counts.next_seq.max(held.next_seq);
         *held = counts;
@@ -449,17 +512,42 @@ impl Inbox {
 
     /// Runs `op` on the store, once more after a full disk reopened it.
     fn run<R>(&self, op: impl Fn(&dyn Kv) -> Result<R, InboxError>) -> Result<R, InboxError> {
-        self.db.run(|o| op(o), || self.reload())
+        match &self.backend {
+            Backend::Sled(db) => db.run(|o| op(o), || self.reload()),
+            Backend::Shared(store) => store.atomically(Reads::Plain, op),
+        }
+    }
+
+    /// Runs `op` on the store once.
+    fn run_once<R>(&self, op: impl Fn(&dyn Kv) -> Result<R, InboxError>) -> Result<R, InboxError> {
+        match &self.backend {
+            Backend::Sled(db) => op(&*db.get()?),
+            Backend::Shared(store) => store.atomically(Reads::Plain, op),
+        }
     }
 
     /// Since when the disk is full (new events are then refused), ms since the epoch.
     pub fn disk_full_since(&self) -> Option<u64> {
-        self.db.full_since()
+        match &self.backend {
+            Backend::Sled(db) => db.full_since(),
+            Backend::Shared(_) => None,
+        }
     }
 
-    /// The database, for [`warren_daemon::database::watch`].
-    pub fn database(&self) -> &Database {
-        &self.db
+    /// The local database, for [`warren_daemon::database::watch`]; none with a shared store.
+    pub fn database(&self) -> Option<&Database> {
+        match &self.backend {
+            Backend::Sled(db) => Some(db),
+            Backend::Shared(_) => None,
+        }
+    }
+
+    /// The store shared with other hubs, if it is one.
+    pub fn shared_store(&self) -> Option<&Store> {
+        match &self.backend {
+            Backend::Sled(_) => None,
+            Backend::Shared(store) => Some(store),
+        }
     }
 
     /// A secret of this installation, kept in the inbox: the ids of events the hub makes
@@ -482,7 +570,9 @@ impl Inbox {
         window_ms: u64,
         route: impl FnMut(&Envelope, &mut Tx<'_>) -> Result<(Deliveries, Routing), InboxError>,
     ) -> Result<Committed, InboxError> {
-        let (mut c, woken) = self.transact(|tx| tx.record(envelopes, now_ms, window_ms, route))?;
+        let mut route = route;
+        let (mut c, woken) =
+            self.transact(|tx| tx.record(envelopes, now_ms, window_ms, &mut route))?;
         c.woken = woken;
         Ok(c)
     }
@@ -494,22 +584,27 @@ impl Inbox {
     /// When `f` or the store fails.
     pub fn transact<R>(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<R, InboxError>,
+        mut f: impl FnMut(&mut Tx<'_>) -> Result<R, InboxError>,
     ) -> Result<(R, Vec<NotifierName>), InboxError> {
+        let db = match &self.backend {
+            Backend::Shared(store) => {
+                return store.atomically(Reads::Locking, |kv| self.transact_in(kv, &mut f));
+            }
+            Backend::Sled(db) => db,
+        };
         if self.disk_full_since().is_some() {
             return Err(InboxError::DiskFull);
         }
         let (error, generation) = {
-            let o = self.db.get()?;
-            match self.transact_in(&*o, f) {
+            let o = db.get()?;
+            match self.transact_in(&*o, &mut f) {
                 Err(e) if e.is_storage_full() => (e, o.generation()),
                 done => return done,
             }
         };
         // Nothing is acked whatever happens next: a database that cannot be opened again now
         // is tried again by the next call.
-        let reopened = self
-            .db
+        let reopened = db
             .filled(generation, &error)
             .map_err(InboxError::from)
             .and_then(|_| self.reload());
@@ -522,14 +617,14 @@ impl Inbox {
     fn transact_in<R>(
         &self,
         kv: &dyn Kv,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<R, InboxError>,
+        f: &mut impl FnMut(&mut Tx<'_>) -> Result<R, InboxError>,
     ) -> Result<(R, Vec<NotifierName>), InboxError> {
         let mut counts = self.lock();
         let mut tx = Tx {
             kv,
             batch: Batch::default(),
             overlay: HashMap::new(),
-            next_seq: counts.next_seq,
+            next_seq: self.shared_store().is_none().then_some(counts.next_seq),
             added: BTreeMap::new(),
             new_seen: 0,
             woken: Vec::new(),
@@ -551,10 +646,14 @@ impl Inbox {
         if durable {
             kv.sync()?;
         }
-        counts.next_seq = next_seq;
-        counts.seen += new_seen;
-        for (name, n) in added {
-            *counts.outbox.entry(name).or_default() += n;
+        // In a shared store the transaction commits after this, and may be run again: what
+        // it added is counted by the next reload.
+        if let Some(next) = next_seq {
+            counts.next_seq = next;
+            counts.seen += new_seen;
+            for (name, n) in added {
+                *counts.outbox.entry(name).or_default() += n;
+            }
         }
         Ok((r, woken))
     }
@@ -662,9 +761,19 @@ impl Inbox {
         notifier: &NotifierName,
         max: usize,
     ) -> Result<Vec<(u64, OutboxEntry)>, InboxError> {
+        let prefix = outbox_prefix(notifier);
+        let end = prefix_end(&prefix).unwrap_or_else(|| vec![OUTBOX + 1]);
+        let claimed = match &self.backend {
+            // Hubs sharing the store take turns by claim; the records are this hub's to
+            // deliver until its lease is over.
+            Backend::Shared(store) => Some(store.claim(&prefix, &end, max)?),
+            Backend::Sled(_) => None,
+        };
         self.run(|kv| {
-            let prefix = outbox_prefix(notifier);
-            let records = kv.range(&prefix, prefix_end(&prefix).as_deref(), Order::Forward, max)?;
+            let records = match &claimed {
+                Some(records) => records.clone(),
+                None => kv.range(&prefix, Some(&end), Order::Forward, max)?,
+            };
             let mut batch = Vec::new();
             let mut unreadable = Batch::default();
             for (key, value) in records {
@@ -720,7 +829,7 @@ impl Inbox {
                 batch.remove(key);
                 Self::trace(kv, &mut batch, id, step)?;
             }
-            batch.remove(memo_key(notifier));
+            batch.remove(self.memo_key(notifier));
             kv.apply(batch)?;
             kv.sync()?;
             // Counted once durable, so an outbox shown empty is one a crash cannot refill.
@@ -737,7 +846,7 @@ impl Inbox {
     pub fn set_memo(&self, notifier: &NotifierName, memo: &[u8]) -> Result<(), InboxError> {
         self.run(|kv| {
             let mut batch = Batch::default();
-            batch.insert(memo_key(notifier), memo);
+            batch.insert(self.memo_key(notifier), memo);
             kv.apply(batch)?;
             kv.sync()
         })
@@ -748,7 +857,7 @@ impl Inbox {
     /// # Errors
     /// When the store fails.
     pub fn memo(&self, notifier: &NotifierName) -> Result<Option<Vec<u8>>, InboxError> {
-        self.run(|kv| kv.get(&memo_key(notifier)))
+        self.run(|kv| kv.get(&self.memo_key(notifier)))
     }
 
     /// Forgets `notifier`'s write memo (its write did not land).
@@ -758,12 +867,14 @@ impl Inbox {
     pub fn clear_memo(&self, notifier: &NotifierName) -> Result<(), InboxError> {
         self.run(|kv| {
             let mut batch = Batch::default();
-            batch.remove(memo_key(notifier));
+            batch.remove(self.memo_key(notifier));
             kv.apply(batch)
         })
     }
 
-    /// Records a failed attempt that will be retried, and its trace `step`.
+    /// Records a failed attempt that will be retried in `retry_in`, and its trace `step`.
+    /// In a shared store the delivery stays this hub's until then, so other hubs keep to its
+    /// backoff.
     ///
     /// # Errors
     /// When the store fails.
@@ -773,12 +884,18 @@ impl Inbox {
         seq: u64,
         entry: &OutboxEntry,
         step: &Step,
+        retry_in: Duration,
     ) -> Result<(), InboxError> {
         self.run(|kv| {
+            let key = outbox_key(notifier, seq);
             let mut batch = Batch::default();
-            batch.insert(outbox_key(notifier, seq), encode(entry));
+            batch.insert(key.clone(), encode(entry));
             Self::trace(kv, &mut batch, &entry.notification.envelope.id, step)?;
-            kv.apply(batch)
+            kv.apply(batch)?;
+            kv.hold(
+                &key,
+                u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+            )
         })
     }
 
@@ -857,7 +974,10 @@ impl Inbox {
                 },
             );
             Self::trace(kv, &mut batch, &entry.notification.envelope.id, &step)?;
-            let fallback_seq = counts.next_seq;
+            let fallback_seq = match self.backend {
+                Backend::Sled(_) => counts.next_seq,
+                Backend::Shared(_) => kv.next_id()?,
+            };
             if let Some(to) = fallback {
                 let handed = OutboxEntry {
                     fallback_of: Some(notifier.to_string()),
@@ -1047,6 +1167,33 @@ impl Inbox {
         self.run(|kv| kv.sync())
     }
 
+    /// In a shared store, every [`HEARTBEAT`] until `stop`: writes this hub's heartbeat, reads
+    /// the other hubs', and counts the outbox and dead letters again (other hubs change them).
+    pub async fn keep_in_touch(self: Arc<Self>, stop: CancellationToken) {
+        if self.shared_store().is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let inbox = self.clone();
+            let beat = tokio::task::spawn_blocking(move || {
+                if let Some(store) = inbox.shared_store() {
+                    store.heartbeat()?;
+                }
+                inbox.reload()
+            });
+            match beat.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "Could not reach the shared store."),
+                Err(error) => tracing::error!(%error, "Heartbeat task failed."),
+            }
+        }
+    }
+
     /// Forgets, every [`PRUNE_EVERY`] until `stop`, the ids recorded longer than `window`
     /// ago, the dead letters older than `keep_dead`, and the sources not seen for `known`'s
     /// time.
@@ -1094,6 +1241,18 @@ impl Inbox {
                 Err(error) => tracing::error!(%error, "Pruning task failed."),
             }
         }
+    }
+
+    /// Where `notifier`'s write memo is kept: a file is this hub's own, so in a shared store
+    /// each hub has its own memo.
+    fn memo_key(&self, notifier: &NotifierName) -> Vec<u8> {
+        let mut k = vec![MEMO];
+        k.extend_from_slice(notifier.as_str().as_bytes());
+        if let Backend::Shared(store) = &self.backend {
+            k.push(0);
+            k.extend_from_slice(store.name().as_bytes());
+        }
+        k
     }
 
     fn bump_outbox(&self, notifier: &NotifierName, delta: i64) {
@@ -1156,12 +1315,6 @@ fn outbox_prefix(notifier: &NotifierName) -> Vec<u8> {
     let mut k = vec![OUTBOX];
     k.extend_from_slice(notifier.as_str().as_bytes());
     k.push(0);
-    k
-}
-
-fn memo_key(notifier: &NotifierName) -> Vec<u8> {
-    let mut k = vec![MEMO];
-    k.extend_from_slice(notifier.as_str().as_bytes());
     k
 }
 
@@ -1323,7 +1476,9 @@ mod tests {
                 retry_in_ms: 100,
             },
         };
-        inbox.retry(&f, seq, &entry, &failed).unwrap();
+        inbox
+            .retry(&f, seq, &entry, &failed, Duration::ZERO)
+            .unwrap();
         assert_eq!(inbox.next(&f).unwrap().unwrap().1.attempts, 1);
         let delivered = Step::Attempt {
             at_ms: 3,

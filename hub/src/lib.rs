@@ -99,8 +99,18 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let files = warren_daemon::fds::raise_limit();
     tracing::debug!(limit = ?files, "Open files limit raised to the hard limit.");
-    let (dir, reserve) = (cfg.inbox_dir.clone(), cfg.reserve_bytes);
-    let inbox = Arc::new(tokio::task::spawn_blocking(move || Inbox::open(&dir, reserve)).await??);
+    let inbox = match &res.store {
+        Some(options) => {
+            let store = store::postgres::Store::connect(options).await?;
+            tracing::info!(name = %store.name(), "Using the shared store.");
+            tokio::task::spawn_blocking(move || Inbox::shared(store)).await??
+        }
+        None => {
+            let (dir, reserve) = (cfg.inbox_dir.clone(), cfg.reserve_bytes);
+            tokio::task::spawn_blocking(move || Inbox::open(&dir, reserve)).await??
+        }
+    };
+    let inbox = Arc::new(inbox);
     let stats = Arc::new(Stats::default());
     let tracker = TaskTracker::new();
 
@@ -190,6 +200,7 @@ pub async fn run(
             shutdown.child_token(),
         )
     });
+    tracker.spawn(inbox.clone().keep_in_touch(shutdown.child_token()));
     tracker.spawn(
         inbox.clone().prune_expired(
             cfg.dedup.window,

@@ -280,9 +280,9 @@ impl Tracker {
         }
     }
 
-    /// Writes what changed since the last call into `tx`.
-    pub fn store(&mut self, tx: &mut Tx<'_>) {
-        for (id, e) in self.edges.iter_mut().filter(|(_, e)| e.dirty) {
+    /// Writes what changed since the last [`Tracker::stored`] into `tx`.
+    pub fn store(&self, tx: &mut Tx<'_>) {
+        for (id, e) in self.edges.iter().filter(|(_, e)| e.dirty) {
             let r = Record {
                 site: e.site.clone(),
                 online: e.announced_online,
@@ -293,8 +293,34 @@ impl Tracker {
                 id.as_bytes(),
                 serde_json::to_vec(&r).unwrap_or_default(),
             );
+        }
+    }
+
+    /// What [`Tracker::store`] wrote is committed.
+    pub fn stored(&mut self) {
+        for e in self.edges.values_mut() {
             e.dirty = false;
         }
+    }
+
+    /// Whether the store already records `t` as announced: by another hub sharing it, which
+    /// decided the same change first. Read before [`Tracker::store`] writes this hub's view.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn announced_elsewhere(tx: &Tx<'_>, t: &Transition) -> Result<bool, InboxError> {
+        let Some(bytes) = tx.get(Space::Presence, t.edge.as_bytes())? else {
+            return Ok(false);
+        };
+        let Ok(r) = serde_json::from_slice::<Record>(&bytes) else {
+            return Ok(false);
+        };
+        Ok(match &t.change {
+            Change::Online => r.online,
+            Change::Offline => !r.online,
+            Change::Problem(p) => r.problem.as_ref() == Some(p),
+            Change::ProblemOver(p) => r.problem.as_ref() != Some(p),
+        })
     }
 
     /// Whether anything waits to be stored.

@@ -33,6 +33,8 @@ pub struct Resources {
     pub certificate: Option<CertFacts>,
     /// The page's TLS and token, if it is served.
     pub web: Option<crate::web::Guard>,
+    /// How to reach the store shared with other hubs, if the hub uses one.
+    pub store: Option<crate::store::postgres::Options>,
 }
 
 /// The broker, ready to start or to connect to.
@@ -83,12 +85,36 @@ impl Resources {
             .as_ref()
             .map(|w| crate::web::Guard::load(&cfg.path, w))
             .transpose()?;
+        let store = match &cfg.store {
+            Some(s) => {
+                let url = Secret::read(&s.url_file)
+                    .map_err(|e| ConfigError::file(&cfg.path, "store.url_file", &s.url_file, &e))?;
+                let url = url.expose().trim().to_owned();
+                if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                    let e = format!("not a connection string: {e}");
+                    return Err(ConfigError::file(
+                        &cfg.path,
+                        "store.url_file",
+                        &s.url_file,
+                        &e,
+                    ));
+                }
+                Some(crate::store::postgres::Options {
+                    url,
+                    pool_size: s.pool_size,
+                    lease: s.lease,
+                    name: s.name.clone(),
+                })
+            }
+            None => None,
+        };
         Ok(Self {
             broker,
             notifiers,
             hub_bus: cx.hub_bus,
             certificate,
             web,
+            store,
         })
     }
 }

@@ -24,6 +24,8 @@ pub struct Stats {
     pub acked: AtomicU64,
     /// Envelopes left unacked because the hub's disk was full (their edges send them again).
     pub unacked_disk_full: AtomicU64,
+    /// Envelopes left unacked because the shared store could not be reached.
+    pub unacked_store: AtomicU64,
     /// Times the hub did not run (stopped, suspended).
     pub pauses: warren_daemon::pause::Pauses,
     /// Logins republished on the legacy topic.

@@ -13,6 +13,7 @@ use warren_daemon::tls::{CertFacts, expiry_warning};
 
 use crate::inbox::{DeadLetter, Inbox, Space};
 use crate::stats::{EdgeInfo, Stats};
+use crate::store::postgres::{Peer, Store};
 
 /// Dead letters listed in a snapshot.
 const RECENT_DEAD_LETTERS: usize = 10;
@@ -42,6 +43,15 @@ pub struct HubStatus {
     pub pid: u32,
     /// `embedded` or `external`.
     pub mode: String,
+    /// `sled`, or `postgres` for a store shared by hubs.
+    #[serde(default = "sled")]
+    pub store: String,
+    /// The hubs sharing the store, by their heartbeats (this one among them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hubs: Vec<Peer>,
+    /// This hub's name among them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_name: Option<String>,
     /// The TLS listener's bound address (port 0 resolved), if any.
     pub listen: Vec<String>,
     /// Where the page is served ([`crate::web`]), port 0 resolved.
@@ -94,6 +104,9 @@ pub struct HubStatus {
     /// Envelopes left unacked since start because the disk was full.
     #[serde(default)]
     pub unacked_disk_full: u64,
+    /// Envelopes left unacked since start because the shared store could not be reached.
+    #[serde(default)]
+    pub unacked_store: u64,
     /// The last time the hub did not run (stopped, suspended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pause: Option<warren_daemon::pause::Pause>,
@@ -172,10 +185,14 @@ impl Source {
             .zip(open_files_limit)
             .filter(|&(open, limit)| open.saturating_mul(5) > limit.saturating_mul(4))
             .map(|(open, limit)| format!("{open} files open of the limit of {limit}"));
+        let shared = self.inbox.shared_store();
         HubStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             mode: self.mode.to_owned(),
+            store: if shared.is_some() { "postgres" } else { "sled" }.to_owned(),
+            hubs: shared.map(Store::peers).unwrap_or_default(),
+            hub_name: shared.map(|s| s.name().to_owned()),
             listen: self.listen.clone(),
             web: self.web.clone(),
             broker_connected: *s.bus_connected.borrow(),
@@ -205,12 +222,17 @@ impl Source {
             refused: s.refused.counts(),
             disk_full_since_ms: self.inbox.disk_full_since(),
             unacked_disk_full: get(&s.unacked_disk_full),
+            unacked_store: get(&s.unacked_store),
             last_pause: s.pauses.last().0,
             pauses: s.pauses.last().1,
             open_files,
             open_files_limit,
         }
     }
+}
+
+fn sled() -> String {
+    "sled".to_owned()
 }
 
 /// Asks the daemon listening on `path`.
@@ -339,6 +361,24 @@ pub fn human(s: &HubStatus) -> String {
     }
     if let Some(p) = &s.last_pause {
         out += &warren_daemon::pause::describe(p, s.pauses, now);
+    }
+    if s.store != "sled" {
+        out += &format!(
+            "store: {}, shared as hub {}; {} left unacked while it could not be reached\n",
+            s.store,
+            s.hub_name.as_deref().unwrap_or("?"),
+            s.unacked_store
+        );
+        for h in &s.hubs {
+            out += &format!(
+                "  hub {:<16} on {} (pid {}, warren {}), last heartbeat {}s ago\n",
+                h.name,
+                h.host,
+                h.pid,
+                h.version,
+                h.seen_ago_ms / 1000
+            );
+        }
     }
     if let Some(since) = s.disk_full_since_ms {
         out += &format!(

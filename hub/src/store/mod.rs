@@ -1,11 +1,12 @@
 //! What the inbox keeps its records in: ordered byte keys, read by key or in ranges, written
 //! in batches that land whole or not at all.
 //!
-//! The inbox's logic (dedup, outbox, dead letters, traces) is written once against [`Kv`];
-//! sled implements it here, for the one hub on a home server. A store shared by several hubs
-//! implements the same inside one of its transactions.
+//! The inbox's logic (dedup, outbox, dead letters, traces) is written once against [`Kv`]:
+//! [`sled`] implements it for the one hub on a home server (embedded, the default);
+//! [`postgres`] inside one of PostgreSQL's transactions, for hubs that share a store.
 
-use warren_daemon::database::Opened;
+pub mod postgres;
+mod sled;
 
 use crate::inbox::InboxError;
 
@@ -16,6 +17,16 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 #[derive(Debug, Default)]
 pub struct Batch {
     ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl IntoIterator for Batch {
+    type Item = (Vec<u8>, Option<Vec<u8>>);
+    type IntoIter = std::vec::IntoIter<Self::Item>;
+
+    /// Each write: `(key, Some(value))` to set, `(key, None)` to remove.
+    fn into_iter(self) -> Self::IntoIter {
+        self.ops.into_iter()
+    }
 }
 
 impl Batch {
@@ -52,6 +63,18 @@ pub trait Kv {
     /// When the store fails.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError>;
 
+    /// The value of `key`; if it has none, `value` is written at once. In a store other hubs
+    /// share, a hub doing the same meanwhile waits for this transaction to end and then finds
+    /// the value: of two hubs recording one event id, one records it and the other finds it.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn get_or_insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
+        // One writer at a time: the caller's batch writes it.
+        let _ = value;
+        self.get(key)
+    }
+
     /// Whether `key` has a value.
     ///
     /// # Errors
@@ -73,6 +96,15 @@ pub trait Kv {
         limit: usize,
     ) -> Result<Pairs, InboxError>;
 
+    /// The keys in `start..end`, in key order.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn keys(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<Vec<u8>>, InboxError> {
+        let pairs = self.range(start, end, Order::Forward, usize::MAX)?;
+        Ok(pairs.into_iter().map(|(k, _)| k).collect())
+    }
+
     /// How many keys are in `start..end`.
     ///
     /// # Errors
@@ -90,6 +122,16 @@ pub trait Kv {
     /// # Errors
     /// When the store fails: nothing of it was applied.
     fn apply(&self, batch: Batch) -> Result<(), InboxError>;
+
+    /// Keeps `key` (an outbox entry) claimed by this hub for `ms` more: a delivery waiting
+    /// to be retried is not taken over by another hub before then. One hub alone claims
+    /// nothing.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn hold(&self, _key: &[u8], _ms: u64) -> Result<(), InboxError> {
+        Ok(())
+    }
 
     /// Makes everything applied so far durable.
     ///
@@ -121,69 +163,6 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
-}
-
-impl Kv for Opened {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
-        Ok(self.db.get(key)?.map(|v| v.to_vec()))
-    }
-
-    fn contains_key(&self, key: &[u8]) -> Result<bool, InboxError> {
-        Ok(self.db.contains_key(key)?)
-    }
-
-    fn range(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        order: Order,
-        limit: usize,
-    ) -> Result<Pairs, InboxError> {
-        let range = match end {
-            Some(end) => self.db.range(start..end),
-            None => self.db.range(start..),
-        };
-        let pairs = |item: sled::Result<(sled::IVec, sled::IVec)>| {
-            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(InboxError::from)
-        };
-        match order {
-            Order::Forward => range.take(limit).map(pairs).collect(),
-            Order::Backward => range.rev().take(limit).map(pairs).collect(),
-        }
-    }
-
-    fn count(&self, start: &[u8], end: Option<&[u8]>) -> Result<u64, InboxError> {
-        let keys = match end {
-            Some(end) => self.db.range(start..end),
-            None => self.db.range(start..),
-        };
-        let mut n = 0;
-        for key in keys.keys() {
-            key?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn next_id(&self) -> Result<u64, InboxError> {
-        Ok(self.db.generate_id()?)
-    }
-
-    fn apply(&self, batch: Batch) -> Result<(), InboxError> {
-        let mut b = sled::Batch::default();
-        for (key, value) in batch.ops {
-            match value {
-                Some(v) => b.insert(key, v),
-                None => b.remove(key),
-            }
-        }
-        Ok(self.db.apply_batch(b)?)
-    }
-
-    fn sync(&self) -> Result<(), InboxError> {
-        Ok(Opened::sync(self)?)
-    }
 }
 
 #[cfg(test)]

@@ -549,6 +549,8 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+        assert!(t.is_dirty(), "until the caller says it is committed");
+        t.stored();
         assert!(!t.is_dirty());
         drop(t);
         // Restarted at 100 s: gw was announced offline, quiet was online.

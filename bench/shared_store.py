@@ -109,6 +109,7 @@ def run(setup, args, exe):
     mqtt_port, mqtt = start_mosquitto(d)
     url_file, stop_pg = None, None
     if setup != "sled":
+        os.chmod(d, 0o755)  # the postgres user walks through it to its cluster
         url, stop_pg = start_postgres(os.path.join(d, "pg"))
         url_file = os.path.join(d, "store.url")
         with open(url_file, "w") as f:

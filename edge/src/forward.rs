@@ -424,7 +424,10 @@ async fn drive(
                 let broker = &cfg.hubs[at];
                 stats.set_link(false, broker.to_string(), Some(error.to_string()));
                 failed_in_turn += 1;
-                let delay = if failed_in_turn % brokers.len() == 0 {
+                // The next address at once after a refused connection; after a link that was
+                // up, or once each has failed in turn, a wait (a broker that accepts and then
+                // drops the edge must not make it reconnect in a loop).
+                let delay = if was_up || failed_in_turn % brokers.len() == 0 {
                     backoff.next_delay()
                 } else {
                     Duration::ZERO

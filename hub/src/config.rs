@@ -230,11 +230,12 @@ impl RawStore {
         let lease = self
             .lease
             .unwrap_or(delivery.timeout * 3 + Duration::from_secs(30));
-        if lease <= delivery.timeout {
+        if lease <= delivery.timeout * 2 {
             return Err((
                 "store.lease",
                 format!(
-                    "must be longer than [delivery] timeout ({})",
+                    "must be longer than twice [delivery] timeout ({}): a claim must outlast \
+                     an attempt and its record",
                     humantime::format_duration(delivery.timeout)
                 ),
             ));
@@ -927,6 +928,40 @@ mod tests {
         if let Err(e) = HubConfig::parse(&readme, example) {
             panic!("{e}");
         }
+    }
+
+    #[test]
+    fn a_shared_store_needs_its_connection_a_shared_broker_and_a_long_lease() {
+        let external = "[broker]\nmode = \"external\"\naddress = \"m:1883\"\ntls = false\n\
+                        [notifier.x]\ntype = \"log\"\n[[route]]\nnotify = [\"x\"]\n";
+        let parse = |text: &str| HubConfig::parse(Path::new("hub.toml"), text);
+        let cfg = parse(&format!(
+            "{external}[store]\nkind = \"postgres\"\nurl_file = \"/etc/warren/store.url\"\nname = \"a\"\n"
+        ))
+        .unwrap();
+        let store = cfg.store.unwrap();
+        assert_eq!(store.name, "a");
+        assert_eq!(store.pool_size, 4);
+        assert_eq!(store.lease, Duration::from_secs(60), "3 × timeout + 30 s");
+        assert!(parse(external).unwrap().store.is_none(), "sled by default");
+        for (extra, says) in [
+            ("[store]\nkind = \"postgres\"\n", "store.url_file"),
+            ("[store]\nurl_file = \"/x\"\n", "only for kind"),
+            (
+                "[store]\nkind = \"postgres\"\nurl_file = \"/x\"\nlease = \"20s\"\n",
+                "twice [delivery] timeout",
+            ),
+        ] {
+            let e = parse(&format!("{external}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        let embedded = "[broker]\nlisten_local = \"127.0.0.1:1883\"\n\
+                        [notifier.x]\ntype = \"log\"\n[[route]]\nnotify = [\"x\"]\n\
+                        [store]\nkind = \"postgres\"\nurl_file = \"/x\"\n";
+        let e = parse(embedded).unwrap_err().to_string();
+        assert!(e.contains("mode = \"external\""), "{e}");
     }
 
     #[test]

@@ -68,9 +68,12 @@ pub enum InboxError {
     /// The shared store (PostgreSQL) failed.
     #[error("store: {}", crate::store::postgres::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
-    /// The shared store cannot be used (unreachable, misconfigured, newer).
+    /// The shared store cannot be reached.
     #[error("store: {0}")]
     Unavailable(String),
+    /// The shared store cannot be used by this version: its schema is newer.
+    #[error("store: {0}")]
+    Schema(String),
 }
 
 impl InboxError {
@@ -95,7 +98,7 @@ impl StorageFull for InboxError {
         match self {
             Self::Sled(e) => warren_daemon::database::sled_storage_full(e),
             Self::Sync(e) => warren_daemon::reserve::is_storage_full(e),
-            Self::DiskFull | Self::Postgres(_) | Self::Unavailable(_) => false,
+            Self::DiskFull | Self::Postgres(_) | Self::Unavailable(_) | Self::Schema(_) => false,
         }
     }
 }
@@ -275,11 +278,21 @@ impl Tx<'_> {
     ) -> Result<Committed, InboxError> {
         let mut out = Committed::default();
         let now = now_ms.to_be_bytes();
+        // Every id recorded, or found, at once: one round trip to a shared store.
+        let mut fresh: Vec<Vec<u8>> = envelopes
+            .iter()
+            .map(|e| seen_key(&e.id).to_vec())
+            .filter(|k| !self.overlay.contains_key(k))
+            .collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        let found = self.kv.get_or_insert_many(&fresh, &now)?;
+        let mut before: HashMap<Vec<u8>, Option<Vec<u8>>> = fresh.into_iter().zip(found).collect();
         for (i, e) in envelopes.iter().enumerate() {
             let key = seen_key(&e.id);
             let seen_at = match self.overlay.get(key.as_slice()) {
                 Some(v) => v.clone(),
-                None => self.kv.get_or_insert(&key, &now)?,
+                None => before.remove(key.as_slice()).flatten(),
             };
             let seen_at = seen_at
                 .and_then(|v| v.as_slice().try_into().ok())
@@ -484,28 +497,20 @@ impl Inbox {
     /// Counts what the store holds (again, after it was reopened: writes the failure lost
     /// are gone; or another hub's changes, in a shared store).
     pub fn reload(&self) -> Result<(), InboxError> {
-        let counts = self.run_once(|kv| {
-            let mut counts = Counts::default();
-            for key in kv.keys(&[OUTBOX], Some(&[OUTBOX + 1]))? {
-                if let Some((name, seq)) = split_outbox_key(&key) {
-                    *counts.outbox.entry(name.to_owned()).or_default() += 1;
-                    counts.next_seq = counts.next_seq.max(seq + 1);
-                }
+        let (mut held, mut counts) = match &self.backend {
+            // Locked throughout (after the database, as everywhere), so nothing lands between
+            // the scan and the new counts.
+            Backend::Sled(db) => {
+                let o = db.get()?;
+                let held = self.lock();
+                (held, count(&*o)?)
             }
-            let dead = kv.keys(&[DEAD], Some(&[DEAD + 1]))?;
-            counts.dead = dead.len() as u64;
-            for key in dead {
-                if let Some(seq) = dead_seq(&key) {
-                    counts.next_seq = counts.next_seq.max(seq + 1);
-                }
+            // Locked only at the end: another hub's commit in between is counted next time.
+            Backend::Shared(store) => {
+                let counts = store.atomically(Reads::Plain, count)?;
+                (self.lock(), counts)
             }
-            counts.seen = kv.count(&[SEEN], Some(&[SEEN + 1]))?;
-            Ok(counts)
-        });
-        // Locked only now: a commit between the scan and here is counted twice or not at
-        // all until the next reload, never lost from the store.
-        let mut counts = counts?;
-        let mut held = self.lock();
+        };
         // Seqs only grow: a lost write may have handed one out.
         counts.next_seq = counts.next_seq.max(held.next_seq);
         *held = counts;
@@ -516,14 +521,6 @@ impl Inbox {
     fn run<R>(&self, op: impl Fn(&dyn Kv) -> Result<R, InboxError>) -> Result<R, InboxError> {
         match &self.backend {
             Backend::Sled(db) => db.run(|o| op(o), || self.reload()),
-            Backend::Shared(store) => store.atomically(Reads::Plain, op),
-        }
-    }
-
-    /// Runs `op` on the store once.
-    fn run_once<R>(&self, op: impl Fn(&dyn Kv) -> Result<R, InboxError>) -> Result<R, InboxError> {
-        match &self.backend {
-            Backend::Sled(db) => op(&*db.get()?),
             Backend::Shared(store) => store.atomically(Reads::Plain, op),
         }
     }
@@ -798,8 +795,16 @@ impl Inbox {
                     }
                 }
             }
+            let skipped = !unreadable.is_empty();
             kv.apply(unreadable)?;
-            Ok(batch)
+            Ok((batch, skipped))
+        })
+        .and_then(|(batch, skipped)| {
+            // Those removed took places in the batch: look again (they are gone now).
+            match skipped && batch.len() < max {
+                true => self.next_batch(notifier, max),
+                false => Ok(batch),
+            }
         })
     }
 
@@ -830,13 +835,24 @@ impl Inbox {
     ) -> Result<(), InboxError> {
         self.run(|kv| {
             let mut batch = Batch::default();
-            let mut queued = 0;
-            for (seq, id, step) in done {
-                let key = outbox_key(notifier, *seq);
-                queued += i64::from(kv.contains_key(&key)?);
+            // Each a round trip to a shared store: all at once.
+            let keys: Vec<Vec<u8>> = done
+                .iter()
+                .map(|(seq, ..)| outbox_key(notifier, *seq))
+                .collect();
+            let queued = kv.get_many(&keys)?.iter().flatten().count();
+            let seen_keys: Vec<Vec<u8>> = done
+                .iter()
+                .map(|(_, id, _)| seen_key(id).to_vec())
+                .collect();
+            let seen = kv.get_many(&seen_keys)?;
+            for ((key, (_, id, step)), seen) in keys.into_iter().zip(done).zip(seen) {
                 batch.remove(key);
-                Self::trace(kv, &mut batch, id, step)?;
+                if let Some(ms) = seen.and_then(|v| Some(u64::from_be_bytes(v.try_into().ok()?))) {
+                    batch.insert(trace_key(ms, id, kv.next_id()?), encode(step));
+                }
             }
+            let queued = i64::try_from(queued).unwrap_or(i64::MAX);
             batch.remove(self.memo_key(notifier));
             kv.apply(batch)?;
             kv.sync()?;
@@ -896,6 +912,10 @@ impl Inbox {
     ) -> Result<(), InboxError> {
         self.run(|kv| {
             let key = outbox_key(notifier, seq);
+            if !kv.holds(&key)? {
+                tracing::info!(%notifier, seq, "Another hub took this delivery over.");
+                return Ok(());
+            }
             let mut batch = Batch::default();
             batch.insert(key.clone(), encode(entry));
             Self::trace(kv, &mut batch, &entry.notification.envelope.id, step)?;
@@ -963,6 +983,10 @@ impl Inbox {
                 },
                 notification: Some(entry.notification.clone()),
             };
+            if !kv.holds(&outbox_key(notifier, seq))? {
+                tracing::info!(%notifier, seq, "Another hub took this delivery over.");
+                return Ok(());
+            }
             let mut counts = self.lock();
             // Run again after a full disk reopened the store, it may find its first write landed:
             // then the fallback is handed over already, and must not be twice.
@@ -1167,12 +1191,16 @@ impl Inbox {
         self.lock().seen
     }
 
-    /// Flushes and fsyncs everything (shutdown).
+    /// Flushes and fsyncs everything (shutdown). A hub sharing its store gives back the
+    /// deliveries it has claimed, so that the others need not wait for the claims to run out.
     ///
     /// # Errors
     /// When the store fails.
     pub fn flush(&self) -> Result<(), InboxError> {
-        self.run(|kv| kv.sync())
+        match &self.backend {
+            Backend::Sled(_) => self.run(|kv| kv.sync()),
+            Backend::Shared(store) => store.release(),
+        }
     }
 
     /// In a shared store, every [`HEARTBEAT`] until `stop`: writes this hub's heartbeat and
@@ -1294,6 +1322,26 @@ fn seen_ms(kv: &dyn Kv, id: &EventId) -> Result<Option<u64>, InboxError> {
         .get(&seen_key(id))?
         .and_then(|v| v.as_slice().try_into().ok())
         .map(u64::from_be_bytes))
+}
+
+/// What the store holds: deliveries per notifier, dead letters, ids, and the next seq.
+fn count(kv: &dyn Kv) -> Result<Counts, InboxError> {
+    let mut counts = Counts::default();
+    for key in kv.keys(&[OUTBOX], Some(&[OUTBOX + 1]))? {
+        if let Some((name, seq)) = split_outbox_key(&key) {
+            *counts.outbox.entry(name.to_owned()).or_default() += 1;
+            counts.next_seq = counts.next_seq.max(seq + 1);
+        }
+    }
+    let dead = kv.keys(&[DEAD], Some(&[DEAD + 1]))?;
+    counts.dead = dead.len() as u64;
+    for key in dead {
+        if let Some(seq) = dead_seq(&key) {
+            counts.next_seq = counts.next_seq.max(seq + 1);
+        }
+    }
+    counts.seen = kv.count(&[SEEN], Some(&[SEEN + 1]))?;
+    Ok(counts)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

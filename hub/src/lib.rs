@@ -101,7 +101,9 @@ pub async fn run(
     tracing::debug!(limit = ?files, "Open files limit raised to the hard limit.");
     let inbox = match &res.store {
         Some(options) => {
-            let store = store::postgres::Store::connect(options).await?;
+            let Some(store) = connect_store(options, &shutdown).await? else {
+                return Ok(());
+            };
             tracing::info!(name = %store.name(), "Using the shared store.");
             tokio::task::spawn_blocking(move || Inbox::shared(store)).await??
         }
@@ -315,6 +317,32 @@ pub async fn run(
     let _ = std::fs::remove_file(&cfg.status_socket);
     tracing::info!("Hub stopped.");
     result
+}
+
+/// Connects to the shared store, waiting while it cannot be reached (a hub started before its
+/// database, or during its failover); `None` when `shutdown` comes first.
+async fn connect_store(
+    options: &store::postgres::Options,
+    shutdown: &CancellationToken,
+) -> Result<Option<store::postgres::Store>, HubError> {
+    let mut backoff = warren_daemon::retry::RetrySchedule::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
+    loop {
+        match store::postgres::Store::connect(options).await {
+            Ok(store) => return Ok(Some(store)),
+            Err(error) if error.is_unavailable() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "Cannot reach the shared store yet.");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Ok(None),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, by the wall clock ([`clock`] says when to use which).

@@ -260,12 +260,10 @@ impl Tracker {
         }
     }
 
-    /// Takes back `transitions` that could not be recorded (the disk is full): they are
-    /// announced again once they can be, and every record is written again.
+    /// Takes back `transitions` that could not be recorded (the disk is full, the shared
+    /// store out of reach): they are announced again once they can be. The records that
+    /// were to be written are still to be ([`Tracker::stored`] was not called).
     pub fn unannounce(&mut self, transitions: &[Transition]) {
-        for e in self.edges.values_mut() {
-            e.dirty = true;
-        }
         for t in transitions {
             let Some(e) = self.edges.get_mut(&t.edge) else {
                 continue;

@@ -75,6 +75,27 @@ pub trait Kv {
         self.get(key)
     }
 
+    /// [`Kv::get`] of each of `keys`, in one round trip where the store is remote.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, InboxError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// [`Kv::get_or_insert`] of each of `keys` (distinct), with one `value`, in one round
+    /// trip where the store is remote.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn get_or_insert_many(
+        &self,
+        keys: &[Vec<u8>],
+        value: &[u8],
+    ) -> Result<Vec<Option<Vec<u8>>>, InboxError> {
+        keys.iter().map(|k| self.get_or_insert(k, value)).collect()
+    }
+
     /// Whether `key` has a value.
     ///
     /// # Errors
@@ -131,6 +152,16 @@ pub trait Kv {
     /// When the store fails.
     fn hold(&self, _key: &[u8], _ms: u64) -> Result<(), InboxError> {
         Ok(())
+    }
+
+    /// Whether `key` (an outbox entry) is still claimed by this hub, locked until the
+    /// transaction ends: a delivery another hub took over (this hub's claim ran out) is that
+    /// hub's to record. One hub alone always holds what it has.
+    ///
+    /// # Errors
+    /// When the store fails.
+    fn holds(&self, _key: &[u8]) -> Result<bool, InboxError> {
+        Ok(true)
     }
 
     /// Makes everything applied so far durable.

@@ -224,6 +224,20 @@ impl Store {
         Ok(out)
     }
 
+    /// Gives back every delivery this hub has claimed (it stops): other hubs take them at
+    /// once rather than when the claims run out.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn release(&self) -> Result<(), InboxError> {
+        let client = self.rt.block_on(self.pool.get()).map_err(pool_error)?;
+        self.rt.block_on(client.execute(
+            "UPDATE warren_kv SET holder = NULL, lease_until = NULL WHERE holder = $1",
+            &[&self.name],
+        ))?;
+        Ok(())
+    }
+
     /// Writes this hub's heartbeat and reads everyone's.
     ///
     /// # Errors
@@ -308,10 +322,24 @@ pub async fn check(o: &Options) -> Result<String, InboxError> {
 }
 
 fn pool(o: &Options) -> Result<Pool, InboxError> {
-    let cfg: tokio_postgres::Config = o
+    let mut cfg: tokio_postgres::Config = o
         .url
         .parse()
         .map_err(|e| InboxError::Unavailable(format!("the connection string: {e}")))?;
+    // A hub stuck on a dead connection would hold its row locks, and every other hub with
+    // them: a link that stops answering is given up on, and so is a statement or a lock wait
+    // that takes too long (the connection string may say otherwise).
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(10));
+    }
+    cfg.keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .tcp_user_timeout(Duration::from_secs(30));
+    let options = format!(
+        "-c lock_timeout=30s -c statement_timeout=60s -c idle_in_transaction_session_timeout=60s {}",
+        cfg.get_options().unwrap_or_default()
+    );
+    cfg.options(options.trim_end());
     let manager = Manager::from_config(
         cfg,
         NoTls,
@@ -336,7 +364,7 @@ fn pool_error(e: deadpool_postgres::PoolError) -> InboxError {
 }
 
 fn newer(v: i32) -> InboxError {
-    InboxError::Unavailable(format!(
+    InboxError::Schema(format!(
         "the store's schema is version {v}, newer than this hub's {SCHEMA_VERSION}: upgrade the hub"
     ))
 }
@@ -405,7 +433,63 @@ impl Kv for Tx<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
         let sql = format!("SELECT v FROM warren_kv WHERE k = $1{}", self.lock);
         let rows = self.query(&sql, &[&key])?;
+        if !rows.is_empty() || self.lock.is_empty() {
+            return Ok(rows.first().map(|r| r.get(0)));
+        }
+        // A row lock holds only a row that exists: for one that does not, the key itself is
+        // locked, so that two hubs creating the same record (a throttle's first event, an
+        // edge's first presence) take turns too; then read again, in a statement of its own
+        // that sees what the other hub committed meanwhile.
+        self.query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(encode($1::bytea, 'hex'), 0))",
+            &[&key],
+        )?;
+        let rows = self.query(&sql, &[&key])?;
         Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, InboxError> {
+        let sql = format!("SELECT k, v FROM warren_kv WHERE k = ANY($1){}", self.lock);
+        let rows = self.query(&sql, &[&keys])?;
+        let mut found: BTreeMap<Vec<u8>, Vec<u8>> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(keys.iter().map(|k| found.remove(k)).collect())
+    }
+
+    fn get_or_insert_many(
+        &self,
+        keys: &[Vec<u8>],
+        value: &[u8],
+    ) -> Result<Vec<Option<Vec<u8>>>, InboxError> {
+        let inserted = self.query(
+            "INSERT INTO warren_kv (k, v) SELECT k, $2 FROM unnest($1::bytea[]) AS k
+             ON CONFLICT (k) DO NOTHING RETURNING k",
+            &[&keys, &value],
+        )?;
+        let inserted: std::collections::BTreeSet<Vec<u8>> =
+            inserted.iter().map(|r| r.get(0)).collect();
+        let there: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !inserted.contains(*k))
+            .cloned()
+            .collect();
+        let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        if !there.is_empty() {
+            let rows = self.query(
+                "SELECT k, v FROM warren_kv WHERE k = ANY($1) FOR UPDATE",
+                &[&there],
+            )?;
+            found = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        }
+        Ok(keys.iter().map(|k| found.remove(k)).collect())
+    }
+
+    fn holds(&self, key: &[u8]) -> Result<bool, InboxError> {
+        let rows = self.query(
+            "SELECT 1 FROM warren_kv WHERE k = $1 AND holder = $2 FOR UPDATE",
+            &[&key, &self.store.name],
+        )?;
+        Ok(!rows.is_empty())
     }
 
     fn get_or_insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {

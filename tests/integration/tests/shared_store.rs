@@ -71,6 +71,11 @@ impl Cluster {
 
     /// A hub named `name`, in its own folder, on the shared broker subscription and store.
     fn hub(&self, name: &str) -> Hub {
+        self.hub_with(name, "")
+    }
+
+    /// [`Cluster::hub`] with `more` added to its config.
+    fn hub_with(&self, name: &str, more: &str) -> Hub {
         let broker = format!(
             "mode = \"external\"\naddress = \"127.0.0.1:{}\"\nca_file = \"{}\"\nusername = \"hub\"\n\
              password_file = \"{}/hub.pw\"\nclient_id = \"warren-{name}\"\nshare_group = \"warren\"",
@@ -80,7 +85,8 @@ impl Cluster {
         );
         let extra = SHARED
             .replace("{root}", &self.root.path().display().to_string())
-            .replace("{name}", name);
+            .replace("{name}", name)
+            + more;
         start_hub_with(&self.dir(name), &broker, &extra).0
     }
 
@@ -274,4 +280,31 @@ fn check_config_reaches_the_store() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(said.contains("[store] url_file"), "{said}");
+}
+
+#[test]
+fn a_stopping_hub_gives_its_claims_back() {
+    let Some(c) = Cluster::start() else {
+        return;
+    };
+    // A notifier that cannot deliver keeps its deliveries claimed, retrying.
+    let down = "[notifier.down]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+                [[route]]\nmatch = { kind = \"login\" }\nnotify = [\"down\"]\n";
+    let mut one = c.hub_with("one", down);
+    let a = c.edge("gw-a");
+    let all = users("held", 20);
+    a.send_confirmed(&logins(&all));
+    c.assert_each_arrives(&all, 0);
+    let claimed = || {
+        c.pg.psql("SELECT count(*) FROM warren_kv WHERE holder = 'one'")
+    };
+    let pending = || {
+        c.pg.psql("SELECT count(*) FROM warren_kv WHERE get_byte(k, 0) = 111")
+    };
+    wait_for("the hub to claim a delivery", WAIT, || {
+        (claimed() != "0").then_some(())
+    });
+    assert_eq!(one.stop(), Some(0));
+    assert_eq!(claimed(), "0", "given back at the stop");
+    assert_eq!(pending(), "20", "and still waiting, for any hub");
 }

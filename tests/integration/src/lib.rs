@@ -214,9 +214,23 @@ pub fn notification_lines(dir: &Path) -> Vec<String> {
 /// # Panics
 /// On a missing notification, or more repeats than allowed.
 pub fn assert_each_arrives(dir: &Path, expected: &[String], repeats: usize) {
+    assert_each_arrives_in(|| notification_lines(dir), expected, repeats, WAIT);
+}
+
+/// [`assert_each_arrives`] over the notification `lines` of wherever they are written (the
+/// files of several hubs), waiting up to `wait`.
+///
+/// # Panics
+/// On a missing notification, or more repeats than allowed.
+pub fn assert_each_arrives_in(
+    lines: impl Fn() -> Vec<String>,
+    expected: &[String],
+    repeats: usize,
+    wait: std::time::Duration,
+) {
     let count = || {
         let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
-        for line in notification_lines(dir) {
+        for line in lines() {
             let user = line
                 .strip_prefix("User ")
                 .and_then(|l| l.split(' ').next())
@@ -226,7 +240,7 @@ pub fn assert_each_arrives(dir: &Path, expected: &[String], repeats: usize) {
         }
         per_user
     };
-    let per_user = wait_for("every notification", WAIT, || {
+    let per_user = wait_for("every notification", wait, || {
         let c = count();
         expected.iter().all(|u| c.contains_key(u)).then_some(c)
     });

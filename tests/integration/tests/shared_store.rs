@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use warren_harness::{Mosquitto, Pki, Postgres, WAIT, bin, wait_for};
-use warren_integration_tests::{Edge, Hub, logins, start_hub_with, users};
+use warren_integration_tests::{Edge, Hub, assert_each_arrives_in, logins, start_hub_with, users};
 
 /// What each hub adds to the common config: the shared store, presence alerts to their own
 /// file, attempts short enough that a lease of 6 s is longer.
@@ -125,39 +124,8 @@ impl Cluster {
     /// Waits until each of `expected` is notified (by either hub), then checks that at most
     /// `repeats` are notified twice, none more often.
     fn assert_each_arrives(&self, expected: &[String], repeats: usize) {
-        let count = || {
-            let mut per_user: BTreeMap<String, usize> = BTreeMap::new();
-            for line in self.lines("notify.log") {
-                let user = line
-                    .strip_prefix("User ")
-                    .and_then(|l| l.split(' ').next())
-                    .unwrap_or_default()
-                    .to_owned();
-                *per_user.entry(user).or_default() += 1;
-            }
-            per_user
-        };
-        let per_user = wait_for("every notification", Duration::from_secs(120), || {
-            let c = count();
-            expected.iter().all(|u| c.contains_key(u)).then_some(c)
-        });
-        // Deliveries claimed by a hub still in flight would show up late: let them land.
-        std::thread::sleep(Duration::from_secs(1));
-        let per_user = if count() == per_user {
-            per_user
-        } else {
-            count()
-        };
-        let twice: Vec<_> = per_user.iter().filter(|(_, n)| **n == 2).collect();
-        let more: Vec<_> = per_user.iter().filter(|(_, n)| **n > 2).collect();
-        assert!(more.is_empty(), "notified more than twice: {more:?}");
-        assert!(
-            twice.len() <= repeats,
-            "{} notified twice, at most {repeats} allowed: {twice:?}",
-            twice.len()
-        );
-        let unexpected: Vec<_> = per_user.keys().filter(|u| !expected.contains(u)).collect();
-        assert!(unexpected.is_empty(), "not sent: {unexpected:?}");
+        let lines = || self.lines("notify.log");
+        assert_each_arrives_in(lines, expected, repeats, Duration::from_secs(120));
     }
 }
 

@@ -392,6 +392,8 @@ async fn drive(
     let mut backoff =
         warren_daemon::retry::RetrySchedule::new(Duration::from_millis(200), cfg.max_backoff);
     let (mut at, mut failed_in_turn) = (0, 0);
+    // Since when the link is up: the backoff starts again only after a link that held.
+    let mut up_since = None;
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => return,
@@ -399,7 +401,7 @@ async fn drive(
         };
         let link = match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
+                up_since = Some(Instant::now());
                 failed_in_turn = 0;
                 let broker = cfg.hubs[at].to_string();
                 stats.set_link(true, broker.clone(), None);
@@ -421,6 +423,15 @@ async fn drive(
             Ok(_) => continue,
             Err(error) => {
                 let was_up = stats.link().connected;
+                // A broker that accepts the edge and drops it at once (a client id taken
+                // over, an ACL) must not make it reconnect in a loop: the wait keeps growing
+                // until a link holds for a keep-alive.
+                if up_since
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= cfg.keep_alive)
+                {
+                    backoff.reset();
+                }
                 let broker = &cfg.hubs[at];
                 stats.set_link(false, broker.to_string(), Some(error.to_string()));
                 failed_in_turn += 1;

@@ -222,7 +222,7 @@ impl RawStore {
                     .to_owned(),
             ));
         }
-        let pool_size = self.pool_size.unwrap_or(4);
+        let pool_size = self.pool_size.unwrap_or(8);
         if pool_size == 0 {
             return Err(("store.pool_size", "must be at least 1".to_owned()));
         }
@@ -941,7 +941,7 @@ mod tests {
         .unwrap();
         let store = cfg.store.unwrap();
         assert_eq!(store.name, "a");
-        assert_eq!(store.pool_size, 4);
+        assert_eq!(store.pool_size, 8);
         assert_eq!(store.lease, Duration::from_secs(60), "3 × timeout + 30 s");
         assert!(parse(external).unwrap().store.is_none(), "sled by default");
         for (extra, says) in [

@@ -165,6 +165,7 @@ mod tests {
                 inbox: inbox.clone(),
                 notifiers: Vec::new(),
                 certificate: None,
+                figures: std::sync::Mutex::default(),
             }),
             inbox,
             wakes: Arc::default(),

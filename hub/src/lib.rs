@@ -250,7 +250,9 @@ pub async fn run(
         inbox: inbox.clone(),
         notifiers: names,
         certificate: res.certificate,
+        figures: std::sync::Mutex::new(None),
     });
+    tracker.spawn(source.clone().keep_figures(shutdown.child_token()));
     if let Some((listener, guard, _)) = web {
         tracker.spawn(web::serve(
             listener,
@@ -332,7 +334,7 @@ async fn connect_store(
     loop {
         match store::postgres::Store::connect(options).await {
             Ok(store) => return Ok(Some(store)),
-            Err(error) if error.is_unavailable() => {
+            Err(error) if error.is_unreachable() => {
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?delay, "Cannot reach the shared store yet.");
                 tokio::select! {

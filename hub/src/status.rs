@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use warren_daemon::nagios::{self, Metric, State};
 use warren_daemon::tls::{CertFacts, expiry_warning};
 
@@ -122,7 +123,7 @@ pub struct HubStatus {
 }
 
 /// Builds snapshots.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Source {
     /// Mode name.
     pub mode: &'static str,
@@ -138,12 +139,67 @@ pub struct Source {
     pub notifiers: Vec<String>,
     /// The hub's own TLS certificate.
     pub certificate: Option<CertFacts>,
+    /// With a shared store, what a status reads from it, as [`Source::keep_figures`] last
+    /// read it: a status must not wait for connections the hub's work holds.
+    pub figures: Mutex<Option<Figures>>,
+}
+
+/// What a status reads from the store besides the counts the inbox keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    known_sources: u64,
+    folded_pending: u64,
+    recent_dead_letters: Vec<DeadLetter>,
 }
 
 impl Source {
+    /// Reads [`Figures`] from the store (blocking).
+    fn read_figures(&self) -> Figures {
+        Figures {
+            known_sources: self.inbox.count(Space::Known),
+            folded_pending: crate::throttle::pending(&self.inbox).map_or(0, |(_, f)| f),
+            recent_dead_letters: self
+                .inbox
+                .dead_letters(RECENT_DEAD_LETTERS)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The figures for a snapshot: read now from one hub's own store, or the last read of
+    /// a shared one.
+    fn figures(&self) -> Figures {
+        if self.inbox.shared_store().is_none() {
+            return self.read_figures();
+        }
+        self.figures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// With a shared store, reads the [`Figures`] every few seconds until `stop`.
+    pub async fn keep_figures(self: Arc<Self>, stop: CancellationToken) {
+        if self.inbox.shared_store().is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let source = self.clone();
+            if let Ok(f) = tokio::task::spawn_blocking(move || source.read_figures()).await {
+                *self.figures.lock().unwrap_or_else(PoisonError::into_inner) = Some(f);
+            }
+        }
+    }
+
     /// A fresh snapshot (reads the dead letters: blocking).
     pub fn snapshot(&self) -> HubStatus {
         let s = &self.stats;
+        let figures = self.figures();
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let depths = self.inbox.outbox_depths();
         let counters = s.notifiers();
@@ -209,16 +265,13 @@ impl Source {
             acked: get(&s.acked),
             republished: get(&s.republished),
             seen_ids: self.inbox.seen_count(),
-            known_sources: self.inbox.count(Space::Known),
+            known_sources: figures.known_sources,
             folded: get(&s.folded),
             digests: get(&s.digests),
-            folded_pending: crate::throttle::pending(&self.inbox).map_or(0, |(_, f)| f),
+            folded_pending: figures.folded_pending,
             notifiers,
             dead_letters: self.inbox.dead_count(),
-            recent_dead_letters: self
-                .inbox
-                .dead_letters(RECENT_DEAD_LETTERS)
-                .unwrap_or_default(),
+            recent_dead_letters: figures.recent_dead_letters,
             refused: s.refused.counts(),
             disk_full_since_ms: self.inbox.disk_full_since(),
             unacked_disk_full: get(&s.unacked_disk_full),

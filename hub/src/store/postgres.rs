@@ -59,6 +59,9 @@ const MIGRATIONS: [&str; 1] = ["
 /// The database's clock, in ms since the epoch.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
+/// tokio-postgres's `keepalives_idle` when the connection string sets none.
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// How many times a transaction that deadlocked with another hub's is run again.
 const CONFLICT_RETRIES: u32 = 20;
 
@@ -325,16 +328,19 @@ fn pool(o: &Options) -> Result<Pool, InboxError> {
     let mut cfg: tokio_postgres::Config = o
         .url
         .parse()
-        .map_err(|e| InboxError::Unavailable(format!("the connection string: {e}")))?;
+        .map_err(|e| InboxError::Unusable(format!("the connection string: {e}")))?;
     // A hub stuck on a dead connection would hold its row locks, and every other hub with
     // them: a link that stops answering is given up on, and so is a statement or a lock wait
     // that takes too long (the connection string may say otherwise).
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(10));
     }
-    cfg.keepalives(true)
-        .keepalives_idle(Duration::from_secs(10))
-        .tcp_user_timeout(Duration::from_secs(30));
+    if cfg.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
+        cfg.keepalives_idle(Duration::from_secs(10));
+    }
+    if cfg.get_tcp_user_timeout().is_none() {
+        cfg.tcp_user_timeout(Duration::from_secs(30));
+    }
     let options = format!(
         "-c lock_timeout=30s -c statement_timeout=60s -c idle_in_transaction_session_timeout=60s {}",
         cfg.get_options().unwrap_or_default()
@@ -364,7 +370,7 @@ fn pool_error(e: deadpool_postgres::PoolError) -> InboxError {
 }
 
 fn newer(v: i32) -> InboxError {
-    InboxError::Schema(format!(
+    InboxError::Unusable(format!(
         "the store's schema is version {v}, newer than this hub's {SCHEMA_VERSION}: upgrade the hub"
     ))
 }
@@ -607,6 +613,24 @@ fn range_sql(what: &str, bounded: bool, order: Order, limit: usize) -> (String, 
 }
 
 impl InboxError {
+    /// Whether the store could not be reached (no answer, a refused or lost connection, a
+    /// server starting or shutting down), rather than refused what it was asked: worth
+    /// waiting for at start.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Postgres(e) => match e.code() {
+                None => true,
+                Some(c) => {
+                    c.code().starts_with("08")
+                        || *c == SqlState::CANNOT_CONNECT_NOW
+                        || *c == SqlState::ADMIN_SHUTDOWN
+                }
+            },
+            _ => false,
+        }
+    }
+
     /// Whether PostgreSQL ended a transaction for a conflict with another's: run it again.
     pub fn is_conflict(&self) -> bool {
         let Self::Postgres(e) = self else {

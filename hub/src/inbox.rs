@@ -786,37 +786,42 @@ impl Inbox {
     ) -> Result<(Vec<(u64, OutboxEntry)>, bool), InboxError> {
         let prefix = outbox_prefix(notifier);
         let end = prefix_end(&prefix).unwrap_or_else(|| vec![OUTBOX + 1]);
-        let claimed = match &self.backend {
+        let records = match &self.backend {
             // Hubs sharing the store take turns by claim; the records are this hub's to
             // deliver until its lease is over.
-            Backend::Shared(store) => Some(store.claim(&prefix, &end, max)?),
-            Backend::Sled(_) => None,
+            Backend::Shared(store) => store.claim(&prefix, &end, max)?,
+            Backend::Sled(_) => {
+                self.run(|kv| kv.range(&prefix, Some(&end), Order::Forward, max))?
+            }
         };
-        self.run(|kv| {
-            let records = match &claimed {
-                Some(records) => records.clone(),
-                None => kv.range(&prefix, Some(&end), Order::Forward, max)?,
+        let mut batch = Vec::new();
+        let mut unreadable = Vec::new();
+        for (key, value) in records {
+            let Some((_, seq)) = split_outbox_key(&key) else {
+                continue;
             };
-            let mut batch = Vec::new();
-            let mut unreadable = Batch::default();
-            for (key, value) in records {
-                let Some((_, seq)) = split_outbox_key(&key) else {
-                    continue;
-                };
-                match serde_json::from_slice(&value) {
-                    Ok(entry) => batch.push((seq, entry)),
-                    Err(error) => {
-                        // Written by this code, so only disk damage gets here: drop it loudly.
-                        tracing::error!(%notifier, seq, %error, "Unreadable outbox entry removed.");
-                        unreadable.remove(key);
-                        self.bump_outbox(notifier, -1);
-                    }
+            match serde_json::from_slice(&value) {
+                Ok(entry) => batch.push((seq, entry)),
+                Err(error) => {
+                    // Written by this code, so only disk damage gets here: drop it loudly.
+                    tracing::error!(%notifier, seq, %error, "Unreadable outbox entry removed.");
+                    unreadable.push(key);
+                    self.bump_outbox(notifier, -1);
                 }
             }
-            let skipped = !unreadable.is_empty();
-            kv.apply(unreadable)?;
-            Ok((batch, skipped))
-        })
+        }
+        // A write only when there is something to remove: none on the usual path.
+        let skipped = !unreadable.is_empty();
+        if skipped {
+            self.run(|kv| {
+                let mut gone = Batch::default();
+                for key in &unreadable {
+                    gone.remove(key.clone());
+                }
+                kv.apply(gone)
+            })?;
+        }
+        Ok((batch, skipped))
     }
 
     /// A delivery of event `id` succeeded (`step` says when): forget it, durably, so a crash

@@ -69,9 +69,8 @@ pub trait Kv {
     ///
     /// # Errors
     /// When the store fails.
-    fn get_or_insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
+    fn get_or_insert(&self, key: &[u8], _value: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
         // One writer at a time: the caller's batch writes it.
-        let _ = value;
         self.get(key)
     }
 

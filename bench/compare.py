@@ -16,7 +16,7 @@ rounds: A B, B A, ...), and measures on each:
   stopped, then the hub started, timed from the edge's link-up (edge_forward.py's method).
   classic: `mosquitto_pub -l -q 1` into mosquitto with mqttwarn subscribed (hared, one MQTT
   connection per datagram, cannot be fed faster than it connects), timed from its start.
-  RSS of the hub (and of mqttwarn) after the drain.
+  RSS of the hub (and of mqttwarn) at the last line, and again 5 s later.
 
 Prints a Markdown table (medians over the rounds and warren/classic ratios), writes
 `results.json` and `chart.svg` in `--out`. `--smoke` runs a tiny workload (seconds), which the
@@ -40,6 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wb  # noqa: E402
 
 LINE = "User {user} logged into {hostname} from {rhost} at {tstamp}"
+# Seconds between the drain's last line and the second RSS reading (smoke: shorter).
+SETTLE = 5
 HARE_FUNCS = os.path.join(wb.ROOT, "hub", "tests", "fixtures", "mqttwarn", "hare_funcs.py")
 
 
@@ -199,7 +201,14 @@ class Warren(Chain):
         t0 = self.start_edge()
         t1 = wait_lines(self.out, base + count, 60 + count / 200, "warren drain")
         return {"per_s": round(count / (t1 - t0)), "seconds": round(t1 - t0, 3),
-                "rss_kib": {"hub": wb.rss_kib(self.hub.pid), "edge": wb.rss_kib(self.edge.pid)}}
+                **rss_after_drain({"hub": self.hub, "edge": self.edge})}
+
+
+def rss_after_drain(procs):
+    """RSS at the last line, and again once idle (warren gives memory back after 2 s idle)."""
+    now = {k: wb.rss_kib(p.pid) for k, p in procs.items()}
+    time.sleep(SETTLE)
+    return {"rss_kib": now, "rss_settled_kib": {k: wb.rss_kib(p.pid) for k, p in procs.items()}}
 
 
 class Classic(Chain):
@@ -270,8 +279,7 @@ alldata = moredata()
                             "-t", "logging/hare", "-l"], stdin=f, check=True, timeout=600)
         t1 = wait_lines(self.out, base + count, 60 + count / 200, "classic drain")
         return {"per_s": round(count / (t1 - t0)), "seconds": round(t1 - t0, 3),
-                "rss_kib": {"mqttwarn": wb.rss_kib(self.mqttwarn.pid),
-                            "mosquitto": wb.rss_kib(self.mosquitto.pid)}}
+                **rss_after_drain({"mqttwarn": self.mqttwarn, "mosquitto": self.mosquitto})}
 
     def stop(self):
         for p in (self.hared, self.mqttwarn, self.mosquitto):
@@ -313,6 +321,7 @@ def summarize(rounds):
             "steady_cpu_s": med(c, lambda r: sum(p["cpu_s"] for p in r["steady"].values())),
             "steady_rss_mib": med(c, lambda r: sum(p["rss_kib"] for p in r["steady"].values())) / 1024,
             "drain_rss_mib": med(c, lambda r: max(r["drain"]["rss_kib"].values())) / 1024,
+            "settled_rss_mib": med(c, lambda r: max(r["drain"]["rss_settled_kib"].values())) / 1024,
         }
     s["ratio"] = {
         "drain": s["warren"]["drain_per_s"] / max(s["classic"]["drain_per_s"], 1e-9),
@@ -339,6 +348,8 @@ def table(s, args):
          f"{c['steady_rss_mib']:.1f} MiB", ""),
         ("RSS after the drain (largest process)", f"{w['drain_rss_mib']:.1f} MiB (hub)",
          f"{c['drain_rss_mib']:.1f} MiB", ""),
+        (f"RSS {SETTLE} s after the drain (largest process)", f"{w['settled_rss_mib']:.1f} MiB",
+         f"{c['settled_rss_mib']:.1f} MiB", ""),
     ]
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -388,8 +399,10 @@ def main():
     wb.add_quiet_arg(ap)
     args = ap.parse_args()
     if args.smoke:
+        global SETTLE
         args.rounds, args.drain, args.latency, args.steady = 1, 200, 10, 2
         args.no_wait_quiet = True
+        SETTLE = 0.5
     for tool in ("hared", "mqttwarn"):
         if not os.access(os.path.join(args.venv, "bin", tool), os.X_OK):
             sys.exit(f"no {tool} in {args.venv}: run bench/compare.sh, or pass --venv")

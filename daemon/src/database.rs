@@ -69,6 +69,11 @@ pub struct Opened {
 }
 
 impl Opened {
+    /// Which opening this is, for [`Database::filled`], and for what callers keep of it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Makes everything written so far durable: sled's flush (`sync_file_range`, which
     /// persists neither metadata nor the drive's cache), then fsync of its file.
     ///
@@ -355,13 +360,6 @@ pub async fn watch<T: Send + Sync + 'static>(
 /// A read lock on the open database.
 #[derive(Debug)]
 pub struct Guard<'a>(RwLockReadGuard<'a, Option<Opened>>);
-
-impl Guard<'_> {
-    /// Which opening this is, for [`Database::filled`].
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-}
 
 impl std::ops::Deref for Guard<'_> {
     type Target = Opened;

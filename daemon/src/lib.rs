@@ -8,6 +8,7 @@ pub mod control;
 pub mod database;
 pub mod fds;
 pub mod files;
+pub mod memory;
 pub mod nagios;
 pub mod pause;
 #[cfg(target_os = "linux")]

@@ -142,6 +142,10 @@ pub async fn run(
         let (stats, stop) = (stats.clone(), shutdown.child_token());
         async move { stats.pauses.watch(stop).await }
     });
+    tracker.spawn({
+        let (stats, stop) = (stats.clone(), shutdown.child_token());
+        warren_daemon::memory::trim_when_idle(move || stats.work(), stop)
+    });
     let announce = Arc::new(Notify::new());
     tracker.spawn({
         let announce = announce.clone();

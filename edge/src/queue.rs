@@ -1,8 +1,10 @@
 //! The durable FIFO of accepted events: the only module that touches sled.
 //!
-//! One sled tree holds two key spaces, so every change is one atomic batch:
-//! - `e` + seq (u64 big-endian) → received-ms (u64 BE) + event id (16 bytes) + envelope payload;
-//! - `i` + event id → seq, to delete by id when the hub acks.
+//! One sled tree holds `e` + seq (u64 big-endian) → received-ms (u64 BE), event id (16
+//! bytes) and envelope payload. Each entry names its id, so the map from id to seq that acks
+//! and the duplicate check need is kept in memory, built when the queue opens: one write per
+//! event, and no read. (An earlier build kept it in sled, as `i` + id → seq; those keys are
+//! removed when such a queue opens.)
 //!
 //! Durability: sled's `flush` writes with `sync_file_range`, which neither persists file
 //! metadata nor flushes the drive's cache, so [`Queue::flush`] follows it with `fsync` of the
@@ -11,6 +13,7 @@
 //! A full disk ([`Database`]): the queue refuses new events but keeps reading and deleting the
 //! ones it holds, and accepts again once the disk has room for its reserve and as much again.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -20,7 +23,8 @@ use warren_daemon::database::{Database, DbError, Opened, StorageFull};
 use warren_proto::EventId;
 
 const EVENT: u8 = b'e';
-const INDEX: u8 = b'i';
+/// The id index an earlier build kept on disk.
+const OLD_INDEX: u8 = b'i';
 /// received-ms + event id ahead of the payload.
 const HEADER_LEN: usize = 8 + 16;
 /// What an entry costs beyond its payload: keys, header, and sled's per-entry bookkeeping,
@@ -137,8 +141,11 @@ pub struct OpenReport {
 #[derive(Debug, Default)]
 struct State {
     next_seq: u64,
-    len: u64,
     bytes: u64,
+    /// Every queued event: id → (seq, cost); 40 to 80 bytes each, with the table's room.
+    queued: HashMap<EventId, (u64, u64)>,
+    /// The opening of the database this state was loaded from.
+    generation: Option<u64>,
 }
 
 /// The durable FIFO. Every method blocks on disk: call from `spawn_blocking` in async code.
@@ -193,26 +200,17 @@ impl Queue {
         let db = self.db.get()?;
         // Locked throughout, so no ack lands between the scan and the new counts.
         let mut state = self.lock();
-        let mut loaded = State::default();
-        let mut corrupt = Vec::new();
-        for item in db.db.scan_prefix([EVENT]) {
-            let (key, value) = item?;
-            match decode(&key, &value) {
-                Some(entry) => {
-                    loaded.next_seq = entry.seq + 1;
-                    loaded.len += 1;
-                    loaded.bytes += cost(entry.payload.len());
-                }
-                None => corrupt.push(key),
-            }
+        load(&db, &mut state)
+    }
+
+    /// The state, loaded again first if the database was reopened since it was last (by any
+    /// caller: what the map says must be what this handle's tree holds).
+    fn state_for(&self, db: &Opened) -> Result<std::sync::MutexGuard<'_, State>, QueueError> {
+        let mut state = self.lock();
+        if state.generation != Some(db.generation()) {
+            load(db, &mut state)?;
         }
-        for key in &corrupt {
-            db.db.remove(key)?;
-        }
-        // Seqs only grow: the forwarder may have read events a failed write then lost.
-        loaded.next_seq = loaded.next_seq.max(state.next_seq);
-        *state = loaded;
-        Ok(corrupt.len() as u64)
+        Ok(state)
     }
 
     /// Runs `op` on the database, once more after a full disk reopened it.
@@ -266,19 +264,20 @@ impl Queue {
     }
 
     fn push_to(&self, db: &Opened, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
+        let mut state = self.state_for(db)?;
         let db = &db.db;
         let mut out = PushOutcome::default();
-        let mut state = self.lock();
         let mut batch = sled::Batch::default();
         let mut next_seq = state.next_seq;
-        let mut len = state.len;
         let mut bytes = state.bytes;
         let max_bytes = self.limits.max_bytes;
         // Oldest entries this batch deletes, read lazily from the front of the FIFO.
         let mut oldest = db.scan_prefix([EVENT]);
-        let mut batch_ids = std::collections::HashSet::new();
+        // What the batch adds and drops, applied to the map once sled took the batch.
+        let mut added: HashMap<EventId, (u64, u64)> = HashMap::new();
+        let mut dropped = Vec::new();
         for e in entries {
-            if !batch_ids.insert(e.id) || db.contains_key(index_key(&e.id))? {
+            if state.queued.contains_key(&e.id) || added.contains_key(&e.id) {
                 out.duplicates += 1;
                 continue;
             }
@@ -287,26 +286,23 @@ impl Queue {
                 match self.limits.when_full {
                     WhenFull::RejectNew => {
                         out.rejected_full += 1;
-                        batch_ids.remove(&e.id);
                         continue;
                     }
                     WhenFull::DropOldest => {
-                        while bytes + need > max_bytes && len > 0 {
+                        while bytes + need > max_bytes {
                             let Some(item) = oldest.next() else { break };
                             let (key, value) = item?;
                             // Only entries that existed before this batch: their values are in the tree.
-                            if let Some(old) = decode(&key, &value) {
+                            if let Some((_, id, old_cost)) = decode_head(&key, &value) {
                                 batch.remove(&key);
-                                batch.remove(&index_key(&old.id));
-                                len -= 1;
-                                bytes -= cost(old.payload.len());
+                                dropped.push(id);
+                                bytes = bytes.saturating_sub(old_cost);
                                 out.dropped_oldest += 1;
                             }
                         }
                         if bytes + need > max_bytes {
                             // Larger than the whole budget, or the room is held by this batch.
                             out.rejected_full += 1;
-                            batch_ids.remove(&e.id);
                             continue;
                         }
                     }
@@ -317,19 +313,19 @@ impl Queue {
             value.extend_from_slice(e.id.as_bytes());
             value.extend_from_slice(&e.payload);
             batch.insert(&event_key(next_seq), value);
-            batch.insert(&index_key(&e.id), &next_seq.to_be_bytes());
+            added.insert(e.id, (next_seq, need));
             next_seq += 1;
-            len += 1;
             bytes += need;
             out.queued += 1;
         }
         drop(oldest);
         db.apply_batch(batch)?;
-        *state = State {
-            next_seq,
-            len,
-            bytes,
-        };
+        for id in &dropped {
+            state.queued.remove(id);
+        }
+        state.queued.extend(added);
+        state.next_seq = next_seq;
+        state.bytes = bytes;
         Ok(out)
     }
 
@@ -348,29 +344,28 @@ impl Queue {
     /// When sled fails.
     pub fn ack(&self, ids: &[EventId]) -> Result<u64, QueueError> {
         self.run(|store| {
-            let mut state = self.lock();
+            let mut state = self.state_for(store)?;
             let mut batch = sled::Batch::default();
-            let mut removed = 0;
-            let mut freed = 0;
-            let mut seen = std::collections::HashSet::new();
-            // An ack may name an id twice; the batch must delete (and count) it once.
-            for id in ids.iter().filter(|id| seen.insert(**id)) {
-                let ikey = index_key(id);
-                let Some(seq) = store.db.get(ikey)? else {
-                    continue;
-                };
-                let ekey = [&[EVENT][..], &seq].concat();
-                if let Some(value) = store.db.get(&ekey)? {
-                    freed += cost(value.len().saturating_sub(HEADER_LEN));
-                    batch.remove(ekey);
-                    removed += 1;
+            let mut gone = HashMap::new();
+            for id in ids {
+                // An ack may name an id twice; the batch must delete (and count) it once.
+                if let Some(&(seq, cost)) = state.queued.get(id)
+                    && gone.insert(*id, cost).is_none()
+                {
+                    batch.remove(&event_key(seq));
                 }
-                batch.remove(&ikey);
             }
             store.db.apply_batch(batch)?;
-            state.len -= removed;
-            state.bytes = state.bytes.saturating_sub(freed);
-            Ok(removed)
+            for (id, cost) in &gone {
+                state.queued.remove(id);
+                state.bytes = state.bytes.saturating_sub(*cost);
+            }
+            // A drained backlog gives its table back (a map never shrinks by itself).
+            let (len, room) = (state.queued.len(), state.queued.capacity());
+            if room > 4096 && len < room / 4 {
+                state.queued.shrink_to(len * 2);
+            }
+            Ok(gone.len() as u64)
         })
     }
 
@@ -397,9 +392,10 @@ impl Queue {
     /// Whether event `id` is queued.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the database was reopened and cannot be read again.
     pub fn contains(&self, id: &EventId) -> Result<bool, QueueError> {
-        self.run(|store| Ok(store.db.contains_key(index_key(id))?))
+        let db = self.db.get()?;
+        Ok(self.state_for(&db)?.queued.contains_key(id))
     }
 
     /// The seq the next pushed event will get.
@@ -409,7 +405,7 @@ impl Queue {
 
     /// Events queued.
     pub fn len(&self) -> u64 {
-        self.lock().len
+        self.lock().queued.len() as u64
     }
 
     /// Whether no event is queued.
@@ -453,6 +449,46 @@ impl Queue {
     }
 }
 
+/// Rebuilds `state` from what `db` holds and removes unreadable entries (and the id index an
+/// earlier build kept); returns how many entries were unreadable.
+fn load(db: &Opened, state: &mut State) -> Result<u64, QueueError> {
+    let mut loaded = State::default();
+    let mut corrupt = Vec::new();
+    for item in db.db.scan_prefix([EVENT]) {
+        let (key, value) = item?;
+        match decode_head(&key, &value) {
+            // A second entry of one id (which no build writes) is damage like any other.
+            Some((seq, id, cost)) if !loaded.queued.contains_key(&id) => {
+                loaded.next_seq = seq + 1;
+                loaded.bytes += cost;
+                loaded.queued.insert(id, (seq, cost));
+            }
+            _ => corrupt.push(key),
+        }
+    }
+    let removed = corrupt.len() as u64;
+    // Each removal stands alone, so in steps: a large queue's old index is no batch of millions.
+    let stale = db.db.scan_prefix([OLD_INDEX]).keys();
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    for key in corrupt.into_iter().map(Ok).chain(stale) {
+        batch.remove(key?);
+        in_batch += 1;
+        if in_batch == 10_000 {
+            db.db.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    if in_batch > 0 {
+        db.db.apply_batch(batch)?;
+    }
+    // Seqs only grow: the forwarder may have read events a failed write then lost.
+    loaded.next_seq = loaded.next_seq.max(state.next_seq);
+    loaded.generation = Some(db.generation());
+    *state = loaded;
+    Ok(removed)
+}
+
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
     sled::Config::new()
         .path(dir)
@@ -482,10 +518,11 @@ fn event_key(seq: u64) -> [u8; 9] {
     k
 }
 
-fn index_key(id: &EventId) -> [u8; 17] {
-    let mut k = [INDEX; 17];
-    k[1..].copy_from_slice(id.as_bytes());
-    k
+/// An entry's seq, id and cost, without copying its payload.
+fn decode_head(key: &[u8], value: &[u8]) -> Option<(u64, EventId, u64)> {
+    let seq = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    let id = EventId::from_bytes(value.get(8..HEADER_LEN)?.try_into().ok()?);
+    Some((seq, id, cost(value.len().checked_sub(HEADER_LEN)?)))
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Option<Entry> {
@@ -529,6 +566,43 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Queue::open(dir, limits).unwrap().0
+    }
+
+    #[test]
+    fn a_queue_an_earlier_build_indexed_on_disk_opens_without_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        {
+            let q = open(&path, u64::MAX, WhenFull::RejectNew);
+            q.push(&[entry(1, 10), entry(2, 20)]).unwrap();
+            // What the earlier build wrote beside each entry.
+            let db = q.db.get().unwrap();
+            for (n, seq) in [(1u8, 0u64), (2, 1)] {
+                let mut key = vec![OLD_INDEX];
+                key.extend_from_slice(&[n; 16]);
+                db.db.insert(key, &seq.to_be_bytes()).unwrap();
+            }
+            db.sync().unwrap();
+        }
+        let q = open(&path, u64::MAX, WhenFull::RejectNew);
+        let db = q.db.get().unwrap();
+        assert_eq!(db.db.scan_prefix([OLD_INDEX]).count(), 0, "index removed");
+        drop(db);
+        assert_eq!(q.len(), 2);
+        let out = q.push(&[entry(2, 20), entry(3, 30)]).unwrap();
+        assert_eq!(
+            (out.queued, out.duplicates),
+            (1, 1),
+            "ids known after a restart"
+        );
+        let two = EventId::from_bytes([2; 16]);
+        assert_eq!(q.ack(&[two, two]).unwrap(), 1, "acked by id, once");
+        let left = q.read(0, u64::MAX, 10).unwrap();
+        assert_eq!(
+            left.iter().map(|e| e.payload[0]).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(q.bytes(), 40 + 2 * ENTRY_OVERHEAD);
     }
 
     #[test]

@@ -133,6 +133,15 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A figure that grows with every event queued, sent or acked: the edge is idle while it
+    /// stands still.
+    pub fn work(&self) -> u64 {
+        [&self.accepted, &self.sent, &self.acked]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Records a link state change, with `broker`'s address.
     pub fn set_link(&self, connected: bool, broker: String, error: Option<String>) {
         let mut link = lock(&self.link);

@@ -1,14 +1,16 @@
 //! The hub's durable state: the only module that touches sled.
 //!
 //! One tree, several key spaces, so every commit is one atomic batch:
-//! - `s` + event id → received-ms: ids seen inside the dedup window;
-//! - `t` + received-ms + event id: the same, in time order, for pruning;
+//! - `s` + event id → received-ms: ids seen inside the dedup window, pruned through their
+//!   traces (below), which are in time order; an inbox written by an earlier build also has `t` +
+//!   received-ms + event id (empty) for that, pruned the same way;
 //! - `o` + notifier + `\0` + seq → [`OutboxEntry`]: deliveries still to make;
 //! - `d` + seq → a dead letter: deliveries given up on;
 //! - `w` + notifier → what that notifier was writing when the hub stopped ([`Inbox::set_memo`]);
 //! - `x` + received-ms + event id + step number → a [`Step`] of the event's trace (`hub
 //!   trace`), found through the id's `s` record and forgotten with it; time first, so a
-//!   batch's traces land together rather than on a random page each;
+//!   batch's traces land together rather than on a random page each. Every recorded id has
+//!   one (its Received step), so these keys also say which ids to forget when;
 //! - the [`Space`]s other modules keep their state in (known sources, throttles, presence),
 //!   written through a [`Tx`] in the same batch as the events that change them.
 //!
@@ -309,7 +311,6 @@ impl Tx<'_> {
                 self.new_seen += 1;
             }
             self.raw_put(key.to_vec(), now.to_vec());
-            self.raw_put(time_key(now_ms, &e.id).to_vec(), Vec::new());
             let (deliveries, routing) = route(e, self)?;
             for (name, notification) in deliveries {
                 self.enqueue(name, notification)?;
@@ -1162,29 +1163,50 @@ impl Inbox {
             let mut counts = self.lock();
             let mut batch = Batch::default();
             let mut n = 0;
-            let end = time_key(before_ms, &EventId::from_bytes([0; 16]));
-            for (key, _) in kv.range(&[SEEN_BY_TIME], Some(&end), Order::Forward, usize::MAX)? {
-                let Some(id) = key
-                    .get(9..25)
-                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                    .map(EventId::from_bytes)
-                else {
-                    continue;
-                };
-                let ts = key
-                    .get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes);
-                // The id may have been seen again (after the window) under a later time key.
-                if seen_ms(kv, &id)? == ts {
-                    batch.remove(seen_key(&id));
-                    n += 1;
+            // Every recorded id has a trace under the time it was recorded, so the traces in
+            // time order find the ids to forget. An inbox written before that also has `t`
+            // records (time + id, empty), read the same way until the last one is gone.
+            let zero = EventId::from_bytes([0; 16]);
+            let traces = kv.keys(&[TRACE], Some(&trace_prefix(before_ms, &zero)))?;
+            let legacy = kv.keys(&[SEEN_BY_TIME], Some(&time_key(before_ms, &zero)))?;
+            let mut checked = std::collections::HashSet::new();
+            for key in traces.into_iter().chain(legacy) {
+                let recorded = key.get(1..25).and_then(|b| {
+                    let ms = u64::from_be_bytes(b[..8].try_into().ok()?);
+                    Some((ms, EventId::from_bytes(b[8..].try_into().ok()?)))
+                });
+                if let Some((ms, id)) = recorded.filter(|r| checked.insert(*r)) {
+                    // The id may have been seen again (after the window) under a later time.
+                    if seen_ms(kv, &id)? == Some(ms) {
+                        batch.remove(seen_key(&id));
+                        n += 1;
+                    }
                 }
                 batch.remove(key);
             }
-            let end = trace_prefix(before_ms, &EventId::from_bytes([0; 16]));
-            for (key, _) in kv.range(&[TRACE], Some(&end), Order::Forward, usize::MAX)? {
-                batch.remove(key);
+            kv.apply(batch)?;
+            counts.seen = counts.seen.saturating_sub(n);
+            Ok(n)
+        })
+    }
+
+    /// Forgets ids recorded before `before_ms` by reading every id's record: the ones
+    /// [`Inbox::prune`] cannot find, whose traces an earlier build's prune removed without
+    /// them (after a downgrade, or beside such a hub on a shared store). Returns how many.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn prune_untraced(&self, before_ms: u64) -> Result<u64, InboxError> {
+        self.run(|kv| {
+            let mut counts = self.lock();
+            let mut batch = Batch::default();
+            let mut n = 0;
+            for (key, value) in kv.range(&[SEEN], Some(&[SEEN + 1]), Order::Forward, usize::MAX)? {
+                let at = <[u8; 8]>::try_from(value.as_slice()).map(u64::from_be_bytes);
+                if at.is_ok_and(|ms| ms < before_ms) {
+                    batch.remove(key);
+                    n += 1;
+                }
             }
             kv.apply(batch)?;
             counts.seen = counts.seen.saturating_sub(n);
@@ -1267,6 +1289,8 @@ impl Inbox {
             crate::clock::window_ms()
                 .saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         };
+        // Once per start, the ids no trace leads to.
+        let mut sweep = true;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -1275,9 +1299,15 @@ impl Inbox {
             crate::clock::settle(window.max(keep_dead));
             let (ids_before, dead_before) = (ago(window), ago(keep_dead));
             let (inbox, known) = (self.clone(), known.clone());
+            let swept = std::mem::take(&mut sweep);
             let pruned = tokio::task::spawn_blocking(move || {
+                let untraced = if swept {
+                    inbox.prune_untraced(ids_before)?
+                } else {
+                    0
+                };
                 Ok::<_, InboxError>((
-                    inbox.prune(ids_before)?,
+                    inbox.prune(ids_before)? + untraced,
                     inbox.prune_dead(dead_before)?,
                     known.prune(&inbox, crate::clock::window_ms())?,
                     recent.prune(&inbox, crate::clock::window_ms())?,
@@ -1537,6 +1567,64 @@ mod tests {
             "a's first trace is gone too"
         );
         assert_eq!(steps(&inbox, &a.id).len(), 1, "a's second trace stays");
+    }
+
+    #[test]
+    fn ids_an_earlier_build_recorded_by_time_are_pruned_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (notification("a").envelope, notification("b").envelope);
+        {
+            let inbox = open(dir.path());
+            inbox
+                .commit(std::slice::from_ref(&a), 1000, 500, route_to(&[]))
+                .unwrap();
+            // What an earlier build wrote: a time record beside a's trace, and b with no
+            // trace at all.
+            inbox
+                .run(|kv| {
+                    let mut batch = Batch::default();
+                    batch.insert(time_key(1000, &a.id).to_vec(), Vec::new());
+                    batch.insert(seen_key(&b.id).to_vec(), 1000u64.to_be_bytes().to_vec());
+                    batch.insert(time_key(1000, &b.id).to_vec(), Vec::new());
+                    kv.apply(batch)
+                })
+                .unwrap();
+        }
+        let inbox = open(dir.path());
+        assert_eq!(inbox.seen_count(), 2);
+        assert_eq!(inbox.prune(1500).unwrap(), 2, "each id counted once");
+        assert_eq!(inbox.seen_count(), 0);
+        let left = inbox
+            .run(|kv| Ok(kv.keys(&[SEEN], Some(&[TRACE + 1]))?.len()))
+            .unwrap();
+        assert_eq!(left, 0, "no id, time record or trace left");
+    }
+
+    #[test]
+    fn ids_whose_traces_went_without_them_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        let (a, b) = (notification("a").envelope, notification("b").envelope);
+        inbox
+            .commit(std::slice::from_ref(&a), 1000, 500, route_to(&[]))
+            .unwrap();
+        inbox
+            .commit(std::slice::from_ref(&b), 2000, 500, route_to(&[]))
+            .unwrap();
+        // What an earlier build's prune leaves of a: its id, without its trace.
+        inbox
+            .run(|kv| {
+                let mut batch = Batch::default();
+                for key in kv.keys(&trace_prefix(1000, &a.id), Some(&trace_prefix(1001, &a.id)))? {
+                    batch.remove(key);
+                }
+                kv.apply(batch)
+            })
+            .unwrap();
+        assert_eq!(inbox.prune(1500).unwrap(), 0, "no trace leads to a");
+        assert_eq!(inbox.prune_untraced(1500).unwrap(), 1);
+        assert_eq!(inbox.seen_count(), 1, "b stays");
+        assert!(inbox.trace_of(&b.id).unwrap().is_some());
     }
 
     #[test]

@@ -202,6 +202,10 @@ pub async fn run(
             shutdown.child_token(),
         )
     });
+    tracker.spawn({
+        let (stats, stop) = (stats.clone(), shutdown.child_token());
+        warren_daemon::memory::trim_when_idle(move || stats.work(), stop)
+    });
     tracker.spawn(inbox.clone().keep_in_touch(shutdown.child_token()));
     tracker.spawn(
         inbox.clone().prune_expired(

@@ -132,6 +132,16 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A figure that grows with every event received and every delivery attempted: the hub
+    /// is idle while it stands still.
+    pub fn work(&self) -> u64 {
+        let attempts: u64 = lock(&self.notifiers)
+            .values()
+            .map(|n| n.delivered.load(Ordering::Relaxed) + n.failures.load(Ordering::Relaxed))
+            .sum();
+        self.received.load(Ordering::Relaxed) + attempts
+    }
+
     /// Records an envelope from `edge`.
     pub fn saw_event(&self, edge: &str, site: &str, now_ms: u64) {
         let mut edges = lock(&self.edges);

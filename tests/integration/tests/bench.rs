@@ -63,6 +63,11 @@ fn the_comparison_with_the_classic_chain_runs_in_smoke_mode() {
             steady.values().all(|p| p["rss_kib"].as_u64().unwrap() > 0),
             "{chain}: every process measured: {round}"
         );
+        let settled = round["drain"]["rss_settled_kib"].as_object().unwrap();
+        assert!(
+            settled.len() == 2 && settled.values().all(|kib| kib.as_u64().unwrap() > 0),
+            "{chain}: RSS once idle after the drain: {round}"
+        );
         assert!(doc["summary"][chain]["drain_per_s"].as_f64().unwrap() > 0.0);
     }
     assert_eq!(

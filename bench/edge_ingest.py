@@ -86,6 +86,8 @@ def run_once(args, exe, count, rate, tag):
         other, wall = watch.other(cpu)
         drops = wb.udp_rcvbuf_errors() - drops0
         rss = wb.rss_kib(edge.pid)
+        time.sleep(5)  # the edge gives freed memory back once idle for 2 s
+        rss_idle = wb.rss_kib(edge.pid)
     finally:
         wb.Procs.stop(edge)
         if not args.keep:
@@ -109,7 +111,7 @@ def run_once(args, exe, count, rate, tag):
     return dict(count=count, rate=rate, sender=out, accepted=acc, rejected=rejected,
                 duplicates=c["duplicates"], lost=lost, kernel_drops=drops,
                 peak_per_s=peak, mean_per_s=mean, drain_s=last_t - first_t,
-                edge_cpu_s=cpu, rss_kib=rss, queue_depth=st["queue_depth"],
+                edge_cpu_s=cpu, rss_kib=rss, rss_idle_kib=rss_idle, queue_depth=st["queue_depth"],
                 queue_bytes=st["queue_bytes"], dir=d, other_cpu=other, wall=wall)
 
 
@@ -120,7 +122,7 @@ def show(r):
     wb.log(f"  accepted/s peak(1s) {r['peak_per_s']:.0f}, mean {r['mean_per_s']:.0f} over "
            f"{r['drain_s']:.2f}s; edge CPU {r['edge_cpu_s']:.2f}s "
            f"({1e6 * r['edge_cpu_s'] / max(r['accepted'], 1):.1f} us/event); "
-           f"RSS {r['rss_kib']} KiB; queue {r['queue_depth']} events {r['queue_bytes']} B")
+           f"RSS {r['rss_kib']} KiB, 5 s later {r['rss_idle_kib']} KiB; queue {r['queue_depth']} events {r['queue_bytes']} B")
     wb.log(f"  other processes used {r['other_cpu']:.1f} CPU-s in {r['wall']:.1f}s "
            f"({r['other_cpu'] / max(r['wall'], 1e-9):.0%} of one core)")
 

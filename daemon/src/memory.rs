@@ -12,23 +12,29 @@ use tokio_util::sync::CancellationToken;
 
 /// How long the work counter must stand still before the daemon counts as idle.
 const IDLE_AFTER: Duration = Duration::from_secs(2);
+/// How much the resident set must have grown since the last trim to be worth one: a trim
+/// stalls allocations for a moment, and a daemon at rest has nothing to give back.
+const WORTH_TRIMMING: u64 = 16 << 20;
 
 /// Trims the allocator each time `work` (a counter that grows with every event handled) stops
-/// growing after it grew, until `stop`.
+/// growing after it grew, if the resident set grew by [`WORTH_TRIMMING`] since the last trim
+/// (or the start), until `stop`.
 pub async fn trim_when_idle(work: impl Fn() -> u64, stop: CancellationToken) {
     let mut tick = tokio::time::interval(IDLE_AFTER);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle = Idle::new(work());
+    let mut floor = resident_bytes();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if !idle.turned(work()) {
+        if !idle.turned(work()) || resident_bytes() < floor + WORTH_TRIMMING {
             continue;
         }
         // It walks every arena under its lock: seconds of work at worst, so off the runtime.
         if let Ok((before, after)) = tokio::task::spawn_blocking(trim).await {
+            floor = after;
             tracing::debug!(
                 rss_before = before,
                 rss_after = after,

@@ -348,7 +348,7 @@ def table(s, args):
          f"{c['steady_rss_mib']:.1f} MiB", ""),
         ("RSS after the drain (largest process)", f"{w['drain_rss_mib']:.1f} MiB (hub)",
          f"{c['drain_rss_mib']:.1f} MiB", ""),
-        (f"RSS {SETTLE} s after the drain (largest process)", f"{w['settled_rss_mib']:.1f} MiB",
+        (f"RSS {SETTLE} s after the drain (largest process)", f"{w['settled_rss_mib']:.1f} MiB (hub)",
          f"{c['settled_rss_mib']:.1f} MiB", ""),
     ]
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)

@@ -142,7 +142,8 @@ pub struct OpenReport {
 struct State {
     next_seq: u64,
     bytes: u64,
-    /// Every queued event: id → (seq, cost); 40 to 80 bytes each, with the table's room.
+    /// Every queued event: id → (seq, cost); 40 to 80 bytes each with the table's room (up to
+    /// about 150 right after it shrank).
     queued: HashMap<EventId, (u64, u64)>,
     /// The opening of the database this state was loaded from.
     generation: Option<u64>,
@@ -191,6 +192,15 @@ impl Queue {
             state: Mutex::new(State::default()),
         };
         report.corrupt_removed = queue.reload()?;
+        // Inert once the map exists, so a failure (a full disk) only leaves them for later.
+        if let Err(error) = queue
+            .db
+            .get()
+            .map_err(QueueError::from)
+            .and_then(|db| remove_all(&db, db.db.scan_prefix([OLD_INDEX]).keys()))
+        {
+            tracing::warn!(%error, "Could not remove the id index an earlier build kept.");
+        }
         Ok((queue, report))
     }
 
@@ -200,7 +210,18 @@ impl Queue {
         let db = self.db.get()?;
         // Locked throughout, so no ack lands between the scan and the new counts.
         let mut state = self.lock();
+        if state.generation == Some(db.generation()) {
+            return Ok(0); // another caller reloaded after this reopening already
+        }
         load(&db, &mut state)
+    }
+
+    /// The state as of the open database, or as last loaded when it cannot be opened.
+    fn current(&self) -> std::sync::MutexGuard<'_, State> {
+        match self.db.get() {
+            Ok(db) => self.state_for(&db).unwrap_or_else(|_| self.lock()),
+            Err(_) => self.lock(),
+        }
     }
 
     /// The state, loaded again first if the database was reopened since it was last (by any
@@ -275,9 +296,10 @@ impl Queue {
         let mut oldest = db.scan_prefix([EVENT]);
         // What the batch adds and drops, applied to the map once sled took the batch.
         let mut added: HashMap<EventId, (u64, u64)> = HashMap::new();
-        let mut dropped = Vec::new();
+        let mut dropped = std::collections::HashSet::new();
         for e in entries {
-            if state.queued.contains_key(&e.id) || added.contains_key(&e.id) {
+            let queued = state.queued.contains_key(&e.id) && !dropped.contains(&e.id);
+            if queued || added.contains_key(&e.id) {
                 out.duplicates += 1;
                 continue;
             }
@@ -295,7 +317,7 @@ impl Queue {
                             // Only entries that existed before this batch: their values are in the tree.
                             if let Some((_, id, old_cost)) = decode_head(&key, &value) {
                                 batch.remove(&key);
-                                dropped.push(id);
+                                dropped.insert(id);
                                 bytes = bytes.saturating_sub(old_cost);
                                 out.dropped_oldest += 1;
                             }
@@ -400,12 +422,12 @@ impl Queue {
 
     /// The seq the next pushed event will get.
     pub fn next_seq(&self) -> u64 {
-        self.lock().next_seq
+        self.current().next_seq
     }
 
     /// Events queued.
     pub fn len(&self) -> u64 {
-        self.lock().queued.len() as u64
+        self.current().queued.len() as u64
     }
 
     /// Whether no event is queued.
@@ -415,7 +437,7 @@ impl Queue {
 
     /// Bytes the queue counts against its budget.
     pub fn bytes(&self) -> u64 {
-        self.lock().bytes
+        self.current().bytes
     }
 
     /// When the queued event that arrived first was accepted, if any.
@@ -449,8 +471,7 @@ impl Queue {
     }
 }
 
-/// Rebuilds `state` from what `db` holds and removes unreadable entries (and the id index an
-/// earlier build kept); returns how many entries were unreadable.
+/// Rebuilds `state` from what `db` holds and removes unreadable entries; returns how many.
 fn load(db: &Opened, state: &mut State) -> Result<u64, QueueError> {
     let mut loaded = State::default();
     let mut corrupt = Vec::new();
@@ -467,11 +488,22 @@ fn load(db: &Opened, state: &mut State) -> Result<u64, QueueError> {
         }
     }
     let removed = corrupt.len() as u64;
-    // Each removal stands alone, so in steps: a large queue's old index is no batch of millions.
-    let stale = db.db.scan_prefix([OLD_INDEX]).keys();
+    remove_all(db, corrupt.into_iter().map(Ok))?;
+    // Seqs only grow: the forwarder may have read events a failed write then lost.
+    loaded.next_seq = loaded.next_seq.max(state.next_seq);
+    loaded.generation = Some(db.generation());
+    *state = loaded;
+    Ok(removed)
+}
+
+/// Removes `keys`, each on its own, in steps: millions of them make no one batch.
+fn remove_all(
+    db: &Opened,
+    keys: impl Iterator<Item = Result<sled::IVec, sled::Error>>,
+) -> Result<(), QueueError> {
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
-    for key in corrupt.into_iter().map(Ok).chain(stale) {
+    for key in keys {
         batch.remove(key?);
         in_batch += 1;
         if in_batch == 10_000 {
@@ -482,11 +514,7 @@ fn load(db: &Opened, state: &mut State) -> Result<u64, QueueError> {
     if in_batch > 0 {
         db.db.apply_batch(batch)?;
     }
-    // Seqs only grow: the forwarder may have read events a failed write then lost.
-    loaded.next_seq = loaded.next_seq.max(state.next_seq);
-    loaded.generation = Some(db.generation());
-    *state = loaded;
-    Ok(removed)
+    Ok(())
 }
 
 fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
@@ -603,6 +631,23 @@ mod tests {
             [1, 3]
         );
         assert_eq!(q.bytes(), 40 + 2 * ENTRY_OVERHEAD);
+    }
+
+    #[test]
+    fn an_event_dropped_for_room_and_sent_again_in_the_same_batch_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir.path().join("q"), 2 * cost(10), WhenFull::DropOldest);
+        q.push(&[entry(1, 10), entry(3, 10)]).unwrap();
+        // 2 drops 1, the oldest; 1 again is no duplicate of what was just dropped.
+        let out = q.push(&[entry(2, 10), entry(1, 10)]).unwrap();
+        assert_eq!((out.queued, out.duplicates, out.dropped_oldest), (2, 0, 2));
+        let held = q.read(0, u64::MAX, 10).unwrap();
+        assert_eq!(
+            held.iter().map(|e| e.payload[0]).collect::<Vec<_>>(),
+            [2, 1]
+        );
+        assert!(q.contains(&EventId::from_bytes([1; 16])).unwrap());
+        assert_eq!(q.len(), 2);
     }
 
     #[test]

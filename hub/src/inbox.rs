@@ -1197,14 +1197,31 @@ impl Inbox {
     /// # Errors
     /// When the store fails.
     pub fn prune_untraced(&self, before_ms: u64) -> Result<u64, InboxError> {
+        let expired = |value: Option<&[u8]>| {
+            value
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .is_some_and(|v| u64::from_be_bytes(v) < before_ms)
+        };
+        // Read without the lock commits take, so a long read holds up no event; what it
+        // found is read again under the lock.
+        let found: Vec<Vec<u8>> = self.run(|kv| {
+            let records = kv.range(&[SEEN], Some(&[SEEN + 1]), Order::Forward, usize::MAX)?;
+            Ok(records
+                .into_iter()
+                .filter(|(_, value)| expired(Some(value)))
+                .map(|(key, _)| key)
+                .collect())
+        })?;
+        if found.is_empty() {
+            return Ok(0);
+        }
         self.run(|kv| {
             let mut counts = self.lock();
             let mut batch = Batch::default();
             let mut n = 0;
-            for (key, value) in kv.range(&[SEEN], Some(&[SEEN + 1]), Order::Forward, usize::MAX)? {
-                let at = <[u8; 8]>::try_from(value.as_slice()).map(u64::from_be_bytes);
-                if at.is_ok_and(|ms| ms < before_ms) {
-                    batch.remove(key);
+            for (key, value) in found.iter().zip(kv.get_many(&found)?) {
+                if expired(value.as_deref()) {
+                    batch.remove(key.clone());
                     n += 1;
                 }
             }
@@ -1299,15 +1316,22 @@ impl Inbox {
             crate::clock::settle(window.max(keep_dead));
             let (ids_before, dead_before) = (ago(window), ago(keep_dead));
             let (inbox, known) = (self.clone(), known.clone());
-            let swept = std::mem::take(&mut sweep);
+            if sweep {
+                let inbox = self.clone();
+                match tokio::task::spawn_blocking(move || inbox.prune_untraced(ids_before)).await {
+                    Ok(Ok(n)) => {
+                        sweep = false;
+                        if n > 0 {
+                            tracing::info!(ids = n, "Forgot expired ids no trace led to.");
+                        }
+                    }
+                    Ok(Err(error)) => tracing::error!(%error, "Sweeping expired ids failed."),
+                    Err(error) => tracing::error!(%error, "Sweeping task failed."),
+                }
+            }
             let pruned = tokio::task::spawn_blocking(move || {
-                let untraced = if swept {
-                    inbox.prune_untraced(ids_before)?
-                } else {
-                    0
-                };
                 Ok::<_, InboxError>((
-                    inbox.prune(ids_before)? + untraced,
+                    inbox.prune(ids_before)?,
                     inbox.prune_dead(dead_before)?,
                     known.prune(&inbox, crate::clock::window_ms())?,
                     recent.prune(&inbox, crate::clock::window_ms())?,

@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 /// How long the work counter must stand still before the daemon counts as idle.
 const IDLE_AFTER: Duration = Duration::from_secs(2);
-/// How much the resident set must have grown since the last trim to be worth one: a trim
+/// How far the resident set must have grown from its low to be worth a trim: a trim
 /// stalls allocations for a moment, and a daemon at rest has nothing to give back.
 const WORTH_TRIMMING: u64 = 16 << 20;
 
 /// Trims the allocator each time `work` (a counter that grows with every event handled) stops
-/// growing after it grew, if the resident set grew by [`WORTH_TRIMMING`] since the last trim
-/// (or the start), until `stop`.
+/// growing after it grew, if the resident set is [`WORTH_TRIMMING`] above the lowest it was
+/// since the last trim (or the start), until `stop`.
 pub async fn trim_when_idle(work: impl Fn() -> u64, stop: CancellationToken) {
     let mut tick = tokio::time::interval(IDLE_AFTER);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -92,9 +92,6 @@ pub struct RawQueue {
     /// `drop_oldest` or `reject_new`.
     #[serde(default = "default_when_full")]
     pub when_full: WhenFull,
-    /// The most a datagram waits for its group commit to start.
-    #[serde(default = "default_commit_delay", with = "humantime_serde")]
-    pub commit_delay: Duration,
     /// Space kept beside the queue for a full disk (0: none).
     #[serde(default = "default_reserve_bytes")]
     pub reserve_bytes: u64,
@@ -105,7 +102,6 @@ impl Default for RawQueue {
         Self {
             max_bytes: default_max_bytes(),
             when_full: default_when_full(),
-            commit_delay: default_commit_delay(),
             reserve_bytes: default_reserve_bytes(),
         }
     }
@@ -222,8 +218,6 @@ pub struct EdgeConfig {
     pub when_full: WhenFull,
     /// Space kept for a full disk.
     pub reserve_bytes: u64,
-    /// Group-commit delay.
-    pub commit_delay: Duration,
     /// The brokers, in the order they are tried; never empty.
     pub hubs: Vec<HubAddress>,
     /// TLS on.
@@ -408,7 +402,6 @@ impl RawEdgeConfig {
             max_bytes: self.queue.max_bytes,
             when_full: self.queue.when_full,
             reserve_bytes: self.queue.reserve_bytes,
-            commit_delay: self.queue.commit_delay,
             hubs,
             tls: h.tls,
             ca_file: h.ca_file,
@@ -450,9 +443,6 @@ fn default_reserve_bytes() -> u64 {
 }
 fn default_when_full() -> WhenFull {
     WhenFull::DropOldest
-}
-fn default_commit_delay() -> Duration {
-    Duration::from_millis(2)
 }
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)

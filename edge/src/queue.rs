@@ -288,7 +288,7 @@ impl Queue {
         let mut state = self.state_for(db)?;
         let db = &db.db;
         let mut out = PushOutcome::default();
-        let mut batch = sled::Batch::default();
+        let mut writes = Writes::default();
         let mut next_seq = state.next_seq;
         let mut bytes = state.bytes;
         let max_bytes = self.limits.max_bytes;
@@ -316,7 +316,7 @@ impl Queue {
                             let (key, value) = item?;
                             // Only entries that existed before this batch: their values are in the tree.
                             if let Some((_, id, old_cost)) = decode_head(&key, &value) {
-                                batch.remove(&key);
+                                writes.remove(&key);
                                 dropped.insert(id);
                                 bytes = bytes.saturating_sub(old_cost);
                                 out.dropped_oldest += 1;
@@ -334,14 +334,14 @@ impl Queue {
             value.extend_from_slice(&e.received_ms.to_be_bytes());
             value.extend_from_slice(e.id.as_bytes());
             value.extend_from_slice(&e.payload);
-            batch.insert(&event_key(next_seq), value);
+            writes.insert(&event_key(next_seq), value);
             added.insert(e.id, (next_seq, need));
             next_seq += 1;
             bytes += need;
             out.queued += 1;
         }
         drop(oldest);
-        db.apply_batch(batch)?;
+        writes.apply(db)?;
         for id in &dropped {
             state.queued.remove(id);
         }
@@ -367,27 +367,25 @@ impl Queue {
     pub fn ack(&self, ids: &[EventId]) -> Result<u64, QueueError> {
         self.run(|store| {
             let mut state = self.state_for(store)?;
-            let mut batch = sled::Batch::default();
-            let mut gone = HashMap::new();
+            // One remove at a time, not a batch: removes need no atomicity (an entry a crash
+            // leaves is sent again and found a duplicate), and a batch writes sled's log out
+            // at once. The map follows each, so it matches what sled holds if one fails.
+            let mut gone = 0;
             for id in ids {
-                // An ack may name an id twice; the batch must delete (and count) it once.
-                if let Some(&(seq, cost)) = state.queued.get(id)
-                    && gone.insert(*id, cost).is_none()
-                {
-                    batch.remove(&event_key(seq));
+                // An ack may name an id twice: the second finds it gone.
+                if let Some(&(seq, cost)) = state.queued.get(id) {
+                    store.db.remove(event_key(seq))?;
+                    state.queued.remove(id);
+                    state.bytes = state.bytes.saturating_sub(cost);
+                    gone += 1;
                 }
-            }
-            store.db.apply_batch(batch)?;
-            for (id, cost) in &gone {
-                state.queued.remove(id);
-                state.bytes = state.bytes.saturating_sub(*cost);
             }
             // A drained backlog gives its table back (a map never shrinks by itself).
             let (len, room) = (state.queued.len(), state.queued.capacity());
             if room > 4096 && len < room / 4 {
                 state.queued.shrink_to(len * 2);
             }
-            Ok(gone.len() as u64)
+            Ok(gone)
         })
     }
 
@@ -534,6 +532,41 @@ fn aside_path(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".damaged-{stamp}"));
     dir.with_file_name(name)
+}
+
+/// The writes of one push, applied atomically.
+#[derive(Default)]
+struct Writes(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl Writes {
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
+        self.0.push((key.to_vec(), Some(value)));
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.0.push((key.to_vec(), None));
+    }
+
+    /// One write goes as a plain insert or remove, atomic by itself: a sled batch first
+    /// writes out the log buffer and then a manifest, each with its own `sync_file_range`,
+    /// which an edge at rest, committing one event at a time, would pay on every event.
+    fn apply(self, db: &sled::Db) -> sled::Result<()> {
+        match <[_; 1]>::try_from(self.0) {
+            Ok([(key, Some(value))]) => db.insert(key, value).map(drop),
+            Ok([(key, None)]) => db.remove(key).map(drop),
+            Err(writes) if writes.is_empty() => Ok(()),
+            Err(writes) => {
+                let mut batch = sled::Batch::default();
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => batch.insert(key, value),
+                        None => batch.remove(key),
+                    }
+                }
+                db.apply_batch(batch)
+            }
+        }
+    }
 }
 
 fn cost(payload_len: usize) -> u64 {

@@ -21,7 +21,7 @@ use warren_daemon::retry::RetrySchedule;
 use warren_proto::EventId;
 
 use crate::config::DeliveryConfig;
-use crate::inbox::{Inbox, InboxError, OutboxEntry};
+use crate::inbox::{Delivered, Inbox, InboxError, OutboxEntry};
 use crate::notify::file::{FileNotifier, Mark};
 use crate::notify::{Notifier, NotifierName, NotifyError};
 use crate::stats::Stats;
@@ -165,16 +165,21 @@ pub async fn run(
                 schedule.reset();
                 counters.set_last_error(None);
                 let count = delivered.len() as u64;
-                let made: HashMap<u64, u32> =
-                    entries.iter().map(|(seq, e)| (*seq, e.attempts)).collect();
+                let made: HashMap<u64, &OutboxEntry> =
+                    entries.iter().map(|(seq, e)| (*seq, e)).collect();
                 let done: Vec<_> = delivered
                     .into_iter()
                     .map(|(seq, id)| {
                         // A late write may hold lines no longer in this round (given up since).
-                        let attempts = made.get(&seq).map_or(1, |a| a + 1);
+                        let made = made.get(&seq);
+                        let attempts = made.map_or(1, |e| e.attempts + 1);
                         tracing::debug!(notifier = %name, %id, attempts, "Delivered.");
-                        let step = Step::attempt(&name, now, attempts, AttemptResult::Delivered);
-                        (seq, id, step)
+                        Delivered {
+                            seq,
+                            id,
+                            recorded_ms: made.and_then(|e| e.recorded_ms),
+                            step: Step::attempt(&name, now, attempts, AttemptResult::Delivered),
+                        }
                     })
                     .collect();
                 blocking(&inbox, &stop, {
@@ -355,9 +360,11 @@ async fn recover(
     let done: Vec<_> = memo
         .done
         .iter()
-        .map(|&(seq, id, attempt)| {
-            let step = Step::attempt(&name, memo.at_ms, attempt, AttemptResult::Delivered);
-            (seq, id, step)
+        .map(|&(seq, id, attempt)| Delivered {
+            seq,
+            id,
+            recorded_ms: None,
+            step: Step::attempt(&name, memo.at_ms, attempt, AttemptResult::Delivered),
         })
         .collect();
     blocking(inbox, stop, move |i| i.done_many(&name, &done)).await

@@ -121,6 +121,11 @@ pub struct OutboxEntry {
     /// The notifier this delivery is the fallback of; a fallback does not fall back again.
     #[serde(default)]
     pub fallback_of: Option<String>,
+    /// When the hub recorded the event (its `s` record's value, the time its trace is filed
+    /// under), so recording an attempt needs no read of that record. `None` in entries an
+    /// earlier build wrote, and for digests, which have no trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_ms: Option<u64>,
 }
 
 impl OutboxEntry {
@@ -132,8 +137,22 @@ impl OutboxEntry {
             last_error: None,
             first_failure_ms: None,
             fallback_of: None,
+            recorded_ms: None,
         }
     }
+}
+
+/// A delivery made, for [`Inbox::done_many`].
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// Its outbox seq.
+    pub seq: u64,
+    /// The event.
+    pub id: EventId,
+    /// [`OutboxEntry::recorded_ms`], if known.
+    pub recorded_ms: Option<u64>,
+    /// The trace step that says when and at which attempt.
+    pub step: Step,
 }
 
 /// A delivery given up on.
@@ -251,7 +270,14 @@ impl Tx<'_> {
         notifier: NotifierName,
         notification: Notification,
     ) -> Result<(), InboxError> {
-        let entry = OutboxEntry::new(notification);
+        self.enqueue_entry(notifier, OutboxEntry::new(notification))
+    }
+
+    fn enqueue_entry(
+        &mut self,
+        notifier: NotifierName,
+        entry: OutboxEntry,
+    ) -> Result<(), InboxError> {
         let seq = match &mut self.next_seq {
             Some(next) => {
                 *next += 1;
@@ -313,7 +339,11 @@ impl Tx<'_> {
             self.raw_put(key.to_vec(), now.to_vec());
             let (deliveries, routing) = route(e, self)?;
             for (name, notification) in deliveries {
-                self.enqueue(name, notification)?;
+                let entry = OutboxEntry {
+                    recorded_ms: Some(now_ms),
+                    ..OutboxEntry::new(notification)
+                };
+                self.enqueue_entry(name, entry)?;
             }
             let step = Step::Received {
                 at_ms: now_ms,
@@ -837,7 +867,13 @@ impl Inbox {
         id: &EventId,
         step: &Step,
     ) -> Result<(), InboxError> {
-        self.done_many(notifier, &[(seq, *id, step.clone())])
+        let done = Delivered {
+            seq,
+            id: *id,
+            recorded_ms: None,
+            step: step.clone(),
+        };
+        self.done_many(notifier, &[done])
     }
 
     /// Deliveries `(seq, event id, trace step)` succeeded: forget them, and the notifier's
@@ -845,28 +881,27 @@ impl Inbox {
     ///
     /// # Errors
     /// When the store fails.
-    pub fn done_many(
-        &self,
-        notifier: &NotifierName,
-        done: &[(u64, EventId, Step)],
-    ) -> Result<(), InboxError> {
+    pub fn done_many(&self, notifier: &NotifierName, done: &[Delivered]) -> Result<(), InboxError> {
         self.run(|kv| {
             let mut batch = Batch::default();
             // Each a round trip to a shared store: all at once.
-            let keys: Vec<Vec<u8>> = done
-                .iter()
-                .map(|(seq, ..)| outbox_key(notifier, *seq))
-                .collect();
+            let keys: Vec<Vec<u8>> = done.iter().map(|d| outbox_key(notifier, d.seq)).collect();
             let queued = kv.get_many(&keys)?.iter().flatten().count();
-            let seen_keys: Vec<Vec<u8>> = done
-                .iter()
-                .map(|(_, id, _)| seen_key(id).to_vec())
-                .collect();
-            let seen = kv.get_many(&seen_keys)?;
-            for ((key, (_, id, step)), seen) in keys.into_iter().zip(done).zip(seen) {
+            // Only entries an earlier build wrote come without the time their trace is under.
+            let unknown: Vec<&Delivered> =
+                done.iter().filter(|d| d.recorded_ms.is_none()).collect();
+            let seen_keys: Vec<Vec<u8>> =
+                unknown.iter().map(|d| seen_key(&d.id).to_vec()).collect();
+            let mut seen: HashMap<EventId, u64> = HashMap::new();
+            for (d, value) in unknown.iter().zip(kv.get_many(&seen_keys)?) {
+                if let Some(ms) = value.and_then(|v| Some(u64::from_be_bytes(v.try_into().ok()?))) {
+                    seen.insert(d.id, ms);
+                }
+            }
+            for (key, d) in keys.into_iter().zip(done) {
                 batch.remove(key);
-                if let Some(ms) = seen.and_then(|v| Some(u64::from_be_bytes(v.try_into().ok()?))) {
-                    batch.insert(trace_key(ms, id, kv.next_id()?), encode(step));
+                if let Some(ms) = d.recorded_ms.or_else(|| seen.get(&d.id).copied()) {
+                    batch.insert(trace_key(ms, &d.id, kv.next_id()?), encode(&d.step));
                 }
             }
             let queued = i64::try_from(queued).unwrap_or(i64::MAX);
@@ -935,7 +970,7 @@ impl Inbox {
             }
             let mut batch = Batch::default();
             batch.insert(key.clone(), encode(entry));
-            Self::trace(kv, &mut batch, &entry.notification.envelope.id, step)?;
+            Self::trace(kv, &mut batch, &entry, step)?;
             kv.apply(batch)?;
             kv.hold(
                 &key,
@@ -946,8 +981,18 @@ impl Inbox {
 
     /// Adds an attempt's `step` to its event's trace in `batch`, if the event still has one
     /// (it is gone once the dedup window forgets the id; a digest never had one).
-    fn trace(kv: &dyn Kv, batch: &mut Batch, id: &EventId, step: &Step) -> Result<(), InboxError> {
-        if let Some(ms) = seen_ms(kv, id)? {
+    fn trace(
+        kv: &dyn Kv,
+        batch: &mut Batch,
+        entry: &OutboxEntry,
+        step: &Step,
+    ) -> Result<(), InboxError> {
+        let id = &entry.notification.envelope.id;
+        let recorded = match entry.recorded_ms {
+            Some(ms) => Some(ms),
+            None => seen_ms(kv, id)?,
+        };
+        if let Some(ms) = recorded {
             batch.insert(trace_key(ms, id, kv.next_id()?), encode(step));
         }
         Ok(())
@@ -1022,7 +1067,7 @@ impl Inbox {
                     fallback: fallback.map(ToString::to_string),
                 },
             );
-            Self::trace(kv, &mut batch, &entry.notification.envelope.id, &step)?;
+            Self::trace(kv, &mut batch, &entry, &step)?;
             let fallback_seq = match self.backend {
                 Backend::Sled(_) => counts.next_seq,
                 Backend::Shared(_) => kv.next_id()?,
@@ -1030,6 +1075,7 @@ impl Inbox {
             if let Some(to) = fallback {
                 let handed = OutboxEntry {
                     fallback_of: Some(notifier.to_string()),
+                    recorded_ms: entry.recorded_ms,
                     ..OutboxEntry::new(entry.notification.clone())
                 };
                 batch.insert(outbox_key(to, fallback_seq), encode(&handed));
@@ -1649,6 +1695,36 @@ mod tests {
         assert_eq!(inbox.prune_untraced(1500).unwrap(), 1);
         assert_eq!(inbox.seen_count(), 1, "b stays");
         assert!(inbox.trace_of(&b.id).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_delivery_is_traced_under_the_time_its_entry_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        let f = name("f");
+        let env = notification("a").envelope;
+        inbox
+            .commit(std::slice::from_ref(&env), 1000, 500, route_to(&["f"]))
+            .unwrap();
+        let (seq, entry) = inbox.next(&f).unwrap().unwrap();
+        assert_eq!(
+            entry.recorded_ms,
+            Some(1000),
+            "no read of the id's record needed"
+        );
+        let step = Step::attempt(&f, 1001, 1, AttemptResult::Delivered);
+        let done = |recorded_ms| Delivered {
+            seq,
+            id: env.id,
+            recorded_ms,
+            step: step.clone(),
+        };
+        inbox.done_many(&f, &[done(entry.recorded_ms)]).unwrap();
+        // An entry an earlier build wrote carries no time: the id's record gives it.
+        inbox.done_many(&f, &[done(None)]).unwrap();
+        let steps = inbox.trace_of(&env.id).unwrap().unwrap().steps;
+        assert_eq!(steps.iter().filter(|s| **s == step).count(), 2, "{steps:?}");
+        assert!(inbox.next(&f).unwrap().is_none());
     }
 
     #[test]

@@ -455,6 +455,9 @@ impl Kv for Tx<'_> {
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, InboxError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let sql = format!("SELECT k, v FROM warren_kv WHERE k = ANY($1){}", self.lock);
         let rows = self.query(&sql, &[&keys])?;
         let mut found: BTreeMap<Vec<u8>, Vec<u8>> =

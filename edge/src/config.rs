@@ -92,6 +92,10 @@ pub struct RawQueue {
     /// `drop_oldest` or `reject_new`.
     #[serde(default = "default_when_full")]
     pub when_full: WhenFull,
+    /// Ignored, and never had an effect: a commit takes what arrived during the previous one
+    /// and waits for nothing. Still read, so a config that sets it loads.
+    #[serde(default, rename = "commit_delay", with = "humantime_serde")]
+    pub _commit_delay: Option<Duration>,
     /// Space kept beside the queue for a full disk (0: none).
     #[serde(default = "default_reserve_bytes")]
     pub reserve_bytes: u64,
@@ -102,6 +106,7 @@ impl Default for RawQueue {
         Self {
             max_bytes: default_max_bytes(),
             when_full: default_when_full(),
+            _commit_delay: None,
             reserve_bytes: default_reserve_bytes(),
         }
     }
@@ -504,6 +509,12 @@ ca_file = "/etc/warren/ca.pem"
             let e = EdgeConfig::parse(Path::new("edge.toml"), &text).unwrap_err();
             assert!(e.to_string().contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_config_setting_the_old_commit_delay_still_loads() {
+        let text = format!("{MINIMAL}\n[queue]\ncommit_delay = \"2ms\"\n");
+        EdgeConfig::parse(Path::new("edge.toml"), &text).unwrap();
     }
 
     #[test]

@@ -297,6 +297,8 @@ impl Queue {
         // What the batch adds and drops, applied to the map once sled took the batch.
         let mut added: HashMap<EventId, (u64, u64)> = HashMap::new();
         let mut dropped = std::collections::HashSet::new();
+        // What this batch adds: room no drop can make.
+        let mut adding = 0;
         for e in entries {
             let queued = state.queued.contains_key(&e.id) && !dropped.contains(&e.id);
             if queued || added.contains_key(&e.id) {
@@ -307,6 +309,12 @@ impl Queue {
             if bytes + need > max_bytes {
                 match self.limits.when_full {
                     WhenFull::RejectNew => {
+                        out.rejected_full += 1;
+                        continue;
+                    }
+                    // Larger than the whole budget, or the room is held by this batch: dropping
+                    // older events would not make room, so none is dropped for it.
+                    WhenFull::DropOldest if adding + need > max_bytes => {
                         out.rejected_full += 1;
                         continue;
                     }
@@ -323,7 +331,7 @@ impl Queue {
                             }
                         }
                         if bytes + need > max_bytes {
-                            // Larger than the whole budget, or the room is held by this batch.
+                            // Entries the queue could not read back hold the room.
                             out.rejected_full += 1;
                             continue;
                         }
@@ -338,6 +346,7 @@ impl Queue {
             added.insert(e.id, (next_seq, need));
             next_seq += 1;
             bytes += need;
+            adding += need;
             out.queued += 1;
         }
         drop(oldest);
@@ -681,6 +690,30 @@ mod tests {
         );
         assert!(q.contains(&EventId::from_bytes([1; 16])).unwrap());
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn an_event_that_cannot_fit_drops_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir.path().join("q"), 2 * cost(10), WhenFull::DropOldest);
+        q.push(&[entry(1, 10), entry(2, 10)]).unwrap();
+        let too_big = usize::try_from(3 * cost(10)).unwrap();
+        let out = q.push(&[entry(3, too_big)]).unwrap();
+        assert_eq!(
+            (out.queued, out.rejected_full, out.dropped_oldest),
+            (0, 1, 0)
+        );
+        // 4 and 5 take the room of 1 and 2; 6 finds it held by them and drops nothing.
+        let out = q.push(&[entry(4, 10), entry(5, 10), entry(6, 10)]).unwrap();
+        assert_eq!(
+            (out.queued, out.rejected_full, out.dropped_oldest),
+            (2, 1, 2)
+        );
+        let held = q.read(0, u64::MAX, 10).unwrap();
+        assert_eq!(
+            held.iter().map(|e| e.payload[0]).collect::<Vec<_>>(),
+            [4, 5]
+        );
     }
 
     #[test]

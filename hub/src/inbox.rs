@@ -339,8 +339,10 @@ impl Tx<'_> {
             self.raw_put(key.to_vec(), now.to_vec());
             let (deliveries, routing) = route(e, self)?;
             for (name, notification) in deliveries {
+                // Digests of intervals this event closed are deliveries too, of events
+                // without a trace.
                 let entry = OutboxEntry {
-                    recorded_ms: Some(now_ms),
+                    recorded_ms: (notification.envelope.id == e.id).then_some(now_ms),
                     ..OutboxEntry::new(notification)
                 };
                 self.enqueue_entry(name, entry)?;
@@ -876,7 +878,7 @@ impl Inbox {
         self.done_many(notifier, &[done])
     }
 
-    /// Deliveries `(seq, event id, trace step)` succeeded: forget them, and the notifier's
+    /// Deliveries succeeded: forget them, and the notifier's
     /// write memo ([`Inbox::set_memo`]), in one durable write.
     ///
     /// # Errors
@@ -970,7 +972,7 @@ impl Inbox {
             }
             let mut batch = Batch::default();
             batch.insert(key.clone(), encode(entry));
-            Self::trace(kv, &mut batch, &entry, step)?;
+            Self::trace(kv, &mut batch, entry, step)?;
             kv.apply(batch)?;
             kv.hold(
                 &key,
@@ -1067,7 +1069,7 @@ impl Inbox {
                     fallback: fallback.map(ToString::to_string),
                 },
             );
-            Self::trace(kv, &mut batch, &entry, &step)?;
+            Self::trace(kv, &mut batch, entry, &step)?;
             let fallback_seq = match self.backend {
                 Backend::Sled(_) => counts.next_seq,
                 Backend::Shared(_) => kv.next_id()?,

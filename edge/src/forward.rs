@@ -108,6 +108,7 @@ pub async fn run(
         live_next: 0,
         backlog_next: 0,
         backlog_end: 0,
+        unsent: true,
     };
     let mut tick = tokio::time::interval(TICK);
     let mut next_presence = Instant::now();
@@ -171,6 +172,10 @@ struct Forwarder {
     /// Next seq of the backlog lane, which ends before `backlog_end`.
     backlog_next: u64,
     backlog_end: u64,
+    /// Whether the last [`Forwarder::fill`] may have left events it could send (a full window
+    /// or request channel, a backlog, no link): an ack then fills again. When it sent all
+    /// there was, only a commit brings more, and the commit wakes it.
+    unsent: bool,
 }
 
 impl Forwarder {
@@ -207,14 +212,22 @@ impl Forwarder {
             Err(error) => return Err(error.into()),
         };
         Stats::add(&self.stats.acked, removed);
-        self.fill().await
+        if self.unsent {
+            return self.fill().await;
+        }
+        self.set_gauge();
+        Ok(())
     }
 
     /// Sends queued events until the window is full or the queue has no more to send.
     async fn fill(&mut self) -> Result<(), EdgeError> {
+        self.unsent = true;
         while self.connected && self.in_flight.len() < self.cfg.window {
             let room = self.cfg.window - self.in_flight.len();
             let live = self.read(self.live_next, u64::MAX, room).await?;
+            // Fewer than asked for: the live lane is sent up to the last commit, and the next
+            // commit wakes this again, so reading it once more would find nothing.
+            let live_drained = live.len() < room;
             let (sent_live, next) = self.send(&live, false)?;
             self.live_next = next.unwrap_or(self.live_next);
             let mut progress = sent_live > 0;
@@ -228,6 +241,10 @@ impl Forwarder {
                     None => self.backlog_next,
                 };
                 progress |= sent_backlog > 0;
+            }
+            if live_drained && sent_live == live.len() && self.backlog_next >= self.backlog_end {
+                self.unsent = false;
+                break;
             }
             if !progress {
                 break;

@@ -185,14 +185,16 @@ impl Pipeline {
         lock(&self.presence).stored();
         let envelopes = kept.unwrap_or(envelopes);
         Stats::add(&self.stats.duplicates, committed.duplicates);
-        self.ack(&envelopes[..from_edges]);
-        for &i in &committed.new {
-            self.republish(&envelopes[i]);
-        }
+        // Deliveries first: a notification is what a user waits for, and the acks only free
+        // the edges' queues.
         for name in &woken {
             if let Some(w) = self.wakes.get(name) {
                 w.notify_one();
             }
+        }
+        self.ack(&envelopes[..from_edges]);
+        for &i in &committed.new {
+            self.republish(&envelopes[i]);
         }
         Ok(())
     }

@@ -27,9 +27,10 @@ pub async fn run(
 ) -> Result<(), crate::EdgeError> {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let q = queue.clone();
+        let (q, w) = (queue.clone(), wake.clone());
         let (outcome, batch_back) = tokio::task::spawn_blocking(move || {
-            let outcome = q.commit(&batch);
+            // The forwarder is woken before the fsync, to send while it runs.
+            let outcome = q.commit(&batch, || w.notify_one());
             batch.clear();
             (outcome, batch)
         })
@@ -56,7 +57,6 @@ pub async fn run(
                 "Queue full: rejected new events."
             );
         }
-        wake.notify_one();
     }
     Ok(())
 }

@@ -242,10 +242,19 @@ impl Queue {
     /// Queues `entries` and makes them durable. On a full disk they are refused (and the
     /// database reopened once, if this is how the queue learns of it).
     ///
+    /// `queued` runs once they are in the tree, before the flush: the forwarder may read and
+    /// send them while the fsync runs, since the hub acks only after its own (an ack that beats
+    /// the fsync deletes them after their insert all the same). Should the flush then fail, an
+    /// event refused here may still reach the hub; seqs only grow, so none is passed by.
+    ///
     /// # Errors
     /// When sled or the fsync fail for another reason than space, or the database cannot be
     /// opened again; the caller must then not report the events as accepted.
-    pub fn commit(&self, entries: &[NewEntry]) -> Result<PushOutcome, QueueError> {
+    pub fn commit(
+        &self,
+        entries: &[NewEntry],
+        queued: impl FnOnce(),
+    ) -> Result<PushOutcome, QueueError> {
         let refused = PushOutcome {
             rejected_disk_full: entries.len() as u64,
             ..PushOutcome::default()
@@ -255,10 +264,12 @@ impl Queue {
         }
         let (error, generation) = {
             let db = self.db.get()?;
-            match self
-                .push_to(&db, entries)
-                .and_then(|o| Ok(db.sync().map(|()| o)?))
-            {
+            let pushed = self.push_to(&db, entries).inspect(|o| {
+                if o.queued > 0 {
+                    queued();
+                }
+            });
+            match pushed.and_then(|o| Ok(db.sync().map(|()| o)?)) {
                 Err(e) if e.is_storage_full() => (e, db.generation()),
                 done => return done,
             }
@@ -636,6 +647,28 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Queue::open(dir, limits).unwrap().0
+    }
+
+    #[test]
+    fn a_commit_wakes_the_forwarder_once_its_events_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = open(&dir.path().join("q"), u64::MAX, WhenFull::RejectNew);
+        let mut readable = None;
+        let out = q
+            .commit(&[entry(1, 10), entry(2, 20)], || {
+                readable = Some(q.read(0, u64::MAX, 10).unwrap().len());
+            })
+            .unwrap();
+        assert_eq!(out.queued, 2);
+        assert_eq!(
+            readable,
+            Some(2),
+            "both readable when the forwarder is woken"
+        );
+        let mut woken = false;
+        let out = q.commit(&[entry(1, 10)], || woken = true).unwrap();
+        assert_eq!(out.duplicates, 1);
+        assert!(!woken, "a batch of duplicates wakes no one");
     }
 
     #[test]

@@ -106,11 +106,7 @@ impl Control {
                 let known: Vec<NotifierName> = self.wakes.keys().cloned().collect();
                 reply(self.inbox.retry_dead(&which, &known).map_err(store).map(
                     |(woken, changed)| {
-                        for name in &woken {
-                            if let Some(w) = self.wakes.get(name) {
-                                w.notify_one();
-                            }
-                        }
+                        crate::delivery::wake(&self.wakes, &woken);
                         tracing::info!(changed, "Dead letters put back in their outboxes.");
                         Reply {
                             changed,

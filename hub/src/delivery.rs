@@ -39,6 +39,15 @@ const SHARED_POLL: Duration = Duration::from_secs(1);
 /// How long the bookkeeping of a delivery waits before trying a full disk again.
 const DISK_RETRY: Duration = Duration::from_secs(2);
 
+/// Wakes the notifiers `names` (a commit gave them deliveries).
+pub fn wake(wakes: &Wakes, names: &[NotifierName]) {
+    for name in names {
+        if let Some(w) = wakes.get(name) {
+            w.notify_one();
+        }
+    }
+}
+
 /// Wakes every notifier (deliveries may be waiting that no one announced).
 pub fn wake_all(wakes: &Wakes) {
     for w in wakes.values() {

@@ -18,7 +18,7 @@ use warren_proto::{Ack, Envelope, EventId, Kind, Presence, topic};
 use crate::bus::Inbound;
 use crate::config::HubConfig;
 use crate::delivery::Wakes;
-use crate::inbox::{Inbox, InboxError};
+use crate::inbox::{Inbox, InboxError, Tx};
 use crate::presence::{HUB_KINDS, Tracker};
 use crate::router::Router;
 use crate::stats::{Stats, lock};
@@ -117,10 +117,11 @@ impl Pipeline {
         if envelopes.is_empty() && !ticked && !lock(&self.presence).is_dirty() {
             return Ok(());
         }
-        let (inbox, router, presence) = (
+        let (inbox, router, presence, wakes) = (
             self.inbox.clone(),
             self.router.clone(),
             self.presence.clone(),
+            self.wakes.clone(),
         );
         // The window ends at the window clock's now, which may be behind the wall's: widen it
         // by the difference, as seen from the wall time the records are stamped with.
@@ -130,7 +131,10 @@ impl Pipeline {
         let listed = self.cfg.web.as_ref().is_some_and(|w| w.page);
         let (committed, envelopes) = tokio::task::spawn_blocking(move || {
             let received = chrono::Utc::now();
-            let c = inbox.transact(|tx| {
+            // The notifiers are woken before the fsync, to deliver while it runs: a
+            // notification is what a user waits for.
+            let wake = |woken: &[_]| crate::delivery::wake(&wakes, woken);
+            let record = |tx: &mut Tx<'_>| {
                 // A change another hub sharing the store announced first is not announced
                 // again (one hub alone always finds the store as it left it).
                 let mut kept = None;
@@ -159,12 +163,13 @@ impl Pipeline {
                     }
                 }
                 Ok((c, kept))
-            });
+            };
+            let c = inbox.transact_waking(record, wake);
             (c, envelopes)
         })
         .await
         .map_err(|e| InboxError::Sync(std::io::Error::other(e)))?;
-        let ((committed, kept), woken) = match committed {
+        let ((committed, kept), _) = match committed {
             Err(InboxError::DiskFull) => {
                 lock(&self.presence).unannounce(&transitions);
                 Stats::add(&self.stats.unacked_disk_full, from_edges as u64);
@@ -185,13 +190,6 @@ impl Pipeline {
         lock(&self.presence).stored();
         let envelopes = kept.unwrap_or(envelopes);
         Stats::add(&self.stats.duplicates, committed.duplicates);
-        // Deliveries first: a notification is what a user waits for, and the acks only free
-        // the edges' queues.
-        for name in &woken {
-            if let Some(w) = self.wakes.get(name) {
-                w.notify_one();
-            }
-        }
         self.ack(&envelopes[..from_edges]);
         for &i in &committed.new {
             self.republish(&envelopes[i]);

@@ -622,11 +622,30 @@ impl Inbox {
     /// When `f` or the store fails.
     pub fn transact<R>(
         &self,
+        f: impl FnMut(&mut Tx<'_>) -> Result<R, InboxError>,
+    ) -> Result<(R, Vec<NotifierName>), InboxError> {
+        self.transact_waking(f, |_| {})
+    }
+
+    /// [`Inbox::transact`], calling `wake` with the notifiers given deliveries as soon as they
+    /// can read them: in the hub's own store before the fsync, so a delivery goes out while it
+    /// runs; in a shared store once the transaction committed. A crash before the fsync lands
+    /// loses the record of a delivery that may have gone out, and the edge's resend repeats it:
+    /// at least once, as a crash between a send and its `done` record (docs/DESIGN.md).
+    ///
+    /// # Errors
+    /// When `f` or the store fails.
+    pub fn transact_waking<R, W: FnOnce(&[NotifierName])>(
+        &self,
         mut f: impl FnMut(&mut Tx<'_>) -> Result<R, InboxError>,
+        wake: W,
     ) -> Result<(R, Vec<NotifierName>), InboxError> {
         let db = match &self.backend {
             Backend::Shared(store) => {
-                return store.atomically(Reads::Locking, |kv| self.transact_in(kv, &mut f));
+                let done = store
+                    .atomically(Reads::Locking, |kv| self.transact_in(kv, &mut f, None::<W>))?;
+                wake(&done.1);
+                return Ok(done);
             }
             Backend::Sled(db) => db,
         };
@@ -635,7 +654,7 @@ impl Inbox {
         }
         let (error, generation) = {
             let o = db.get()?;
-            match self.transact_in(&*o, &mut f) {
+            match self.transact_in(&*o, &mut f, Some(wake)) {
                 Err(e) if e.is_storage_full() => (e, o.generation()),
                 done => return done,
             }
@@ -656,6 +675,7 @@ impl Inbox {
         &self,
         kv: &dyn Kv,
         f: &mut impl FnMut(&mut Tx<'_>) -> Result<R, InboxError>,
+        wake: Option<impl FnOnce(&[NotifierName])>,
     ) -> Result<(R, Vec<NotifierName>), InboxError> {
         // One hub's commits take turns on the counts (and its outbox numbers). Hubs sharing a
         // store take turns on its rows instead: holding a lock of this process while waiting
@@ -686,6 +706,9 @@ impl Inbox {
         } = tx;
         if !batch.is_empty() {
             kv.apply(batch)?;
+        }
+        if let Some(wake) = wake.filter(|_| !woken.is_empty()) {
+            wake(&woken);
         }
         if durable {
             kv.sync()?;
@@ -1700,6 +1723,35 @@ mod tests {
         assert_eq!(inbox.prune_untraced(1500).unwrap(), 1);
         assert_eq!(inbox.seen_count(), 1, "b stays");
         assert!(inbox.trace_of(&b.id).unwrap().is_some());
+    }
+
+    #[test]
+    fn notifiers_are_woken_once_their_deliveries_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        let env = notification("a").envelope;
+        let mut woken = Vec::new();
+        inbox
+            .transact_waking(
+                |tx| tx.record(std::slice::from_ref(&env), 1000, 500, route_to(&["f", "g"])),
+                |names| {
+                    for n in names {
+                        woken.push((n.to_string(), inbox.next_batch(n, 10).unwrap().len()));
+                    }
+                },
+            )
+            .unwrap();
+        woken.sort();
+        let want = [("f".to_owned(), 1), ("g".to_owned(), 1)];
+        assert_eq!(woken, want, "each woken with its delivery readable");
+        let mut again = false;
+        inbox
+            .transact_waking(
+                |tx| tx.record(std::slice::from_ref(&env), 1001, 500, route_to(&["f"])),
+                |_| again = true,
+            )
+            .unwrap();
+        assert!(!again, "a duplicate wakes no one");
     }
 
     #[test]

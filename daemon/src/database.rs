@@ -168,6 +168,13 @@ impl Database {
         })
     }
 
+    /// Which opening is current ([`Opened::generation`]), if the database is open; it opens
+    /// nothing, so it never blocks on the disk.
+    pub fn generation(&self) -> Option<u64> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().map(|o| o.generation)
+    }
+
     /// The open database, opened again first if an earlier attempt failed.
     ///
     /// # Errors

@@ -135,9 +135,9 @@ pub async fn run(
         _ => 1,
     };
     while !stop.is_cancelled() {
-        let entries = blocking(&inbox, &stop, {
+        let (entries, mark) = blocking(&inbox, &stop, {
             let name = name.clone();
-            move |i| i.next_batch(&name, batch)
+            move |i| i.next_batch_marked(&name, batch)
         })
         .await?;
         if entries.is_empty() {
@@ -154,6 +154,15 @@ pub async fn run(
                 () = poll => continue,
                 () = stop.cancelled() => break,
             }
+        }
+        // Read while the commit that wrote them may still be on its way to disk: they go out
+        // once it is there, and are read again if a full disk reopened the store.
+        let settled = tokio::select! {
+            settled = inbox.settled(mark) => settled,
+            () = stop.cancelled() => break,
+        };
+        if !settled {
+            continue;
         }
         let now = crate::now_ms();
         // Dropping a sink's attempt at the deadline is the one time limit every sink obeys

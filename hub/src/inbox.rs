@@ -21,11 +21,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use warren_daemon::database::{Database, DbError, StorageFull};
 use warren_proto::{Envelope, EventId};
@@ -457,10 +459,13 @@ pub struct Committed {
 #[derive(Debug, Default)]
 struct Counts {
     next_seq: u64,
-    outbox: BTreeMap<String, u64>,
     dead: u64,
     seen: u64,
 }
+
+/// Pending deliveries per notifier. Signed: a delivery that ends while the commit that gave
+/// it is still counting takes its one off first.
+type Depths = BTreeMap<String, i64>;
 
 /// Where the records are.
 #[derive(Debug)]
@@ -476,8 +481,24 @@ enum Backend {
 pub struct Inbox {
     salt: String,
     backend: Backend,
-    /// Locked while the database is, never before.
+    /// Locked while the database is, never before; held by a commit throughout, so commits
+    /// take turns.
     counts: Mutex<Counts>,
+    /// Locked after `counts`, if both, and only briefly: a delivery's end is counted without
+    /// waiting for the commit running beside it.
+    depths: Mutex<Depths>,
+    /// Commits to the hub's own store, numbered as they begin to write: their deliveries can
+    /// be read from then on, before they are durable.
+    begun: AtomicU64,
+    /// Every commit up to this number is durable, or lost to a reopening of the store.
+    settled: watch::Sender<u64>,
+}
+
+/// When a delivery read its entries: see [`Inbox::settled`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReadMark {
+    begun: u64,
+    opening: Option<u64>,
 }
 
 impl Inbox {
@@ -512,6 +533,9 @@ impl Inbox {
         let mut inbox = Self {
             backend,
             counts: Mutex::new(Counts::default()),
+            depths: Mutex::new(Depths::new()),
+            begun: AtomicU64::new(0),
+            settled: watch::Sender::new(0),
             salt: String::new(),
         };
         // The first hub to start makes it; the others read it.
@@ -536,7 +560,7 @@ impl Inbox {
     /// Counts what the store holds (again, after it was reopened: writes the failure lost
     /// are gone; or another hub's changes, in a shared store).
     pub fn reload(&self) -> Result<(), InboxError> {
-        let (mut held, mut counts) = match &self.backend {
+        let (mut held, (mut counts, depths)) = match &self.backend {
             // Locked throughout (after the database, as everywhere), so nothing lands between
             // the scan and the new counts.
             Backend::Sled(db) => {
@@ -553,6 +577,7 @@ impl Inbox {
         // Seqs only grow: a lost write may have handed one out.
         counts.next_seq = counts.next_seq.max(held.next_seq);
         *held = counts;
+        *self.depths() = depths;
         Ok(())
     }
 
@@ -628,10 +653,9 @@ impl Inbox {
     }
 
     /// [`Inbox::transact`], calling `wake` with the notifiers given deliveries as soon as they
-    /// can read them: in the hub's own store before the fsync, so a delivery goes out while it
-    /// runs; in a shared store once the transaction committed. A crash before the fsync lands
-    /// loses the record of a delivery that may have gone out, and the edge's resend repeats it:
-    /// at least once, as a crash between a send and its `done` record (docs/DESIGN.md).
+    /// can read them: in the hub's own store before the fsync, so a delivery reads its entries
+    /// while it runs, and sends them once it is done ([`Inbox::settled`]); in a shared store
+    /// once the transaction committed.
     ///
     /// # Errors
     /// When `f` or the store fails.
@@ -665,8 +689,12 @@ impl Inbox {
             .filled(generation, &error)
             .map_err(InboxError::from)
             .and_then(|_| self.reload());
-        if let Err(error) = reopened {
-            tracing::error!(%error, "The inbox database could not be opened again yet.");
+        match reopened {
+            // What the reopened store holds is what there is: deliveries read it again.
+            Ok(()) => self.settle(self.begun.load(Ordering::SeqCst)),
+            Err(error) => {
+                tracing::error!(%error, "The inbox database could not be opened again yet.");
+            }
         }
         Err(InboxError::DiskFull)
     }
@@ -704,8 +732,20 @@ impl Inbox {
             durable,
             ..
         } = tx;
+        // Numbered before the write, so a delivery that reads its entries sees the number.
+        let commit = counts
+            .is_some()
+            .then(|| self.begun.fetch_add(1, Ordering::SeqCst) + 1);
         if !batch.is_empty() {
             kv.apply(batch)?;
+        }
+        // In a shared store the transaction commits after this, and may be run again: what
+        // it added is counted by the next reload. In the hub's own, a failed sync reopens the
+        // store, which counts again.
+        if counts.is_some() {
+            for (name, n) in added {
+                self.bump_outbox(&name, i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
         if let Some(wake) = wake.filter(|_| !woken.is_empty()) {
             wake(&woken);
@@ -713,14 +753,12 @@ impl Inbox {
         if durable {
             kv.sync()?;
         }
-        // In a shared store the transaction commits after this, and may be run again: what
-        // it added is counted by the next reload.
+        if let Some(commit) = commit {
+            self.settle(commit);
+        }
         if let (Some(counts), Some(next)) = (&mut counts, next_seq) {
             counts.next_seq = next;
             counts.seen += new_seen;
-            for (name, n) in added {
-                *counts.outbox.entry(name).or_default() += n;
-            }
         }
         Ok((r, woken))
     }
@@ -865,7 +903,7 @@ impl Inbox {
                     // Written by this code, so only disk damage gets here: drop it loudly.
                     tracing::error!(%notifier, seq, %error, "Unreadable outbox entry removed.");
                     unreadable.push(key);
-                    self.bump_outbox(notifier, -1);
+                    self.bump_outbox(notifier.as_str(), -1);
                 }
             }
         }
@@ -881,6 +919,48 @@ impl Inbox {
             })?;
         }
         Ok((batch, skipped))
+    }
+
+    /// [`Inbox::next_batch`], with the mark [`Inbox::settled`] takes.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn next_batch_marked(
+        &self,
+        notifier: &NotifierName,
+        max: usize,
+    ) -> Result<(Vec<(u64, OutboxEntry)>, ReadMark), InboxError> {
+        let opening = self.opening();
+        let batch = self.next_batch(notifier, max)?;
+        let begun = self.begun.load(Ordering::SeqCst);
+        Ok((batch, ReadMark { begun, opening }))
+    }
+
+    /// Waits until the commits a read marked `mark` may have seen are durable: a commit wakes
+    /// its notifiers before its fsync ([`Inbox::transact_waking`]). False when the store was
+    /// reopened since (a full disk), which may have lost what was read: read it again. A
+    /// shared store's commits are durable before anyone reads them.
+    pub async fn settled(&self, mark: ReadMark) -> bool {
+        let mut settled = self.settled.subscribe();
+        // Its sender is this inbox's own, so it cannot have gone.
+        let _ = settled.wait_for(|&n| n >= mark.begun).await;
+        self.opening() == mark.opening
+    }
+
+    fn settle(&self, commit: u64) {
+        self.settled.send_if_modified(|n| {
+            let later = commit > *n;
+            *n = (*n).max(commit);
+            later
+        });
+    }
+
+    /// Which opening of the hub's own store is current.
+    fn opening(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Sled(db) => db.generation(),
+            Backend::Shared(_) => None,
+        }
     }
 
     /// A delivery of event `id` succeeded (`step` says when): forget it, durably, so a crash
@@ -937,7 +1017,7 @@ impl Inbox {
             kv.apply(batch)?;
             kv.sync()?;
             // Counted once durable, so an outbox shown empty is one a crash cannot refill.
-            self.bump_outbox(notifier, -queued);
+            self.bump_outbox(notifier.as_str(), -queued);
             Ok(())
         })
     }
@@ -1113,11 +1193,11 @@ impl Inbox {
                 // The fallback must not be lost to a crash that keeps the dead letter.
                 kv.sync()?;
                 counts.next_seq += 1;
-                *counts.outbox.entry(to.as_str().to_owned()).or_default() += 1;
+                self.bump_outbox(to.as_str(), 1);
             }
             counts.dead += 1;
             drop(counts);
-            self.bump_outbox(notifier, -1);
+            self.bump_outbox(notifier.as_str(), -1);
             Ok(())
         })
     }
@@ -1180,7 +1260,7 @@ impl Inbox {
             kv.sync()?;
             let n = moved.len() as u64;
             for name in &moved {
-                self.bump_outbox(name, 1);
+                self.bump_outbox(name.as_str(), 1);
             }
             let mut counts = self.lock();
             counts.dead = counts.dead.saturating_sub(n);
@@ -1307,7 +1387,11 @@ impl Inbox {
 
     /// Pending deliveries per notifier.
     pub fn outbox_depths(&self) -> BTreeMap<String, u64> {
-        self.lock().outbox.clone()
+        let depths = self.depths();
+        depths
+            .iter()
+            .map(|(name, &n)| (name.clone(), u64::try_from(n).unwrap_or(0)))
+            .collect()
     }
 
     /// Dead letters held.
@@ -1440,17 +1524,19 @@ impl Inbox {
         k
     }
 
-    fn bump_outbox(&self, notifier: &NotifierName, delta: i64) {
+    fn bump_outbox(&self, notifier: &str, delta: i64) {
         // Other hubs change a shared store's outbox too: it is counted by the next reload.
         if self.shared_store().is_some() {
             return;
         }
-        let mut counts = self.lock();
-        let n = counts
-            .outbox
-            .entry(notifier.as_str().to_owned())
-            .or_default();
-        *n = n.saturating_add_signed(delta);
+        let mut depths = self.depths();
+        *depths.entry(notifier.to_owned()).or_default() += delta;
+    }
+
+    fn depths(&self) -> std::sync::MutexGuard<'_, Depths> {
+        self.depths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -1468,12 +1554,13 @@ fn seen_ms(kv: &dyn Kv, id: &EventId) -> Result<Option<u64>, InboxError> {
         .map(u64::from_be_bytes))
 }
 
-/// What the store holds: deliveries per notifier, dead letters, ids, and the next seq.
-fn count(kv: &dyn Kv) -> Result<Counts, InboxError> {
+/// What the store holds: dead letters, ids, the next seq; and deliveries per notifier.
+fn count(kv: &dyn Kv) -> Result<(Counts, Depths), InboxError> {
     let mut counts = Counts::default();
+    let mut depths = Depths::new();
     for key in kv.keys(&[OUTBOX], Some(&[OUTBOX + 1]))? {
         if let Some((name, seq)) = split_outbox_key(&key) {
-            *counts.outbox.entry(name.to_owned()).or_default() += 1;
+            *depths.entry(name.to_owned()).or_default() += 1;
             counts.next_seq = counts.next_seq.max(seq + 1);
         }
     }
@@ -1485,7 +1572,7 @@ fn count(kv: &dyn Kv) -> Result<Counts, InboxError> {
         }
     }
     counts.seen = kv.count(&[SEEN], Some(&[SEEN + 1]))?;
-    Ok(counts)
+    Ok((counts, depths))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -1752,6 +1839,33 @@ mod tests {
             )
             .unwrap();
         assert!(!again, "a duplicate wakes no one");
+    }
+
+    #[tokio::test]
+    async fn deliveries_read_during_their_commit_wait_until_it_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = open(dir.path());
+        let f = name("f");
+        let env = notification("a").envelope;
+        let mut read = None;
+        inbox
+            .transact_waking(
+                |tx| tx.record(std::slice::from_ref(&env), 1000, 500, route_to(&["f"])),
+                |_| {
+                    let (entries, mark) = inbox.next_batch_marked(&f, 10).unwrap();
+                    let settled = *inbox.settled.borrow() >= mark.begun;
+                    read = Some((entries.len(), settled, mark));
+                },
+            )
+            .unwrap();
+        let (entries, settled, mark) = read.unwrap();
+        assert_eq!(entries, 1, "readable when woken");
+        assert!(!settled, "not to be sent before the commit's fsync");
+        let soon = |mark| tokio::time::timeout(Duration::from_secs(5), inbox.settled(mark));
+        assert_eq!(soon(mark).await, Ok(true), "sent once it is durable");
+        // A read with nothing being written need not wait.
+        let (_, idle) = inbox.next_batch_marked(&f, 10).unwrap();
+        assert_eq!(soon(idle).await, Ok(true));
     }
 
     #[test]

@@ -131,8 +131,8 @@ impl Pipeline {
         let listed = self.cfg.web.as_ref().is_some_and(|w| w.page);
         let (committed, envelopes) = tokio::task::spawn_blocking(move || {
             let received = chrono::Utc::now();
-            // The notifiers are woken before the fsync, to deliver while it runs: a
-            // notification is what a user waits for.
+            // The notifiers are woken before the fsync, to read their deliveries while it runs:
+            // a notification is what a user waits for.
             let wake = |woken: &[_]| crate::delivery::wake(&wakes, woken);
             let record = |tx: &mut Tx<'_>| {
                 // A change another hub sharing the store announced first is not announced

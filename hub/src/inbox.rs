@@ -560,24 +560,25 @@ impl Inbox {
     /// Counts what the store holds (again, after it was reopened: writes the failure lost
     /// are gone; or another hub's changes, in a shared store).
     pub fn reload(&self) -> Result<(), InboxError> {
-        let (mut held, (mut counts, depths)) = match &self.backend {
-            // Locked throughout (after the database, as everywhere), so nothing lands between
-            // the scan and the new counts.
+        let (mut held, mut held_depths, (mut counts, depths)) = match &self.backend {
+            // Both locked throughout (after the database, as everywhere), so nothing lands
+            // between the scan and the new counts: a delivery that ends meanwhile is counted
+            // after them, not lost under them.
             Backend::Sled(db) => {
                 let o = db.get()?;
-                let held = self.lock();
-                (held, count(&*o)?)
+                let (held, held_depths) = (self.lock(), self.depths());
+                (held, held_depths, count(&*o)?)
             }
             // Locked only at the end: another hub's commit in between is counted next time.
             Backend::Shared(store) => {
                 let counts = store.atomically(Reads::Plain, count)?;
-                (self.lock(), counts)
+                (self.lock(), self.depths(), counts)
             }
         };
         // Seqs only grow: a lost write may have handed one out.
         counts.next_seq = counts.next_seq.max(held.next_seq);
         *held = counts;
-        *self.depths() = depths;
+        *held_depths = depths;
         Ok(())
     }
 
@@ -689,12 +690,13 @@ impl Inbox {
             .filled(generation, &error)
             .map_err(InboxError::from)
             .and_then(|_| self.reload());
-        match reopened {
-            // What the reopened store holds is what there is: deliveries read it again.
-            Ok(()) => self.settle(self.begun.load(Ordering::SeqCst)),
-            Err(error) => {
-                tracing::error!(%error, "The inbox database could not be opened again yet.");
-            }
+        if let Err(error) = reopened {
+            tracing::error!(%error, "The inbox database could not be opened again yet.");
+        }
+        // Once the opening that failed is gone (reopened, or to be by the next read), what the
+        // store holds is what there is: deliveries read it again.
+        if db.generation() != Some(generation) {
+            self.settle(self.begun.load(Ordering::SeqCst));
         }
         Err(InboxError::DiskFull)
     }

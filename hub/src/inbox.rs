@@ -463,8 +463,8 @@ struct Counts {
     seen: u64,
 }
 
-/// Pending deliveries per notifier. Signed: a delivery that ends while the commit that gave
-/// it is still counting takes its one off first.
+/// Pending deliveries per notifier. Signed, so the counts even out whichever of an entry's
+/// +1 and −1 comes first.
 type Depths = BTreeMap<String, i64>;
 
 /// Where the records are.
@@ -579,6 +579,9 @@ impl Inbox {
         counts.next_seq = counts.next_seq.max(held.next_seq);
         *held = counts;
         *held_depths = depths;
+        // No numbered write is under way while `counts` is held: what the store holds now is
+        // what there is (after a reopening, deliveries read it again).
+        self.settle(self.begun.load(Ordering::SeqCst));
         Ok(())
     }
 
@@ -735,19 +738,9 @@ impl Inbox {
             ..
         } = tx;
         // Numbered before the write, so a delivery that reads its entries sees the number.
-        let commit = counts
-            .is_some()
-            .then(|| self.begun.fetch_add(1, Ordering::SeqCst) + 1);
+        let commit = counts.is_some().then(|| self.begin());
         if !batch.is_empty() {
             kv.apply(batch)?;
-        }
-        // In a shared store the transaction commits after this, and may be run again: what
-        // it added is counted by the next reload. In the hub's own, a failed sync reopens the
-        // store, which counts again.
-        if counts.is_some() {
-            for (name, n) in added {
-                self.bump_outbox(&name, i64::try_from(n).unwrap_or(i64::MAX));
-            }
         }
         if let Some(wake) = wake.filter(|_| !woken.is_empty()) {
             wake(&woken);
@@ -755,12 +748,16 @@ impl Inbox {
         if durable {
             kv.sync()?;
         }
-        if let Some(commit) = commit {
-            self.settle(commit);
-        }
-        if let (Some(counts), Some(next)) = (&mut counts, next_seq) {
+        // In a shared store the transaction commits after this, and may be run again: what
+        // it added is counted by the next reload. In the hub's own, it is counted before it
+        // settles, so before any of it can be delivered.
+        if let (Some(counts), Some(next), Some(commit)) = (&mut counts, next_seq, commit) {
             counts.next_seq = next;
             counts.seen += new_seen;
+            for (name, n) in added {
+                self.bump_outbox(&name, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            self.settle(commit);
         }
         Ok((r, woken))
     }
@@ -947,6 +944,12 @@ impl Inbox {
         // Its sender is this inbox's own, so it cannot have gone.
         let _ = settled.wait_for(|&n| n >= mark.begun).await;
         self.opening() == mark.opening
+    }
+
+    /// Numbers a write that adds deliveries, before it is applied: a delivery that reads them
+    /// waits for [`Inbox::settle`]. Call it holding `counts`, so numbered writes take turns.
+    fn begin(&self) -> u64 {
+        self.begun.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     fn settle(&self, commit: u64) {
@@ -1190,12 +1193,17 @@ impl Inbox {
                 };
                 batch.insert(outbox_key(to, fallback_seq), encode(&handed));
             }
+            let sled = matches!(self.backend, Backend::Sled(_));
+            let handing = (fallback.is_some() && sled).then(|| self.begin());
             kv.apply(batch)?;
             if let Some(to) = fallback {
                 // The fallback must not be lost to a crash that keeps the dead letter.
                 kv.sync()?;
                 counts.next_seq += 1;
                 self.bump_outbox(to.as_str(), 1);
+            }
+            if let Some(handing) = handing {
+                self.settle(handing);
             }
             counts.dead += 1;
             drop(counts);
@@ -1258,13 +1266,18 @@ impl Inbox {
                 }
                 moved.push(name.clone());
             }
+            // Held through the write, so it takes its turn among the numbered ones.
+            let mut counts = self.lock();
+            let putting = matches!(self.backend, Backend::Sled(_)).then(|| self.begin());
             kv.apply(batch)?;
             kv.sync()?;
             let n = moved.len() as u64;
             for name in &moved {
                 self.bump_outbox(name.as_str(), 1);
             }
-            let mut counts = self.lock();
+            if let Some(putting) = putting {
+                self.settle(putting);
+            }
             counts.dead = counts.dead.saturating_sub(n);
             Ok((woken, n))
         })

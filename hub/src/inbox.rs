@@ -463,9 +463,8 @@ struct Counts {
     seen: u64,
 }
 
-/// Pending deliveries per notifier. Signed, so the counts even out whichever of an entry's
-/// +1 and −1 comes first.
-type Depths = BTreeMap<String, i64>;
+/// Pending deliveries per notifier.
+type Depths = BTreeMap<String, u64>;
 
 /// Where the records are.
 #[derive(Debug)]
@@ -738,7 +737,7 @@ impl Inbox {
             ..
         } = tx;
         // Numbered before the write, so a delivery that reads its entries sees the number.
-        let commit = counts.is_some().then(|| self.begin());
+        let commit = self.begin();
         if !batch.is_empty() {
             kv.apply(batch)?;
         }
@@ -946,10 +945,12 @@ impl Inbox {
         self.opening() == mark.opening
     }
 
-    /// Numbers a write that adds deliveries, before it is applied: a delivery that reads them
-    /// waits for [`Inbox::settle`]. Call it holding `counts`, so numbered writes take turns.
-    fn begin(&self) -> u64 {
-        self.begun.fetch_add(1, Ordering::SeqCst) + 1
+    /// Numbers a write to the hub's own store that adds deliveries, before it is applied: a
+    /// delivery that reads them waits for [`Inbox::settle`]. Call it holding `counts`, so
+    /// numbered writes take turns. A shared store's writes are durable before they are read.
+    fn begin(&self) -> Option<u64> {
+        matches!(self.backend, Backend::Sled(_))
+            .then(|| self.begun.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     fn settle(&self, commit: u64) {
@@ -1193,8 +1194,7 @@ impl Inbox {
                 };
                 batch.insert(outbox_key(to, fallback_seq), encode(&handed));
             }
-            let sled = matches!(self.backend, Backend::Sled(_));
-            let handing = (fallback.is_some() && sled).then(|| self.begin());
+            let handing = fallback.and_then(|_| self.begin());
             kv.apply(batch)?;
             if let Some(to) = fallback {
                 // The fallback must not be lost to a crash that keeps the dead letter.
@@ -1268,7 +1268,7 @@ impl Inbox {
             }
             // Held through the write, so it takes its turn among the numbered ones.
             let mut counts = self.lock();
-            let putting = matches!(self.backend, Backend::Sled(_)).then(|| self.begin());
+            let putting = self.begin();
             kv.apply(batch)?;
             kv.sync()?;
             let n = moved.len() as u64;
@@ -1402,11 +1402,7 @@ impl Inbox {
 
     /// Pending deliveries per notifier.
     pub fn outbox_depths(&self) -> BTreeMap<String, u64> {
-        let depths = self.depths();
-        depths
-            .iter()
-            .map(|(name, &n)| (name.clone(), u64::try_from(n).unwrap_or(0)))
-            .collect()
+        self.depths().clone()
     }
 
     /// Dead letters held.
@@ -1545,7 +1541,8 @@ impl Inbox {
             return;
         }
         let mut depths = self.depths();
-        *depths.entry(notifier.to_owned()).or_default() += delta;
+        let n = depths.entry(notifier.to_owned()).or_default();
+        *n = n.saturating_add_signed(delta);
     }
 
     fn depths(&self) -> std::sync::MutexGuard<'_, Depths> {

@@ -57,7 +57,7 @@ pub fn init_tracing() {
 
 /// Runs `daemon` on a two-thread runtime until it returns; SIGTERM or SIGINT cancels the token
 /// it is given, and it is expected to drain and return. The open-file limit is raised to its
-/// hard limit first ([`service::raise_fd_limit`]). Exit code 0 on success, 1 (logged) on
+/// hard limit first ([`fds::raise_limit`]). Exit code 0 on success, 1 (logged) on
 /// failure.
 pub fn run_until_signal<F, Fut, E>(name: &str, daemon: F) -> std::process::ExitCode
 where
@@ -65,7 +65,7 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let files = service::raise_fd_limit();
+    let files = fds::raise_limit();
     tracing::info!(?files, "Open-file limit raised to the hard limit.");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

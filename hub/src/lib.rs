@@ -97,8 +97,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), HubError> {
     let cfg = Arc::new(cfg);
-    let files = warren_daemon::fds::raise_limit();
-    tracing::debug!(limit = ?files, "Open files limit raised to the hard limit.");
     let inbox = match &res.store {
         Some(options) => {
             let Some(store) = connect_store(options, &shutdown).await? else {

@@ -1,11 +1,16 @@
-//! A sled database that outlives a full disk.
+//! A database that outlives a full disk.
 //!
-//! After one failed write sled fails every call until it is opened again, and opening needs
-//! room too. So a [`Database`] keeps a [`Reserve`] in its directory; when a call fails for
-//! want of space it gives back a step of the reserve, opens the database again and says the
-//! disk is full: the daemon then refuses new work (an event it has not yet acked or accepted
-//! is refused, not retried) and finishes what it holds, whose calls [`Database::run`] runs
-//! again. [`Database::try_resume`] fills the reserve again once the filesystem has room.
+//! After one failed write sled fails every call until it is opened again (redb too), and
+//! opening needs room too. So a [`Database`] keeps a [`Reserve`] in its directory; when a call
+//! fails for want of space it gives back a step of the reserve, opens the database again and
+//! says the disk is full: the daemon then refuses new work (an event it has not yet acked or
+//! accepted is refused, not retried) and finishes what it holds, whose calls [`Database::run`]
+//! runs again. [`Database::try_resume`] fills the reserve again once the filesystem has room.
+//!
+//! The engines: sled for the edge's queue ([`sled`]), redb for the hub's inbox ([`redb`]).
+
+pub mod redb;
+pub mod sled;
 
 use std::fs::File;
 use std::io;
@@ -23,18 +28,47 @@ const MIN_FREE: u64 = 4 << 20;
 /// moment after the old handle is dropped.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// Opens the sled database in a directory (the daemon's own cache and flush settings).
-pub type Opener = fn(&Path) -> sled::Result<sled::Db>;
+/// Opens the database in a directory (the daemon's own cache and flush settings).
+pub type Opener<D> = fn(&Path) -> Result<D, DbError>;
+
+/// A store a [`Database`] can keep in its directory.
+pub trait Engine: Sized {
+    /// The file inside the directory that holds the data: fsynced after each opening.
+    const FILE: &'static str;
+
+    /// Makes everything written so far durable; `file` is [`Engine::FILE`], open.
+    ///
+    /// # Errors
+    /// When a write or the fsync fails.
+    fn sync(&self, file: &File) -> Result<(), DbError>;
+
+    /// Tidies, before an opening, what a write cut short may have left in `dir`.
+    fn tidy(_dir: &Path) {}
+}
 
 /// Errors of a [`Database`].
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// sled failed.
     #[error("{0}")]
-    Sled(#[from] sled::Error),
+    Sled(#[from] ::sled::Error),
+    /// redb failed.
+    #[error("{0}")]
+    Redb(#[from] ::redb::Error),
     /// The fsync, or the reserve, failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+impl DbError {
+    /// Whether an opening failed only because the old handle still holds the lock.
+    fn is_lock_held(&self) -> bool {
+        match self {
+            Self::Sled(::sled::Error::Io(e)) => e.kind() == io::ErrorKind::Other,
+            Self::Redb(::redb::Error::DatabaseAlreadyOpen) => true,
+            _ => false,
+        }
+    }
 }
 
 /// An error that may say the disk is full.
@@ -46,53 +80,46 @@ pub trait StorageFull {
 impl StorageFull for DbError {
     fn is_storage_full(&self) -> bool {
         match self {
-            Self::Sled(e) => sled_storage_full(e),
+            Self::Sled(e) => sled::storage_full(e),
+            Self::Redb(e) => redb::storage_full(e),
             Self::Io(e) => is_storage_full(e),
         }
     }
 }
 
-/// Whether sled failed for want of space.
-pub fn sled_storage_full(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(e) if is_storage_full(e))
-}
-
 /// The database as opened once.
 #[derive(Debug)]
-pub struct Opened {
-    /// The tree.
-    pub db: sled::Db,
-    /// An fd of sled's data file, for the fsync sled does not do on flush.
+pub struct Opened<D = ::sled::Db> {
+    /// The engine's handle.
+    pub db: D,
+    /// An fd of its data file, for the fsync sled does not do on flush.
     file: File,
     /// Which opening this is: a failure seen on an older one is already handled.
     generation: u64,
 }
 
-impl Opened {
+impl<D: Engine> Opened<D> {
     /// Which opening this is, for [`Database::filled`], and for what callers keep of it.
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
-    /// Makes everything written so far durable: sled's flush (`sync_file_range`, which
-    /// persists neither metadata nor the drive's cache), then fsync of its file.
+    /// Makes everything written so far durable ([`Engine::sync`]).
     ///
     /// # Errors
-    /// When either fails.
+    /// When a write or the fsync fails.
     pub fn sync(&self) -> Result<(), DbError> {
-        self.db.flush()?;
-        self.file.sync_all()?;
-        Ok(())
+        self.db.sync(&self.file)
     }
 }
 
-/// A sled database with its reserve.
+/// A database with its reserve.
 #[derive(Debug)]
-pub struct Database {
+pub struct Database<D = ::sled::Db> {
     dir: PathBuf,
-    open: Opener,
+    open: Opener<D>,
     /// `None` only while it is opened again, or when that failed (the next call tries again).
-    current: RwLock<Option<Opened>>,
+    current: RwLock<Option<Opened<D>>>,
     opened: AtomicU64,
     /// Locked around every change, so a release and a fill never interleave.
     reserve: Mutex<Reserve>,
@@ -100,15 +127,15 @@ pub struct Database {
     full_since: AtomicU64,
 }
 
-impl Database {
+impl<D: Engine> Database<D> {
     /// Opens the database in `dir` with `open`, keeping `reserve` bytes in `dir/reserve` (on
-    /// the database's own filesystem; sled ignores the name). On a full disk the reserve gives
+    /// the database's own filesystem; neither engine minds the name). On a full disk the reserve gives
     /// back what opening needs, and the database starts out [full](Database::full_since).
     ///
     /// # Errors
-    /// When sled cannot open it for another reason than space (the caller may move a damaged
-    /// one aside), or no reserve is left to give.
-    pub fn open(dir: &Path, reserve: u64, open: Opener) -> Result<Self, DbError> {
+    /// When the engine cannot open it for another reason than space (the caller may move a
+    /// damaged one aside), or no reserve is left to give.
+    pub fn open(dir: &Path, reserve: u64, open: Opener<D>) -> Result<Self, DbError> {
         let db = Self {
             dir: dir.to_owned(),
             open,
@@ -127,34 +154,34 @@ impl Database {
         Ok(db)
     }
 
-    fn open_once(&self) -> Result<Opened, DbError> {
+    fn open_once(&self) -> Result<Opened<D>, DbError> {
         let reopening = self.opened.load(Ordering::Relaxed) > 0;
         let lock_deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
-            remove_partial_snapshots(&self.dir);
+            D::tidy(&self.dir);
             match (self.open)(&self.dir) {
                 Ok(db) => break db,
-                Err(sled::Error::Io(e)) if is_storage_full(&e) => {
+                Err(e) if e.is_storage_full() => {
                     self.set_full();
                     let freed = self.release()?;
                     if freed == 0 {
-                        return Err(DbError::Io(e));
+                        return Err(e);
                     }
                     tracing::warn!(freed, dir = %self.dir.display(), "Disk full: gave back reserve to open the database.");
                 }
                 // The old handle's threads may still hold the lock for a moment; at start, a
                 // lock held is another daemon's, and an error at once.
-                Err(sled::Error::Io(e))
+                Err(e)
                     if reopening
-                        && e.kind() == io::ErrorKind::Other
+                        && e.is_lock_held()
                         && std::time::Instant::now() < lock_deadline =>
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         };
-        let file = File::open(self.dir.join("db"))?;
+        let file = File::open(self.dir.join(D::FILE))?;
         // What the old handle wrote may sit in the page cache only, and a duplicate is acked
         // on the strength of it: push it to the disk (as far as the kernel still has it after
         // a failed fsync). And the directory entry of a new database must survive a power
@@ -179,7 +206,7 @@ impl Database {
     ///
     /// # Errors
     /// When it cannot be opened.
-    pub fn get(&self) -> Result<Guard<'_>, DbError> {
+    pub fn get(&self) -> Result<Guard<'_, D>, DbError> {
         loop {
             let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
             if current.is_some() {
@@ -203,7 +230,7 @@ impl Database {
     /// be opened again.
     pub fn run<R, E>(
         &self,
-        op: impl Fn(&Opened) -> Result<R, E>,
+        op: impl Fn(&Opened<D>) -> Result<R, E>,
         reopened: impl Fn() -> Result<(), E>,
     ) -> Result<R, E>
     where
@@ -240,7 +267,8 @@ impl Database {
         }
         let freed = self.release()?;
         tracing::error!(%error, freed, dir = %self.dir.display(), "Disk full: refusing new work until there is room; what is held is still handled.");
-        // sled's lock on its files goes with its last handle: drop it before opening again.
+        // The engine's lock on its files goes with its last handle: drop it before opening
+        // again.
         *current = None;
         *current = Some(self.open_once()?);
         Ok(freed > 0)
@@ -305,34 +333,12 @@ fn free_bytes(dir: &Path) -> u64 {
     rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// Removes the snapshots sled began and never finished. sled writes `snap.<lsn>.generating`,
-/// fsyncs it and renames it to `snap.<lsn>`; but on opening it takes the last `snap.*` name
-/// in sort order, which is such a leftover when a write failed (a full disk) or was cut short
-/// (a crash), and then refuses the whole database as corrupt.
-fn remove_partial_snapshots(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snap.") && name.ends_with(".generating") {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => tracing::warn!(file = %name, "Removed an unfinished database snapshot."),
-                Err(error) => {
-                    tracing::warn!(file = %name, %error, "Could not remove an unfinished database snapshot.")
-                }
-            }
-        }
-    }
-}
-
 /// While the disk under `owner`'s database is full, looks for room every `every` (on the
 /// blocking pool), and calls `changed` with the new state whenever it changes; until `stop`.
 /// An owner without a local database (`database` gives `None`) has nothing to watch.
-pub async fn watch<T: Send + Sync + 'static>(
+pub async fn watch<T: Send + Sync + 'static, D: Engine + 'static>(
     owner: std::sync::Arc<T>,
-    database: fn(&T) -> Option<&Database>,
+    database: fn(&T) -> Option<&Database<D>>,
     every: std::time::Duration,
     changed: impl Fn(bool),
     stop: tokio_util::sync::CancellationToken,
@@ -366,45 +372,12 @@ pub async fn watch<T: Send + Sync + 'static>(
 
 /// A read lock on the open database.
 #[derive(Debug)]
-pub struct Guard<'a>(RwLockReadGuard<'a, Option<Opened>>);
+pub struct Guard<'a, D = ::sled::Db>(RwLockReadGuard<'a, Option<Opened<D>>>);
 
-impl std::ops::Deref for Guard<'_> {
-    type Target = Opened;
-    fn deref(&self) -> &Opened {
+impl<D> std::ops::Deref for Guard<'_, D> {
+    type Target = Opened<D>;
+    fn deref(&self) -> &Opened<D> {
         // `Database::get` hands out guards of an open database only.
         self.0.as_ref().expect("database is open")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open(dir: &Path) -> sled::Result<sled::Db> {
-        sled::Config::new().path(dir).open()
-    }
-
-    #[test]
-    fn an_unfinished_snapshot_does_not_make_the_database_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        {
-            let db = Database::open(&path, 0, open).unwrap();
-            db.get().unwrap().db.insert(b"k", b"v").unwrap();
-            db.get().unwrap().sync().unwrap();
-        }
-        // What a snapshot cut short by a full disk leaves behind.
-        std::fs::write(path.join("snap.00000000000FFFFF.generating"), b"\x01\x02").unwrap();
-        assert!(
-            matches!(open(&path), Err(sled::Error::Corruption { .. })),
-            "sled alone refuses it"
-        );
-        let db = Database::open(&path, 1 << 16, open).unwrap();
-        assert_eq!(db.get().unwrap().db.get(b"k").unwrap().unwrap(), b"v");
-        assert!(db.full_since().is_none());
-        assert_eq!(
-            std::fs::metadata(path.join("reserve")).unwrap().len(),
-            1 << 16
-        );
     }
 }

@@ -67,25 +67,16 @@ pub enum QueueError {
     /// sled failed.
     #[error("queue database: {0}")]
     Sled(#[from] sled::Error),
-    /// The fsync after a flush, or the reserve, failed.
+    /// Opening it, its fsync, or the reserve failed.
     #[error("queue database: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl From<DbError> for QueueError {
-    fn from(e: DbError) -> Self {
-        match e {
-            DbError::Sled(e) => Self::Sled(e),
-            DbError::Io(e) => Self::Io(e),
-        }
-    }
+    Database(#[from] DbError),
 }
 
 impl StorageFull for QueueError {
     fn is_storage_full(&self) -> bool {
         match self {
-            Self::Sled(e) => warren_daemon::database::sled_storage_full(e),
-            Self::Io(e) => warren_daemon::reserve::is_storage_full(e),
+            Self::Sled(e) => warren_daemon::database::sled::storage_full(e),
+            Self::Database(e) => e.is_storage_full(),
         }
     }
 }
@@ -535,14 +526,14 @@ fn remove_all(
     Ok(())
 }
 
-fn open_db(dir: &Path) -> Result<sled::Db, sled::Error> {
-    sled::Config::new()
+fn open_db(dir: &Path) -> Result<sled::Db, DbError> {
+    Ok(sled::Config::new()
         .path(dir)
         // Small cache: the edge's working set is the head of the FIFO.
         .cache_capacity(16 * 1024 * 1024)
         // The background flusher is a backstop; accepted events are flushed explicitly.
         .flush_every_ms(Some(1000))
-        .open()
+        .open()?)
 }
 
 fn aside_path(dir: &Path) -> PathBuf {

@@ -40,7 +40,7 @@ pub struct RawHubConfig {
     /// The broker: embedded (default) or external.
     #[serde(default)]
     pub broker: RawBroker,
-    /// Where the state is kept: sled (default) or PostgreSQL, shared by hubs.
+    /// Where the state is kept: embedded (default) or PostgreSQL, shared by hubs.
     #[serde(default)]
     pub store: RawStore,
     /// Duplicate suppression.
@@ -149,9 +149,11 @@ pub struct RawBroker {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
-    /// sled in `state_dir`, for one hub.
+    /// The hub's own, embedded (redb in `state_dir`), for one hub; `sled`, its engine until
+    /// 2026-11-28, is read as this.
     #[default]
-    Sled,
+    #[serde(alias = "sled")]
+    Embedded,
     /// PostgreSQL, for hubs that share their state.
     Postgres,
 }
@@ -160,7 +162,7 @@ pub enum StoreKind {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    /// `sled` or `postgres`.
+    /// `embedded` or `postgres`.
     #[serde(default)]
     pub kind: StoreKind,
     /// PostgreSQL: a file holding the connection string (it may hold a password).
@@ -194,7 +196,7 @@ impl RawStore {
         broker: &Broker,
         delivery: &DeliveryConfig,
     ) -> Result<Option<SharedStore>, (&'static str, String)> {
-        if self.kind == StoreKind::Sled {
+        if self.kind == StoreKind::Embedded {
             for (set, key) in [
                 (self.url_file.is_some(), "store.url_file"),
                 (self.pool_size.is_some(), "store.pool_size"),
@@ -549,7 +551,7 @@ pub struct HubConfig {
     pub shutdown_grace: Duration,
     /// Broker.
     pub broker: Broker,
-    /// The store shared with other hubs; `None`: sled in `inbox_dir`.
+    /// The store shared with other hubs; `None`: the hub's own in `inbox_dir`.
     pub store: Option<SharedStore>,
     /// Dedup.
     pub dedup: DedupConfig,
@@ -943,7 +945,10 @@ mod tests {
         assert_eq!(store.name, "a");
         assert_eq!(store.pool_size, 8);
         assert_eq!(store.lease, Duration::from_secs(60), "3 × timeout + 30 s");
-        assert!(parse(external).unwrap().store.is_none(), "sled by default");
+        assert!(
+            parse(external).unwrap().store.is_none(),
+            "embedded by default"
+        );
         for (extra, says) in [
             ("[store]\nkind = \"postgres\"\n", "store.url_file"),
             ("[store]\nurl_file = \"/x\"\n", "only for kind"),

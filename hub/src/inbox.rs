@@ -1,4 +1,4 @@
-//! The hub's durable state: the only module that touches sled.
+//! The hub's durable state: the only module that touches its store.
 //!
 //! One tree, several key spaces, so every commit is one atomic batch:
 //! - `s` + event id → received-ms: ids seen inside the dedup window, pruned through their
@@ -14,10 +14,11 @@
 //! - the [`Space`]s other modules keep their state in (known sources, throttles, presence),
 //!   written through a [`Tx`] in the same batch as the events that change them.
 //!
-//! [`Inbox::commit`] records new events and their deliveries and makes them durable (sled
-//! flush, then fsync of its file) before the caller acks them to the edge. A finished delivery
-//! is made durable at once too, so only a crash between a send and its record repeats it;
-//! attempt counts and dead letters ride on sled's background flush (`FLUSH_EVERY_MS`).
+//! [`Inbox::commit`] records new events and their deliveries and makes them durable (one
+//! fsync) before the caller acks them to the edge. A finished delivery is made durable at
+//! once too, so only a crash between a send and its record repeats it; attempt counts and
+//! dead letters are made durable by the next commit, or [`Inbox::flush_behind`] within
+//! `FLUSH_EVERY`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use warren_daemon::database::redb::Redb;
 use warren_daemon::database::{Database, DbError, StorageFull};
 use warren_proto::{Envelope, EventId};
 
@@ -48,8 +50,12 @@ const MEMO: u8 = b'w';
 const DUPLICATES_STEP: u64 = u64::MAX;
 /// The installation's secret salt for the ids of events the hub makes itself.
 const SALT: &[u8] = b"m:salt";
-/// sled's background flush interval: the window in which an attempt count can be lost.
-const FLUSH_EVERY_MS: u64 = 200;
+/// How long a write that needs no fsync of its own (an attempt count, a dead letter, a trace
+/// step) waits for one at most: the window in which a crash can lose it.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// The store's page cache. The hot keys are the recent ones: the ids of the dedup window, the
+/// outboxes' heads, the last traces.
+const CACHE_BYTES: usize = 8 << 20;
 /// How often a hub sharing its store says it is alive, and counts what the store holds.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Every how many heartbeats a hub sharing its store counts what it holds.
@@ -60,9 +66,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Errors from the store.
 #[derive(Debug, Error)]
 pub enum InboxError {
-    /// sled failed.
+    /// The hub's own store failed.
     #[error("inbox database: {0}")]
-    Sled(#[from] sled::Error),
+    Database(#[from] DbError),
     /// The disk is full: nothing new is recorded until it has room.
     #[error("inbox database: the disk is full")]
     DiskFull,
@@ -89,19 +95,10 @@ impl InboxError {
     }
 }
 
-impl From<DbError> for InboxError {
-    fn from(e: DbError) -> Self {
-        match e {
-            DbError::Sled(e) => Self::Sled(e),
-            DbError::Io(e) => Self::Sync(e),
-        }
-    }
-}
-
 impl StorageFull for InboxError {
     fn is_storage_full(&self) -> bool {
         match self {
-            Self::Sled(e) => warren_daemon::database::sled_storage_full(e),
+            Self::Database(e) => e.is_storage_full(),
             Self::Sync(e) => warren_daemon::reserve::is_storage_full(e),
             Self::DiskFull | Self::Postgres(_) | Self::Unavailable(_) | Self::Unusable(_) => false,
         }
@@ -245,7 +242,7 @@ impl Tx<'_> {
     /// The record `key` of `space`.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
         self.raw_get(&spaced(space, key))
     }
@@ -299,7 +296,7 @@ impl Tx<'_> {
     /// gives each. Duplicates are only counted.
     ///
     /// # Errors
-    /// When sled or `route` fails.
+    /// When the store or `route` fails.
     pub fn record(
         &mut self,
         envelopes: &[Envelope],
@@ -394,7 +391,7 @@ impl Tx<'_> {
     /// written in one millisecond.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn next_id(&self) -> Result<u64, InboxError> {
         self.kv.next_id()
     }
@@ -402,7 +399,7 @@ impl Tx<'_> {
     /// Every record of `space` as stored before this transaction, in key order.
     ///
     /// # Errors
-    /// When sled fails.
+    /// When the store fails.
     pub fn scan(&self, space: Space) -> Result<Vec<Record>, InboxError> {
         scan(self.kv, space)
     }
@@ -419,7 +416,7 @@ impl Tx<'_> {
         self.trace_put(key, value);
     }
 
-    /// A write that may ride on sled's background flush: a trace's.
+    /// A write that may wait for the next fsync ([`Inbox::flush_behind`]): a trace's.
     fn trace_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.batch.insert(key.clone(), value.clone());
         self.overlay.insert(key, Some(value));
@@ -469,8 +466,8 @@ type Depths = BTreeMap<String, u64>;
 /// Where the records are.
 #[derive(Debug)]
 enum Backend {
-    /// sled, for one hub.
-    Sled(Database),
+    /// redb, for one hub.
+    Own(Database<Redb>),
     /// PostgreSQL, shared by hubs.
     Shared(Store),
 }
@@ -505,19 +502,11 @@ impl Inbox {
     /// disk ([`Database`]).
     ///
     /// # Errors
-    /// When sled cannot open it.
+    /// When the store cannot be opened, or an earlier build's sled inbox not carried over.
     pub fn open(dir: &Path, reserve: u64) -> Result<Self, InboxError> {
-        let db = Database::open(dir, reserve, |dir| {
-            sled::Config::new()
-                .path(dir)
-                // The hot keys are the recent ones. sled counts a node at less than it takes, and
-                // after a 100,000-event drain 32 MiB left the hub at 128 MiB, 8 at 96 MiB with a
-                // faster drain; 2 slowed it by a fifth (bench/README.md).
-                .cache_capacity(8 * 1024 * 1024)
-                .flush_every_ms(Some(FLUSH_EVERY_MS))
-                .open()
-        })?;
-        Self::with(Backend::Sled(db))
+        crate::store::from_sled::carry_over(dir)?;
+        let db = Database::open(dir, reserve, |dir| Redb::open(dir, CACHE_BYTES))?;
+        Self::with(Backend::Own(db))
     }
 
     /// The store shared with other hubs.
@@ -563,7 +552,7 @@ impl Inbox {
             // Both locked throughout (after the database, as everywhere), so nothing lands
             // between the scan and the new counts: a delivery that ends meanwhile is counted
             // after them, not lost under them.
-            Backend::Sled(db) => {
+            Backend::Own(db) => {
                 let o = db.get()?;
                 let (held, held_depths) = (self.lock(), self.depths());
                 (held, held_depths, count(&*o)?)
@@ -587,7 +576,7 @@ impl Inbox {
     /// Runs `op` on the store, once more after a full disk reopened it.
     fn run<R>(&self, op: impl Fn(&dyn Kv) -> Result<R, InboxError>) -> Result<R, InboxError> {
         match &self.backend {
-            Backend::Sled(db) => db.run(|o| op(o), || self.reload()),
+            Backend::Own(db) => db.run(|o| op(o), || self.reload()),
             Backend::Shared(store) => store.atomically(Reads::Plain, op),
         }
     }
@@ -595,15 +584,15 @@ impl Inbox {
     /// Since when the disk is full (new events are then refused), ms since the epoch.
     pub fn disk_full_since(&self) -> Option<u64> {
         match &self.backend {
-            Backend::Sled(db) => db.full_since(),
+            Backend::Own(db) => db.full_since(),
             Backend::Shared(_) => None,
         }
     }
 
     /// The local database, for [`warren_daemon::database::watch`]; none with a shared store.
-    pub fn database(&self) -> Option<&Database> {
+    pub fn database(&self) -> Option<&Database<Redb>> {
         match &self.backend {
-            Backend::Sled(db) => Some(db),
+            Backend::Own(db) => Some(db),
             Backend::Shared(_) => None,
         }
     }
@@ -611,7 +600,7 @@ impl Inbox {
     /// The store shared with other hubs, if it is one.
     pub fn shared_store(&self) -> Option<&Store> {
         match &self.backend {
-            Backend::Sled(_) => None,
+            Backend::Own(_) => None,
             Backend::Shared(store) => Some(store),
         }
     }
@@ -674,7 +663,7 @@ impl Inbox {
                 wake(&done.1);
                 return Ok(done);
             }
-            Backend::Sled(db) => db,
+            Backend::Own(db) => db,
         };
         if self.disk_full_since().is_some() {
             return Err(InboxError::DiskFull);
@@ -713,7 +702,7 @@ impl Inbox {
         // store take turns on its rows instead: holding a lock of this process while waiting
         // for one of PostgreSQL's could only add waits.
         let mut counts = match self.backend {
-            Backend::Sled(_) => Some(self.lock()),
+            Backend::Own(_) => Some(self.lock()),
             Backend::Shared(_) => None,
         };
         let mut tx = Tx {
@@ -885,9 +874,7 @@ impl Inbox {
             // Hubs sharing the store take turns by claim; the records are this hub's to
             // deliver until its lease is over.
             Backend::Shared(store) => store.claim(&prefix, &end, max)?,
-            Backend::Sled(_) => {
-                self.run(|kv| kv.range(&prefix, Some(&end), Order::Forward, max))?
-            }
+            Backend::Own(_) => self.run(|kv| kv.range(&prefix, Some(&end), Order::Forward, max))?,
         };
         let mut batch = Vec::new();
         let mut unreadable = Vec::new();
@@ -949,7 +936,7 @@ impl Inbox {
     /// delivery that reads them waits for [`Inbox::settle`]. Call it holding `counts`, so
     /// numbered writes take turns. A shared store's writes are durable before they are read.
     fn begin(&self) -> Option<u64> {
-        matches!(self.backend, Backend::Sled(_))
+        matches!(self.backend, Backend::Own(_))
             .then(|| self.begun.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
@@ -964,7 +951,7 @@ impl Inbox {
     /// Which opening of the hub's own store is current.
     fn opening(&self) -> Option<u64> {
         match &self.backend {
-            Backend::Sled(db) => db.generation(),
+            Backend::Own(db) => db.generation(),
             Backend::Shared(_) => None,
         }
     }
@@ -1183,7 +1170,7 @@ impl Inbox {
             );
             Self::trace(kv, &mut batch, entry, &step)?;
             let fallback_seq = match self.backend {
-                Backend::Sled(_) => counts.next_seq,
+                Backend::Own(_) => counts.next_seq,
                 Backend::Shared(_) => kv.next_id()?,
             };
             if let Some(to) = fallback {
@@ -1422,9 +1409,38 @@ impl Inbox {
     /// When the store fails.
     pub fn flush(&self) -> Result<(), InboxError> {
         match &self.backend {
-            Backend::Sled(_) => self.run(|kv| kv.sync()),
+            Backend::Own(_) => self.run(|kv| kv.sync()),
             Backend::Shared(store) => store.release(),
         }
+    }
+
+    /// In the hub's own store, every [`FLUSH_EVERY`] until `stop`: makes durable what was
+    /// written since the last fsync and had no fsync of its own (while the disk has room).
+    pub async fn flush_behind(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let inbox = self.clone();
+            match tokio::task::spawn_blocking(move || inbox.flush_unsynced()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "Could not flush the inbox."),
+                Err(error) => tracing::error!(%error, "Inbox flush task failed."),
+            }
+        }
+    }
+
+    fn flush_unsynced(&self) -> Result<(), InboxError> {
+        let Backend::Own(db) = &self.backend else {
+            return Ok(());
+        };
+        if db.full_since().is_some() || !db.get()?.db.unsynced() {
+            return Ok(());
+        }
+        self.flush()
     }
 
     /// In a shared store, every [`HEARTBEAT`] until `stop`: writes this hub's heartbeat and
@@ -1654,15 +1670,7 @@ mod tests {
     use super::*;
     use crate::testing::notification;
 
-    /// Opens, waiting for sled's background threads of a just-dropped instance to let go of
-    /// the directory lock (they outlive the drop briefly).
     fn open(dir: &Path) -> Inbox {
-        for _ in 0..500 {
-            if let Ok(inbox) = Inbox::open(dir, 0) {
-                return inbox;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
         Inbox::open(dir, 0).unwrap()
     }
 

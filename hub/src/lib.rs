@@ -205,6 +205,7 @@ pub async fn run(
         warren_daemon::memory::trim_when_idle(move || stats.work(), stop)
     });
     tracker.spawn(inbox.clone().keep_in_touch(shutdown.child_token()));
+    tracker.spawn(inbox.clone().flush_behind(shutdown.child_token()));
     tracker.spawn(
         inbox.clone().prune_expired(
             cfg.dedup.window,

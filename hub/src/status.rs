@@ -44,7 +44,7 @@ pub struct HubStatus {
     pub pid: u32,
     /// `embedded` or `external`.
     pub mode: String,
-    /// `sled`, or `postgres` for a store shared by hubs.
+    /// `redb` (`sled` before 2026-11-28), or `postgres` for a store shared by hubs.
     #[serde(default = "sled")]
     pub store: String,
     /// The hubs sharing the store, by their heartbeats (this one among them).
@@ -246,7 +246,7 @@ impl Source {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             mode: self.mode.to_owned(),
-            store: if shared.is_some() { "postgres" } else { "sled" }.to_owned(),
+            store: if shared.is_some() { "postgres" } else { "redb" }.to_owned(),
             hubs: shared.map(Store::peers).unwrap_or_default(),
             hub_name: shared.map(|s| s.name().to_owned()),
             listen: self.listen.clone(),
@@ -415,7 +415,7 @@ pub fn human(s: &HubStatus) -> String {
     if let Some(p) = &s.last_pause {
         out += &warren_daemon::pause::describe(p, s.pauses, now);
     }
-    if s.store != "sled" {
+    if s.store == "postgres" {
         out += &format!(
             "store: {}, shared as hub {}; {} left unacked while it could not be reached\n",
             s.store,

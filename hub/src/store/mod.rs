@@ -2,11 +2,12 @@
 //! in batches that land whole or not at all.
 //!
 //! The inbox's logic (dedup, outbox, dead letters, traces) is written once against [`Kv`]:
-//! [`sled`] implements it for the one hub on a home server (embedded, the default);
+//! [`redb`] implements it for the one hub on a home server (embedded, the default);
 //! [`postgres`] inside one of PostgreSQL's transactions, for hubs that share a store.
 
+pub mod from_sled;
 pub mod postgres;
-mod sled;
+mod redb;
 
 use crate::inbox::InboxError;
 

@@ -1,0 +1,200 @@
+//! redb as a [`Database`](super::Database) engine: the hub's inbox.
+//!
+//! One table of byte keys. [`Redb::write`] commits a batch without an fsync, visible to every
+//! read from then on; [`Engine::sync`] makes all of them durable at once, so one fsync serves
+//! many batches. Ids only grow, across crashes too, as sled's `generate_id` did: the next one
+//! is stored with every batch, so a batch that survives a crash also keeps its ids used.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use redb::{Durability, ReadOnlyTable, ReadableTable, TableDefinition};
+
+use super::{DbError, Engine};
+use crate::reserve::is_storage_full;
+
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_ID: &str = "next_id";
+
+/// The records, as of the last [`Redb::write`].
+pub type Records = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// A redb database of ordered byte keys.
+#[derive(Debug)]
+pub struct Redb {
+    db: redb::Database,
+    next_id: AtomicU64,
+    /// Written since the last sync began.
+    unsynced: AtomicBool,
+}
+
+impl Redb {
+    /// Opens (or creates) the database in `dir`, keeping at most `cache` bytes of its pages in
+    /// memory.
+    ///
+    /// # Errors
+    /// When redb cannot open or create it.
+    pub fn open(dir: &Path, cache: usize) -> Result<Self, DbError> {
+        std::fs::create_dir_all(dir)?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache)
+            .create(dir.join(Self::FILE))
+            .map_err(redb::Error::from)?;
+        Self::with(db)
+    }
+
+    /// Opens `db`, creating its tables first, so a read never finds them missing.
+    fn with(db: redb::Database) -> Result<Self, DbError> {
+        let tx = db.begin_write().map_err(redb::Error::from)?;
+        let next_id = {
+            tx.open_table(RECORDS).map_err(redb::Error::from)?;
+            let meta = tx.open_table(META).map_err(redb::Error::from)?;
+            let next = meta.get(NEXT_ID).map_err(redb::Error::from)?;
+            next.map_or(0, |v| v.value())
+        };
+        tx.commit().map_err(redb::Error::from)?;
+        Ok(Self {
+            db,
+            next_id: AtomicU64::new(next_id),
+            unsynced: AtomicBool::new(false),
+        })
+    }
+
+    /// A number larger than any this database gave before, crash or not, provided what it
+    /// numbers is written after it was taken.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Takes every id below `next` (records carried over from another store have them).
+    pub fn take_ids_below(&self, next: u64) {
+        self.next_id.fetch_max(next, Ordering::SeqCst);
+    }
+
+    /// Every record as of now.
+    ///
+    /// # Errors
+    /// When redb fails.
+    pub fn read(&self) -> Result<Records, DbError> {
+        let tx = self.db.begin_read().map_err(redb::Error::from)?;
+        Ok(tx.open_table(RECORDS).map_err(redb::Error::from)?)
+    }
+
+    /// Sets (`Some`) or removes (`None`) each key, in order, all at once: visible to reads
+    /// when it returns, durable at the next [`Engine::sync`].
+    ///
+    /// # Errors
+    /// When redb fails; then nothing was written.
+    pub fn write(
+        &self,
+        ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), DbError> {
+        let mut tx = self.db.begin_write().map_err(redb::Error::from)?;
+        tx.set_durability(Durability::None);
+        {
+            let mut records = tx.open_table(RECORDS).map_err(redb::Error::from)?;
+            for (key, value) in ops {
+                match value {
+                    Some(v) => records.insert(key.as_slice(), v.as_slice()),
+                    None => records.remove(key.as_slice()),
+                }
+                .map_err(redb::Error::from)?;
+            }
+            let mut meta = tx.open_table(META).map_err(redb::Error::from)?;
+            meta.insert(NEXT_ID, self.next_id.load(Ordering::SeqCst))
+                .map_err(redb::Error::from)?;
+        }
+        self.unsynced.store(true, Ordering::SeqCst);
+        tx.commit().map_err(redb::Error::from)?;
+        Ok(())
+    }
+
+    /// Whether something was written since the last sync began.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced.load(Ordering::SeqCst)
+    }
+
+    /// A durable commit of nothing, which persists every write before it with one fsync.
+    ///
+    /// # Errors
+    /// When redb fails.
+    pub fn sync(&self) -> Result<(), DbError> {
+        self.unsynced.store(false, Ordering::SeqCst);
+        let committed = self
+            .db
+            .begin_write()
+            .map_err(redb::Error::from)
+            .and_then(|tx| tx.commit().map_err(redb::Error::from));
+        if committed.is_err() {
+            self.unsynced.store(true, Ordering::SeqCst);
+        }
+        Ok(committed?)
+    }
+}
+
+impl Engine for Redb {
+    const FILE: &'static str = "store.redb";
+
+    fn sync(&self, _file: &File) -> Result<(), DbError> {
+        Redb::sync(self)
+    }
+}
+
+/// Whether redb failed for want of space. After one failed write redb answers every later
+/// call with `PreviousIo` until it is opened again: counted as full too, so a call racing
+/// the one that failed waits for the reopening rather than stopping the daemon.
+pub fn storage_full(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Io(e) => is_storage_full(e),
+        redb::Error::PreviousIo => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Database;
+    use super::*;
+
+    fn open(dir: &Path) -> Result<Redb, DbError> {
+        Redb::open(dir, 1 << 20)
+    }
+
+    fn value(db: &Redb, key: &[u8]) -> Option<Vec<u8>> {
+        let records = db.read().unwrap();
+        records.get(key).unwrap().map(|v| v.value().to_vec())
+    }
+
+    #[test]
+    fn a_write_is_read_at_once_and_kept_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        let first = {
+            let db = Database::open(&path, 1 << 16, open).unwrap();
+            let o = db.get().unwrap();
+            let first = o.db.next_id();
+            assert!(o.db.next_id() > first);
+            o.db.write([
+                (b"a".to_vec(), Some(b"1".to_vec())),
+                (b"b".to_vec(), Some(b"2".to_vec())),
+                (b"a".to_vec(), None),
+            ])
+            .unwrap();
+            assert_eq!(value(&o.db, b"b").as_deref(), Some(&b"2"[..]));
+            assert_eq!(value(&o.db, b"a"), None, "the last write to a key wins");
+            assert!(o.db.unsynced());
+            o.sync().unwrap();
+            assert!(!o.db.unsynced());
+            first
+        };
+        let db = Database::open(&path, 1 << 16, open).unwrap();
+        let o = db.get().unwrap();
+        assert_eq!(value(&o.db, b"b").as_deref(), Some(&b"2"[..]));
+        assert!(
+            o.db.next_id() > first + 1,
+            "ids taken before a write stay taken"
+        );
+    }
+}

@@ -52,12 +52,18 @@ pub enum DbError {
     /// sled failed.
     #[error("{0}")]
     Sled(#[from] ::sled::Error),
-    /// redb failed.
+    /// redb failed (boxed: its error is large, and errors are rare).
     #[error("{0}")]
-    Redb(#[from] ::redb::Error),
+    Redb(Box<::redb::Error>),
     /// The fsync, or the reserve, failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+impl From<::redb::Error> for DbError {
+    fn from(e: ::redb::Error) -> Self {
+        Self::Redb(Box::new(e))
+    }
 }
 
 impl DbError {
@@ -65,7 +71,7 @@ impl DbError {
     fn is_lock_held(&self) -> bool {
         match self {
             Self::Sled(::sled::Error::Io(e)) => e.kind() == io::ErrorKind::Other,
-            Self::Redb(::redb::Error::DatabaseAlreadyOpen) => true,
+            Self::Redb(e) => matches!(**e, ::redb::Error::DatabaseAlreadyOpen),
             _ => false,
         }
     }

@@ -41,20 +41,20 @@ impl Redb {
         let db = redb::Builder::new()
             .set_cache_size(cache)
             .create(dir.join(Self::FILE))
-            .map_err(redb::Error::from)?;
+            .map_err(failed)?;
         Self::with(db)
     }
 
     /// Opens `db`, creating its tables first, so a read never finds them missing.
     fn with(db: redb::Database) -> Result<Self, DbError> {
-        let tx = db.begin_write().map_err(redb::Error::from)?;
+        let tx = db.begin_write().map_err(failed)?;
         let next_id = {
-            tx.open_table(RECORDS).map_err(redb::Error::from)?;
-            let meta = tx.open_table(META).map_err(redb::Error::from)?;
-            let next = meta.get(NEXT_ID).map_err(redb::Error::from)?;
+            tx.open_table(RECORDS).map_err(failed)?;
+            let meta = tx.open_table(META).map_err(failed)?;
+            let next = meta.get(NEXT_ID).map_err(failed)?;
             next.map_or(0, |v| v.value())
         };
-        tx.commit().map_err(redb::Error::from)?;
+        tx.commit().map_err(failed)?;
         Ok(Self {
             db,
             next_id: AtomicU64::new(next_id),
@@ -78,8 +78,8 @@ impl Redb {
     /// # Errors
     /// When redb fails.
     pub fn read(&self) -> Result<Records, DbError> {
-        let tx = self.db.begin_read().map_err(redb::Error::from)?;
-        Ok(tx.open_table(RECORDS).map_err(redb::Error::from)?)
+        let tx = self.db.begin_read().map_err(failed)?;
+        tx.open_table(RECORDS).map_err(failed)
     }
 
     /// Sets (`Some`) or removes (`None`) each key, in order, all at once: visible to reads
@@ -91,23 +91,23 @@ impl Redb {
         &self,
         ops: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<(), DbError> {
-        let mut tx = self.db.begin_write().map_err(redb::Error::from)?;
+        let mut tx = self.db.begin_write().map_err(failed)?;
         tx.set_durability(Durability::None);
         {
-            let mut records = tx.open_table(RECORDS).map_err(redb::Error::from)?;
+            let mut records = tx.open_table(RECORDS).map_err(failed)?;
             for (key, value) in ops {
                 match value {
                     Some(v) => records.insert(key.as_slice(), v.as_slice()),
                     None => records.remove(key.as_slice()),
                 }
-                .map_err(redb::Error::from)?;
+                .map_err(failed)?;
             }
-            let mut meta = tx.open_table(META).map_err(redb::Error::from)?;
+            let mut meta = tx.open_table(META).map_err(failed)?;
             meta.insert(NEXT_ID, self.next_id.load(Ordering::SeqCst))
-                .map_err(redb::Error::from)?;
+                .map_err(failed)?;
         }
         self.unsynced.store(true, Ordering::SeqCst);
-        tx.commit().map_err(redb::Error::from)?;
+        tx.commit().map_err(failed)?;
         Ok(())
     }
 
@@ -125,12 +125,12 @@ impl Redb {
         let committed = self
             .db
             .begin_write()
-            .map_err(redb::Error::from)
-            .and_then(|tx| tx.commit().map_err(redb::Error::from));
+            .map_err(failed)
+            .and_then(|tx| tx.commit().map_err(failed));
         if committed.is_err() {
             self.unsynced.store(true, Ordering::SeqCst);
         }
-        Ok(committed?)
+        committed
     }
 }
 
@@ -140,6 +140,10 @@ impl Engine for Redb {
     fn sync(&self, _file: &File) -> Result<(), DbError> {
         Redb::sync(self)
     }
+}
+
+fn failed(e: impl Into<redb::Error>) -> DbError {
+    DbError::from(e.into())
 }
 
 /// Whether redb failed for want of space. After one failed write redb answers every later

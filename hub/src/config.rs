@@ -949,6 +949,10 @@ mod tests {
             parse(external).unwrap().store.is_none(),
             "embedded by default"
         );
+        for kind in ["embedded", "sled"] {
+            let text = format!("{external}[store]\nkind = \"{kind}\"\n");
+            assert!(parse(&text).unwrap().store.is_none(), "{kind}: embedded");
+        }
         for (extra, says) in [
             ("[store]\nkind = \"postgres\"\n", "store.url_file"),
             ("[store]\nurl_file = \"/x\"\n", "only for kind"),

@@ -17,6 +17,19 @@ fn read(o: &Opened<Redb>) -> Result<Records, InboxError> {
     Ok(o.db.read()?)
 }
 
+/// Records in key order, as of when the range was taken.
+type Span = redb::Range<'static, &'static [u8], &'static [u8]>;
+
+/// The records with keys in `start..end` (`None`: to the last key), as of now.
+fn span(o: &Opened<Redb>, start: &[u8], end: Option<&[u8]>) -> Result<Span, InboxError> {
+    let records = read(o)?;
+    match end {
+        Some(end) => records.range(start..end),
+        None => records.range(start..),
+    }
+    .map_err(failed)
+}
+
 impl Kv for Opened<Redb> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
         let value = read(self)?.get(key).map_err(failed)?;
@@ -41,12 +54,7 @@ impl Kv for Opened<Redb> {
         order: Order,
         limit: usize,
     ) -> Result<Pairs, InboxError> {
-        let records = read(self)?;
-        let range = match end {
-            Some(end) => records.range(start..end),
-            None => records.range(start..),
-        }
-        .map_err(failed)?;
+        let range = span(self, start, end)?;
         let pair = |item: Result<_, redb::StorageError>| {
             let (k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>) =
                 item.map_err(failed)?;
@@ -59,14 +67,8 @@ impl Kv for Opened<Redb> {
     }
 
     fn count(&self, start: &[u8], end: Option<&[u8]>) -> Result<u64, InboxError> {
-        let records = read(self)?;
-        let range = match end {
-            Some(end) => records.range(start..end),
-            None => records.range(start..),
-        }
-        .map_err(failed)?;
         let mut n = 0;
-        for item in range {
+        for item in span(self, start, end)? {
             item.map_err(failed)?;
             n += 1;
         }

@@ -24,6 +24,9 @@ use crate::reserve::{Reserve, is_storage_full};
 /// Free space wanted on top of the reserve before the disk counts as having room again, so a
 /// small or absent reserve does not make the daemon accept work on a disk that is still full.
 const MIN_FREE: u64 = 4 << 20;
+/// How many times a call meeting a handle another call's failure left unusable
+/// ([`StorageFull::is_stale`]) opens it again and runs once more.
+pub const STALE_RETRIES: u32 = 3;
 /// How long a reopen waits for the database's file lock, which sled's threads may hold for a
 /// moment after the old handle is dropped.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -81,6 +84,12 @@ impl DbError {
 pub trait StorageFull {
     /// Whether the disk (or the quota) is full.
     fn is_storage_full(&self) -> bool;
+
+    /// Whether the handle failed earlier (a call of another thread) and must be opened again
+    /// before it serves; the disk need not be full.
+    fn is_stale(&self) -> bool {
+        false
+    }
 }
 
 impl StorageFull for DbError {
@@ -90,6 +99,10 @@ impl StorageFull for DbError {
             Self::Redb(e) => redb::storage_full(e),
             Self::Io(e) => is_storage_full(e),
         }
+    }
+
+    fn is_stale(&self) -> bool {
+        matches!(self, Self::Redb(e) if matches!(**e, ::redb::Error::PreviousIo))
     }
 }
 
@@ -242,19 +255,42 @@ impl<D: Engine> Database<D> {
     where
         E: From<DbError> + StorageFull + std::fmt::Display,
     {
+        let mut stale = 0;
         loop {
             let (error, generation) = {
                 let current = self.get()?;
                 match op(&current) {
-                    Err(e) if e.is_storage_full() => (e, current.generation),
+                    Err(e) if e.is_storage_full() || (e.is_stale() && stale < STALE_RETRIES) => {
+                        (e, current.generation)
+                    }
                     done => return done,
                 }
             };
-            if !self.filled(generation, &error)? {
+            if error.is_stale() {
+                stale += 1;
+                self.reopen(generation, &error)?;
+            } else if !self.filled(generation, &error)? {
                 return Err(error);
             }
             reopened()?;
         }
+    }
+
+    /// The opening `generation` failed earlier and serves no more ([`StorageFull::is_stale`]):
+    /// open the database again, unless a caller already did. The failure itself was handled
+    /// by the call that met it ([`Database::filled`] if the disk is full).
+    ///
+    /// # Errors
+    /// When the database cannot be opened again (the next [`Database::get`] tries again).
+    pub fn reopen(&self, generation: u64, error: &dyn std::fmt::Display) -> Result<(), DbError> {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|c| c.generation != generation) {
+            return Ok(());
+        }
+        tracing::warn!(%error, dir = %self.dir.display(), "The database failed earlier: opening it again.");
+        *current = None;
+        *current = Some(self.open_once()?);
+        Ok(())
     }
 
     /// The disk filled under the opening `generation` (from an [`Opened`] that failed): say

@@ -79,6 +79,10 @@ impl StorageFull for QueueError {
             Self::Database(e) => e.is_storage_full(),
         }
     }
+
+    fn is_stale(&self) -> bool {
+        matches!(self, Self::Database(e) if e.is_stale())
+    }
 }
 
 /// One queued event.

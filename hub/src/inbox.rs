@@ -31,7 +31,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use warren_daemon::database::redb::Redb;
-use warren_daemon::database::{Database, DbError, StorageFull};
+use warren_daemon::database::{Database, DbError, STALE_RETRIES, StorageFull};
 use warren_proto::{Envelope, EventId};
 
 use crate::known::KnownSourcesConfig;
@@ -102,6 +102,10 @@ impl StorageFull for InboxError {
             Self::Sync(e) => warren_daemon::reserve::is_storage_full(e),
             Self::DiskFull | Self::Postgres(_) | Self::Unavailable(_) | Self::Unusable(_) => false,
         }
+    }
+
+    fn is_stale(&self) -> bool {
+        matches!(self, Self::Database(e) if e.is_stale())
     }
 }
 
@@ -658,8 +662,9 @@ impl Inbox {
     ) -> Result<(R, Vec<NotifierName>), InboxError> {
         let db = match &self.backend {
             Backend::Shared(store) => {
-                let done = store
-                    .atomically(Reads::Locking, |kv| self.transact_in(kv, &mut f, None::<W>))?;
+                let done = store.atomically(Reads::Locking, |kv| {
+                    self.transact_in(kv, &mut f, &mut None::<W>)
+                })?;
                 wake(&done.1);
                 return Ok(done);
             }
@@ -668,12 +673,26 @@ impl Inbox {
         if self.disk_full_since().is_some() {
             return Err(InboxError::DiskFull);
         }
-        let (error, generation) = {
-            let o = db.get()?;
-            match self.transact_in(&*o, &mut f, Some(wake)) {
-                Err(e) if e.is_storage_full() => (e, o.generation()),
-                done => return done,
+        let mut wake = Some(wake);
+        let mut stale = 0;
+        let (error, generation) = loop {
+            let (error, generation) = {
+                let o = db.get()?;
+                match self.transact_in(&*o, &mut f, &mut wake) {
+                    Err(e) if e.is_storage_full() || (e.is_stale() && stale < STALE_RETRIES) => {
+                        (e, o.generation())
+                    }
+                    done => return done,
+                }
+            };
+            if !error.is_stale() {
+                break (error, generation);
             }
+            // Another call's failure left the handle unusable: that call handles the failure;
+            // this transaction, whose events are not acked yet, runs again on a new handle.
+            stale += 1;
+            db.reopen(generation, &error)?;
+            self.reload()?;
         };
         // Nothing is acked whatever happens next: a database that cannot be opened again now
         // is tried again by the next call.
@@ -696,7 +715,7 @@ impl Inbox {
         &self,
         kv: &dyn Kv,
         f: &mut impl FnMut(&mut Tx<'_>) -> Result<R, InboxError>,
-        wake: Option<impl FnOnce(&[NotifierName])>,
+        wake: &mut Option<impl FnOnce(&[NotifierName])>,
     ) -> Result<(R, Vec<NotifierName>), InboxError> {
         // One hub's commits take turns on the counts (and its outbox numbers). Hubs sharing a
         // store take turns on its rows instead: holding a lock of this process while waiting
@@ -730,7 +749,7 @@ impl Inbox {
         if !batch.is_empty() {
             kv.apply(batch)?;
         }
-        if let Some(wake) = wake.filter(|_| !woken.is_empty()) {
+        if let Some(wake) = wake.take_if(|_| !woken.is_empty()) {
             wake(&woken);
         }
         if durable {

@@ -17,6 +17,8 @@ use crate::reserve::is_storage_full;
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_ID: &str = "next_id";
+/// Where a new database is made.
+const NEW_FILE: &str = "store.redb.new";
 
 /// The records, as of the last [`Redb::write`].
 pub type Records = ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -38,9 +40,13 @@ impl Redb {
     /// When redb cannot open or create it.
     pub fn open(dir: &Path, cache: usize) -> Result<Self, DbError> {
         std::fs::create_dir_all(dir)?;
+        let path = dir.join(Self::FILE);
+        if !path.exists() {
+            create(dir, &path)?;
+        }
         let db = redb::Builder::new()
             .set_cache_size(cache)
-            .create(dir.join(Self::FILE))
+            .create(path)
             .map_err(failed)?;
         Self::with(db)
     }
@@ -142,24 +148,35 @@ impl Engine for Redb {
     }
 }
 
+/// Creates an empty database at `path`, made under another name and renamed when it is
+/// whole: redb writes its header last, and would refuse for good a file a crash or a full
+/// disk cut short.
+fn create(dir: &Path, path: &Path) -> Result<(), DbError> {
+    let fresh = dir.join(NEW_FILE);
+    match std::fs::remove_file(&fresh) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    drop(redb::Database::create(&fresh).map_err(failed)?);
+    File::open(&fresh)?.sync_all()?;
+    std::fs::rename(&fresh, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 fn failed(e: impl Into<redb::Error>) -> DbError {
     DbError::from(e.into())
 }
 
-/// Whether redb failed for want of space. After one failed write redb answers every later
-/// call with `PreviousIo` until it is opened again: counted as full too, so a call racing
-/// the one that failed waits for the reopening rather than stopping the daemon.
+/// Whether redb failed for want of space. (After one failed write redb answers every later
+/// call with `PreviousIo` until it is opened again: [`super::StorageFull::is_stale`].)
 pub fn storage_full(e: &redb::Error) -> bool {
-    match e {
-        redb::Error::Io(e) => is_storage_full(e),
-        redb::Error::PreviousIo => true,
-        _ => false,
-    }
+    matches!(e, redb::Error::Io(e) if is_storage_full(e))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::Database;
+    use super::super::{Database, StorageFull};
     use super::*;
 
     fn open(dir: &Path) -> Result<Redb, DbError> {
@@ -200,5 +217,51 @@ mod tests {
             o.db.next_id() > first + 1,
             "ids taken before a write stay taken"
         );
+    }
+
+    #[test]
+    fn a_creation_cut_short_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a crash or a full disk leaves of a creation: no header.
+        std::fs::write(dir.path().join(NEW_FILE), [0u8; 4096]).unwrap();
+        let db = Redb::open(dir.path(), 1 << 20).unwrap();
+        db.write([(b"k".to_vec(), Some(b"v".to_vec()))]).unwrap();
+        assert_eq!(value(&db, b"k").as_deref(), Some(&b"v"[..]));
+        assert!(!dir.path().join(NEW_FILE).exists());
+    }
+
+    #[test]
+    fn a_handle_another_call_left_unusable_is_opened_again_and_the_disk_not_called_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), 1 << 16, open).unwrap();
+        let reserve = || std::fs::metadata(dir.path().join("reserve")).unwrap().len();
+        let (first, held) = (db.generation().unwrap(), reserve());
+        let calls = std::cell::Cell::new(0);
+        let reloads = std::cell::Cell::new(0);
+        let generation = db
+            .run(
+                |o| {
+                    calls.set(calls.get() + 1);
+                    match calls.get() {
+                        1 => Err(DbError::from(redb::Error::PreviousIo)),
+                        _ => Ok(o.generation()),
+                    }
+                },
+                || {
+                    reloads.set(reloads.get() + 1);
+                    Ok::<(), DbError>(())
+                },
+            )
+            .unwrap();
+        assert_ne!(generation, first, "opened again");
+        assert_eq!((calls.get(), reloads.get()), (2, 1));
+        assert!(db.full_since().is_none());
+        assert_eq!(reserve(), held, "no reserve given back");
+        // A handle that keeps failing so is an error after a few tries, not a loop.
+        let e = db.run(
+            |_| Err::<(), _>(DbError::from(redb::Error::PreviousIo)),
+            || Ok(()),
+        );
+        assert!(e.unwrap_err().is_stale());
     }
 }

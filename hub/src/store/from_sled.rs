@@ -1,8 +1,11 @@
 //! An inbox an earlier build kept in sled, carried over to redb once, at the first start.
 //!
-//! Every record is copied into a redb database made beside it under another name, made
-//! durable, and only then renamed into place; sled's files go after that. A crash before the
-//! rename starts the copy again, one after it only leaves sled's files to remove.
+//! Every record is copied into a redb database made beside it under another name and made
+//! durable; a marker then says the copy is complete, the copy is renamed into place, and
+//! sled's files go (`conf` last). A crash before the rename starts the copy again; one after
+//! it only leaves sled's files to remove. sled files found beside a redb inbox without the
+//! marker were written by an older build after the carry-over (a downgrade): they are moved
+//! aside, not deleted, and not carried over again.
 
 use std::path::Path;
 
@@ -11,12 +14,17 @@ use warren_daemon::database::{DbError, Engine};
 
 use crate::inbox::InboxError;
 
-/// sled's files and directories in its directory (besides `snap.*`).
-const SLED_FILES: [&str; 3] = ["conf", "db", "blobs"];
 /// Where the copy is made.
 const COPY: &str = "carry-over";
+/// Says that the redb inbox holds everything the sled files beside it hold.
+const CARRIED: &str = "carried-over-from-sled";
 /// Records per redb write while copying.
 const CHUNK: usize = 10_000;
+
+/// Whether `name`, in an inbox directory, is one of sled's files or directories.
+fn is_sled(name: &str) -> bool {
+    ["conf", "db", "blobs"].contains(&name) || name.starts_with("snap.")
+}
 
 /// Carries a sled inbox in `dir` over to redb, if there is one.
 ///
@@ -24,26 +32,64 @@ const CHUNK: usize = 10_000;
 /// When sled cannot read it, or redb cannot take it (a full disk): the hub does not start,
 /// and sled's files are left as they were.
 pub fn carry_over(dir: &Path) -> Result<(), InboxError> {
-    if !dir.join("conf").exists() {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let sled = sled_files(dir)?;
+    let carried = dir.join(CARRIED);
+    if sled.is_empty() {
+        remove_if_there(&carried)?;
         return Ok(());
     }
     if !dir.join(Redb::FILE).exists() {
-        copy(dir)?;
+        remove_if_there(&carried)?;
+        if let Err(error) = copy(dir) {
+            // A partial copy takes room on what may be a full disk.
+            let _ = std::fs::remove_dir_all(dir.join(COPY));
+            return Err(error);
+        }
+    } else if !carried.exists() {
+        let aside = dir.join(format!("sled-aside-{}", crate::now_ms()));
+        std::fs::create_dir(&aside)?;
+        for name in &sled {
+            std::fs::rename(dir.join(name), aside.join(name))?;
+        }
+        tracing::warn!(aside = %aside.display(), "Found sled files beside the redb inbox, written by an older build after the carry-over: moved aside, not carried over (what they held is not delivered).");
+        return Ok(());
     }
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if SLED_FILES.contains(&name.as_ref()) || name.starts_with("snap.") {
-            let path = entry.path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
-            }
+    let copy = dir.join(COPY);
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy)?;
+    }
+    // Listed again: sled writes a snapshot as the copy closes it. `conf` last: while it is
+    // there, the next start finishes this.
+    let mut sled = sled_files(dir)?;
+    sled.sort_by_key(|name| name == "conf");
+    for name in &sled {
+        let path = dir.join(name);
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
         }
     }
+    std::fs::remove_file(&carried)?;
     Ok(())
+}
+
+fn sled_files(dir: &Path) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| is_sled(name))
+        .collect())
+}
+
+fn remove_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn copy(dir: &Path) -> Result<(), InboxError> {
@@ -74,6 +120,7 @@ fn copy(dir: &Path) -> Result<(), InboxError> {
         new.write(chunk)?;
         new.sync()?;
     }
+    std::fs::File::create(dir.join(CARRIED))?.sync_all()?;
     std::fs::rename(copy.join(Redb::FILE), dir.join(Redb::FILE))?;
     std::fs::File::open(dir)?.sync_all()?;
     std::fs::remove_dir_all(&copy)?;
@@ -147,20 +194,58 @@ mod tests {
         assert!(db.next_id() > last_id, "ids go on past sled's");
     }
 
+    /// A redb inbox holding `k` = `redb` beside a sled one holding `k` = `sled`.
+    fn both(path: &Path) {
+        sled_inbox(path, &[(b"k".to_vec(), b"sled".to_vec())]);
+        let db = Redb::open(path, 1 << 20).unwrap();
+        db.write([(b"k".to_vec(), Some(b"redb".to_vec()))]).unwrap();
+        db.sync().unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn a_carry_over_done_before_a_crash_only_removes_sled() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inbox");
-        sled_inbox(&path, &[(b"k".to_vec(), b"sled".to_vec())]);
+        both(&path);
         // What a crash between the rename and the removal leaves.
-        {
-            let db = Redb::open(&path, 1 << 20).unwrap();
-            db.write([(b"k".to_vec(), Some(b"redb".to_vec()))]).unwrap();
-            db.sync().unwrap();
-        }
+        std::fs::write(path.join(CARRIED), b"").unwrap();
+        std::fs::create_dir(path.join(COPY)).unwrap();
         carry_over(&path).unwrap();
-        assert!(!path.join("conf").exists() && !path.join("db").exists());
+        assert_eq!(names(&path), [Redb::FILE]);
         let db = Redb::open(&path, 1 << 20).unwrap();
         assert_eq!(records(&db), [(b"k".to_vec(), b"redb".to_vec())]);
+    }
+
+    #[test]
+    fn sled_files_an_older_build_wrote_after_the_carry_over_are_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox");
+        both(&path);
+        carry_over(&path).unwrap();
+        let left = names(&path);
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left[0].starts_with("sled-aside-"), "{left:?}");
+        assert_eq!(left[1], Redb::FILE);
+        let aside = sled::open(path.join(&left[0])).unwrap();
+        assert_eq!(
+            aside.get(b"k").unwrap().unwrap(),
+            b"sled",
+            "kept, not deleted"
+        );
+        let db = Redb::open(&path, 1 << 20).unwrap();
+        assert_eq!(
+            records(&db),
+            [(b"k".to_vec(), b"redb".to_vec())],
+            "not carried over"
+        );
     }
 }

@@ -691,8 +691,19 @@ impl Inbox {
             // Another call's failure left the handle unusable: that call handles the failure;
             // this transaction, whose events are not acked yet, runs again on a new handle.
             stale += 1;
-            db.reopen(generation, &error)?;
-            self.reload()?;
+            let reopened = db
+                .reopen(generation, &error)
+                .map_err(InboxError::from)
+                .and_then(|()| self.reload());
+            if let Err(error) = reopened {
+                // Not acked, so not lost: the next commit tries again.
+                tracing::error!(%error, "The inbox database could not be opened again yet.");
+                return Err(if error.is_storage_full() {
+                    InboxError::DiskFull
+                } else {
+                    error
+                });
+            }
         };
         // Nothing is acked whatever happens next: a database that cannot be opened again now
         // is tried again by the next call.

@@ -30,8 +30,6 @@ use crate::queue::{Entry, Queue};
 use crate::stats::Stats;
 use warren_daemon::database::StorageFull;
 
-/// MQTT-level in-flight publishes (PUBACK window); the application-level window is larger.
-const MQTT_INFLIGHT: u16 = 100;
 /// How often ack timeouts and the presence interval are checked.
 const TICK: Duration = Duration::from_secs(1);
 /// How long a clean shutdown waits for the DISCONNECT to go out.
@@ -491,7 +489,9 @@ fn mqtt_options(cfg: &EdgeConfig, secrets: &Secrets, hub: &HubAddress) -> MqttOp
         // No broker session is trusted: the queue is the session.
         .set_clean_session(true)
         .set_max_packet_size(MAX_PAYLOAD, MAX_PAYLOAD)
-        .set_inflight(MQTT_INFLIGHT)
+        // As many unacked publishes as the window holds: a smaller MQTT window would make the
+        // client wait for the broker's PUBACKs inside the hub's.
+        .set_inflight(u16::try_from(cfg.window).unwrap_or(u16::MAX))
         .set_last_will(LastWill::new(
             topic::status(&cfg.edge_id),
             Presence {

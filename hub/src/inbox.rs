@@ -229,8 +229,10 @@ pub enum Space {
 /// One atomic, durable write to the store ([`Inbox::transact`]): reads see its own writes.
 pub struct Tx<'a> {
     kv: &'a dyn Kv,
-    batch: Batch,
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What it wrote (`None`: removed), the last write of each key: its reads see these
+    /// first, and they are applied as one batch, in key order. Keeping one copy of each value
+    /// costs no clone per write.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The next outbox number, for one hub's store; `None` when hubs share it (the store
     /// hands them out).
     next_seq: Option<u64>,
@@ -258,10 +260,8 @@ impl Tx<'_> {
 
     /// Removes the record `key` of `space`.
     pub fn remove(&mut self, space: Space, key: &[u8]) {
-        let k = spaced(space, key);
         self.durable = true;
-        self.batch.remove(k.clone());
-        self.overlay.insert(k, None);
+        self.writes.insert(spaced(space, key), None);
     }
 
     /// Adds a delivery to `notifier`'s outbox.
@@ -314,7 +314,7 @@ impl Tx<'_> {
         let mut fresh: Vec<Vec<u8>> = envelopes
             .iter()
             .map(|e| seen_key(&e.id).to_vec())
-            .filter(|k| !self.overlay.contains_key(k))
+            .filter(|k| !self.writes.contains_key(k))
             .collect();
         fresh.sort_unstable();
         fresh.dedup();
@@ -322,10 +322,10 @@ impl Tx<'_> {
         let before: HashMap<Vec<u8>, Option<Vec<u8>>> = fresh.into_iter().zip(found).collect();
         for (i, e) in envelopes.iter().enumerate() {
             let key = seen_key(&e.id);
-            let seen_at = match self.overlay.get(key.as_slice()) {
+            let seen_at = match self.writes.get(key.as_slice()) {
                 Some(v) => v.clone(),
                 // Not taken out: a second copy in this batch of an id already recorded is a
-                // duplicate too (a first sighting is in the overlay by then).
+                // duplicate too (a first sighting is in `writes` by then).
                 None => before.get(key.as_slice()).cloned().flatten(),
             };
             let seen_at = seen_at
@@ -409,7 +409,7 @@ impl Tx<'_> {
     }
 
     fn raw_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, InboxError> {
-        match self.overlay.get(key) {
+        match self.writes.get(key) {
             Some(v) => Ok(v.clone()),
             None => self.kv.get(key),
         }
@@ -422,8 +422,7 @@ impl Tx<'_> {
 
     /// A write that may wait for the next fsync ([`Inbox::flush_behind`]): a trace's.
     fn trace_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.insert(key.clone(), value.clone());
-        self.overlay.insert(key, Some(value));
+        self.writes.insert(key, Some(value));
     }
 }
 
@@ -737,8 +736,7 @@ impl Inbox {
         };
         let mut tx = Tx {
             kv,
-            batch: Batch::default(),
-            overlay: HashMap::new(),
+            writes: BTreeMap::new(),
             next_seq: counts.as_ref().map(|c| c.next_seq),
             added: BTreeMap::new(),
             new_seen: 0,
@@ -747,7 +745,7 @@ impl Inbox {
         };
         let r = f(&mut tx)?;
         let Tx {
-            batch,
+            writes,
             next_seq,
             added,
             new_seen,
@@ -757,8 +755,8 @@ impl Inbox {
         } = tx;
         // Numbered before the write, so a delivery that reads its entries sees the number.
         let commit = self.begin();
-        if !batch.is_empty() {
-            kv.apply(batch)?;
+        if !writes.is_empty() {
+            kv.apply(writes.into_iter().collect())?;
         }
         if let Some(wake) = wake.take_if(|_| !woken.is_empty()) {
             wake(&woken);

@@ -105,7 +105,7 @@ macro_rules! versioned_json {
             /// # Errors
             /// A [`DecodeError`] for oversized, non-UTF-8, non-JSON or ill-typed payloads.
             pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-                decode_versioned(bytes)
+                decode_versioned(bytes, |decoded: &Self| decoded.v)
             }
         }
     )*};
@@ -113,7 +113,10 @@ macro_rules! versioned_json {
 
 versioned_json!(Envelope, Ack, Presence);
 
-fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+fn decode_versioned<T: DeserializeOwned>(
+    bytes: &[u8],
+    version: impl Fn(&T) -> u32,
+) -> Result<T, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -124,6 +127,15 @@ fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError>
         });
     }
     let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8)?;
+    // One pass for a payload of this version. Anything else is read again as a JSON value, to
+    // say what is wrong with it (an unknown version before an unknown shape). An array would
+    // fill the struct's fields in order: only an object is one.
+    if text.trim_start().starts_with('{')
+        && let Ok(decoded) = serde_json::from_str::<T>(text)
+        && version(&decoded) == VERSION
+    {
+        return Ok(decoded);
+    }
     let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
     let Value::Object(map) = &value else {
         return Err(DecodeError::NotObject);
@@ -209,6 +221,33 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("tst")
+        );
+    }
+
+    #[test]
+    fn only_an_object_is_a_payload() {
+        // serde would fill a struct's fields from an array, in order.
+        assert_eq!(
+            Ack::decode(br#"[1,[]]"#).unwrap_err().reason(),
+            "not_object"
+        );
+        let e = envelope();
+        let fields: Vec<Value> = serde_json::to_value(&e)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        let as_array = serde_json::to_vec(&fields).unwrap();
+        assert_eq!(
+            Envelope::decode(&as_array).unwrap_err().reason(),
+            "not_object"
+        );
+        // Whitespace before the object is still JSON.
+        assert_eq!(
+            Envelope::decode(&[b" \n".as_slice(), &e.encode()].concat()).unwrap(),
+            e
         );
     }
 

@@ -30,6 +30,15 @@ impl IntoIterator for Batch {
     }
 }
 
+impl FromIterator<(Vec<u8>, Option<Vec<u8>>)> for Batch {
+    /// Each write: `(key, Some(value))` to set, `(key, None)` to remove.
+    fn from_iter<I: IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>>(ops: I) -> Self {
+        Self {
+            ops: ops.into_iter().collect(),
+        }
+    }
+}
+
 impl Batch {
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {

@@ -266,7 +266,12 @@ impl EventLoop {
                         };
                         last = matches!(request, Request::Disconnect(_));
                         if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
-                            network.write(outgoing).await?;
+                            // Past 8 KiB buffered, a write flushes: under the same deadline as
+                            // the flush below, so a stalled link still fails.
+                            match time::timeout(network_timeout, network.write(outgoing)).await {
+                                Ok(inner) => inner?,
+                                Err(_) => return Err(ConnectionError::FlushTimeout),
+                            };
                         }
                     }
                     match time::timeout(network_timeout, network.flush()).await {

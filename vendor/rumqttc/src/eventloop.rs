@@ -252,6 +252,7 @@ impl EventLoop {
                     // warren: requests already waiting go out in the same write, as incoming
                     // packets are read in bunches: one flush per publish made a syscall, a
                     // TLS record and a TCP segment each (upstream issue #810).
+                    let deadline = Instant::now() + network_timeout;
                     for _ in 0..MAX_REQUEST_BATCH {
                         if last
                             || !self.pending.is_empty()
@@ -266,9 +267,9 @@ impl EventLoop {
                         };
                         last = matches!(request, Request::Disconnect(_));
                         if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
-                            // Past 8 KiB buffered, a write flushes: under the same deadline as
-                            // the flush below, so a stalled link still fails.
-                            match time::timeout(network_timeout, network.write(outgoing)).await {
+                            // Past 8 KiB buffered, a write flushes: all of them together get
+                            // the time one flush gets, so a stalled link still fails.
+                            match time::timeout_at(deadline, network.write(outgoing)).await {
                                 Ok(inner) => inner?,
                                 Err(_) => return Err(ConnectionError::FlushTimeout),
                             };
